@@ -1,0 +1,521 @@
+//! The envelope: how a [`Body`] becomes bytes on an MQTT topic, and back.
+//!
+//! ```text
+//! +---------+----------------------------+------------------+
+//! | version | postcard(Body)             | tag (8 bytes)    |
+//! | 1 byte  | variable                   | SipHash-2-4      |
+//! +---------+----------------------------+------------------+
+//! ```
+//!
+//! The tag is SipHash-2-4 over the version byte and the body, keyed with the
+//! *sender's* device key. Keys are derived from a run secret
+//! ([`Keyring`]), modelling devices that were provisioned with a per-device
+//! key. A client that does not hold a node's key cannot publish as that node:
+//! its messages fail with [`WireError::BadTag`]. (SipHash is a keyed PRF fit
+//! for short-message authentication at line rate; a production deployment
+//! would add TLS and broker ACLs on top.)
+
+use std::fmt;
+
+use siphasher::sip::SipHasher24;
+use std::hash::Hasher;
+
+use siphasher::sip128::{Hasher128, SipHasher24 as SipHasher24x128};
+
+use crate::{AggregatorId, Body, NodeId, WireError};
+
+/// The wire version this build writes and the only one it reads.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Length of the authentication tag.
+pub const TAG_BYTES: usize = 8;
+
+/// Largest valid message. A full [`crate::Batch`] of 256 samples is about
+/// 8 KiB; an [`crate::AckBatch`] of 4096 acks about 24 KiB.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
+
+/// Shortest possible message: version, a one-byte body, the tag.
+pub const MIN_MESSAGE_BYTES: usize = 1 + 1 + TAG_BYTES;
+
+/// Who sent a message, as claimed by its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Principal {
+    /// A sensor node.
+    Node(NodeId),
+    /// An aggregator.
+    Aggregator(AggregatorId),
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Node(n) => n.fmt(f),
+            Self::Aggregator(a) => a.fmt(f),
+        }
+    }
+}
+
+impl Body {
+    /// The principal whose key must have signed this body.
+    pub fn sender(&self) -> Principal {
+        match self {
+            Self::Batch(b) => Principal::Node(b.node),
+            Self::Ack(a) => Principal::Aggregator(a.aggregator),
+            Self::Status(s) => Principal::Aggregator(s.aggregator),
+        }
+    }
+}
+
+/// A 128-bit per-device key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DeviceKey([u8; 16]);
+
+impl DeviceKey {
+    /// A key from raw bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    fn tag(&self, bytes: &[u8]) -> [u8; TAG_BYTES] {
+        SipHasher24::new_with_key(&self.0).hash(bytes).to_le_bytes()
+    }
+}
+
+impl fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never print key material.
+        f.write_str("DeviceKey(..)")
+    }
+}
+
+/// Finds the key of a claimed sender.
+pub trait KeyLookup {
+    /// The key of `principal`, or `None` if it is not a known device.
+    fn key(&self, principal: Principal) -> Option<DeviceKey>;
+}
+
+/// Derives every device's key from one run secret.
+#[derive(Clone)]
+pub struct Keyring {
+    secret: [u8; 16],
+    /// Nodes with ids at or above this are not provisioned.
+    node_limit: u32,
+}
+
+impl Keyring {
+    /// A keyring for nodes `0..node_limit` and every aggregator.
+    pub const fn new(secret: [u8; 16], node_limit: u32) -> Self {
+        Self { secret, node_limit }
+    }
+
+    /// The key provisioned for `principal`, whether or not it is in range.
+    pub fn derive(&self, principal: Principal) -> DeviceKey {
+        let mut h = SipHasher24x128::new_with_key(&self.secret);
+        let (kind, id) = match principal {
+            Principal::Node(n) => (b'n', u64::from(n.0)),
+            Principal::Aggregator(a) => (b'a', u64::from(a.0)),
+        };
+        h.write(b"vitalmesh device key v1");
+        h.write(&[kind]);
+        h.write(&id.to_le_bytes());
+        DeviceKey(h.finish128().as_bytes())
+    }
+}
+
+impl KeyLookup for Keyring {
+    fn key(&self, principal: Principal) -> Option<DeviceKey> {
+        match principal {
+            Principal::Node(n) if n.0 >= self.node_limit => None,
+            _ => Some(self.derive(principal)),
+        }
+    }
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Keyring")
+            .field("node_limit", &self.node_limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Appends the envelope for `body`, signed with `key`, to `out`.
+///
+/// # Errors
+///
+/// [`WireError::Invalid`] if the body breaks a protocol rule, and
+/// [`WireError::TooLarge`] if it does not fit in [`MAX_MESSAGE_BYTES`]. In
+/// both cases `out` is left as it was.
+pub fn encode(body: &Body, key: &DeviceKey, out: &mut Vec<u8>) -> Result<(), WireError> {
+    body.validate()?;
+    let start = out.len();
+    out.push(WIRE_VERSION);
+    match body {
+        Body::Batch(batch) => crate::fast::write_batch_body(out, batch),
+        other => {
+            let buf = std::mem::take(out);
+            *out = postcard::to_extend(other, buf).map_err(WireError::Malformed)?;
+        }
+    }
+    let len = out.len() - start + TAG_BYTES;
+    if len > MAX_MESSAGE_BYTES {
+        out.truncate(start);
+        return Err(WireError::TooLarge {
+            len,
+            max: MAX_MESSAGE_BYTES,
+        });
+    }
+    let tag = key.tag(&out[start..]);
+    out.extend_from_slice(&tag);
+    Ok(())
+}
+
+/// [`encode`] into a fresh vector.
+pub fn encode_to_vec(body: &Body, key: &DeviceKey) -> Result<Vec<u8>, WireError> {
+    let mut out = Vec::with_capacity(64);
+    encode(body, key, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes and authenticates bytes from an untrusted peer.
+///
+/// Checks, in order: length, version, postcard body, no trailing bytes, the
+/// protocol rules ([`Body::validate`]), then the claimed sender's tag. Never
+/// panics. (Postcard accepts over-long varints, so one body can have several
+/// encodings; the tag covers the exact bytes, so that grants nothing.)
+pub fn decode(bytes: &[u8], keys: &impl KeyLookup) -> Result<Body, WireError> {
+    let (body, signed, tag) = split(bytes)?;
+    body.validate()?;
+    let sender = body.sender();
+    let key = keys.key(sender).ok_or(WireError::UnknownSender(sender))?;
+    if !constant_time_eq(&key.tag(signed), tag) {
+        return Err(WireError::BadTag(sender));
+    }
+    Ok(body)
+}
+
+/// Parses the layout without authenticating: (body, signed bytes, tag).
+fn split(bytes: &[u8]) -> Result<(Body, &[u8], &[u8]), WireError> {
+    let len = bytes.len();
+    if len > MAX_MESSAGE_BYTES {
+        return Err(WireError::TooLarge {
+            len,
+            max: MAX_MESSAGE_BYTES,
+        });
+    }
+    if len < MIN_MESSAGE_BYTES {
+        return Err(WireError::Truncated { len });
+    }
+    if bytes[0] != WIRE_VERSION {
+        return Err(WireError::UnsupportedVersion {
+            found: bytes[0],
+            supported: WIRE_VERSION,
+        });
+    }
+    let (signed, tag) = bytes.split_at(len - TAG_BYTES);
+    let (body, rest) = postcard::take_from_bytes::<Body>(&signed[1..]).map_err(|e| match e {
+        postcard::Error::DeserializeUnexpectedEnd => WireError::Truncated { len },
+        other => WireError::Malformed(other),
+    })?;
+    if !rest.is_empty() {
+        return Err(WireError::TrailingBytes { len: rest.len() });
+    }
+    Ok((body, signed, tag))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::message::*;
+    use crate::{PartitionId, Timestamp};
+
+    fn keyring() -> Keyring {
+        Keyring::new(*b"0123456789abcdef", 10_000)
+    }
+
+    fn arb_vitals() -> impl Strategy<Value = Vitals> {
+        (
+            (
+                proptest::option::of(any::<u16>()),
+                proptest::option::of(any::<u8>()),
+                proptest::option::of(any::<u8>()),
+                proptest::option::of(any::<i16>()),
+            ),
+            (
+                proptest::option::of(any::<u16>()),
+                proptest::option::of(any::<u16>()),
+                proptest::option::of(prop_oneof![
+                    Just(Acvpu::Alert),
+                    Just(Acvpu::Confusion),
+                    Just(Acvpu::Voice),
+                    Just(Acvpu::Pain),
+                    Just(Acvpu::Unresponsive)
+                ]),
+                any::<bool>(),
+                prop_oneof![Just(SpO2Scale::Scale1), Just(SpO2Scale::Scale2)],
+            ),
+        )
+            .prop_map(|((hr, rr, spo2, t), (sbp, dbp, c, o2, scale))| Vitals {
+                heart_rate: hr,
+                resp_rate: rr,
+                spo2,
+                temp_decicelsius: t,
+                systolic: sbp,
+                diastolic: dbp,
+                consciousness: c,
+                on_oxygen: o2,
+                spo2_scale: scale,
+            })
+    }
+
+    fn arb_batch() -> impl Strategy<Value = Batch> {
+        (
+            0u32..10_000,
+            any::<u32>(),
+            prop::collection::vec((1u64..1000, arb_vitals(), 0u8..=100, 0u16..0x200), 0..40),
+        )
+            .prop_map(|(node, held_from, parts)| {
+                let mut seq = u64::from(held_from);
+                let samples = parts
+                    .into_iter()
+                    .map(|(step, vitals, battery_pct, flags)| {
+                        seq += step;
+                        Sample {
+                            node: NodeId(node),
+                            seq,
+                            time: Timestamp::from_micros(seq * 1_000_000),
+                            vitals,
+                            battery_pct,
+                            faults: FaultFlags(flags & FaultFlags::KNOWN.0),
+                        }
+                    })
+                    .collect();
+                Batch {
+                    node: NodeId(node),
+                    held_from: u64::from(held_from),
+                    samples,
+                }
+            })
+    }
+
+    fn arb_body() -> impl Strategy<Value = Body> {
+        prop_oneof![
+            arb_batch().prop_map(Body::Batch),
+            (
+                any::<u16>(),
+                0u16..100,
+                prop::collection::vec((0u32..10_000, any::<u64>()), 0..50)
+            )
+                .prop_map(|(p, a, acks)| Body::Ack(AckBatch {
+                    partition: PartitionId(p),
+                    aggregator: AggregatorId(a),
+                    acks: acks
+                        .into_iter()
+                        .map(|(n, next)| NodeAck {
+                            node: NodeId(n),
+                            next_expected: next
+                        })
+                        .collect(),
+                })),
+            (any::<u16>(), any::<u64>(), any::<u64>(), 0..3u8).prop_map(|(a, inc, beat, st)| {
+                Body::Status(AggregatorStatus {
+                    aggregator: AggregatorId(a),
+                    incarnation: inc,
+                    beat,
+                    state: [
+                        AggregatorState::Alive,
+                        AggregatorState::Leaving,
+                        AggregatorState::Offline,
+                    ][st as usize],
+                })
+            }),
+        ]
+    }
+
+    fn sign(body: &Body) -> Vec<u8> {
+        let ring = keyring();
+        encode_to_vec(body, &ring.derive(body.sender())).unwrap()
+    }
+
+    proptest! {
+        #[test]
+        fn round_trips(body in arb_body()) {
+            let bytes = sign(&body);
+            prop_assert!(bytes.len() <= MAX_MESSAGE_BYTES);
+            prop_assert_eq!(decode(&bytes, &keyring()), Ok(body));
+        }
+
+        #[test]
+        fn fast_encoding_matches_postcard(body in arb_body()) {
+            let key = keyring().derive(body.sender());
+            let mut fast = Vec::new();
+            encode(&body, &key, &mut fast).unwrap();
+            let mut reference = vec![WIRE_VERSION];
+            reference.extend(postcard::to_allocvec(&body).unwrap());
+            prop_assert_eq!(&fast[..fast.len() - TAG_BYTES], &reference[..]);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let _ = decode(&bytes, &keyring());
+        }
+
+        #[test]
+        fn arbitrary_bytes_after_a_valid_version_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+            let mut b = vec![WIRE_VERSION];
+            b.extend(bytes);
+            let _ = decode(&b, &keyring());
+        }
+
+        #[test]
+        fn every_truncation_is_an_error(body in arb_body(), cut in any::<prop::sample::Index>()) {
+            let bytes = sign(&body);
+            let cut = cut.index(bytes.len());
+            prop_assert!(decode(&bytes[..cut], &keyring()).is_err());
+        }
+
+        #[test]
+        fn any_flipped_bit_is_detected(body in arb_body(), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+            let mut bytes = sign(&body);
+            let i = at.index(bytes.len());
+            bytes[i] ^= 1 << bit;
+            prop_assert!(decode(&bytes, &keyring()).is_err());
+        }
+    }
+
+    fn batch_of(seqs: &[u64]) -> Batch {
+        Batch {
+            node: NodeId(7),
+            held_from: 0,
+            samples: seqs
+                .iter()
+                .map(|&seq| Sample {
+                    node: NodeId(7),
+                    seq,
+                    time: Timestamp::from_secs(seq),
+                    vitals: Vitals::default(),
+                    battery_pct: 100,
+                    faults: FaultFlags::empty(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn wrong_version_is_reported_with_both_versions() {
+        let mut bytes = sign(&Body::Batch(batch_of(&[1])));
+        bytes[0] = 9;
+        assert_eq!(
+            decode(&bytes, &keyring()),
+            Err(WireError::UnsupportedVersion {
+                found: 9,
+                supported: WIRE_VERSION
+            })
+        );
+    }
+
+    #[test]
+    fn oversized_input_is_rejected_before_parsing() {
+        let bytes = vec![WIRE_VERSION; MAX_MESSAGE_BYTES + 1];
+        assert_eq!(
+            decode(&bytes, &keyring()),
+            Err(WireError::TooLarge {
+                len: MAX_MESSAGE_BYTES + 1,
+                max: MAX_MESSAGE_BYTES
+            })
+        );
+    }
+
+    #[test]
+    fn a_message_signed_with_another_nodes_key_is_rejected() {
+        let body = Body::Batch(batch_of(&[1, 2]));
+        let forged = encode_to_vec(&body, &keyring().derive(Principal::Node(NodeId(8)))).unwrap();
+        assert_eq!(
+            decode(&forged, &keyring()),
+            Err(WireError::BadTag(Principal::Node(NodeId(7))))
+        );
+    }
+
+    #[test]
+    fn unprovisioned_nodes_are_unknown_senders() {
+        let mut b = batch_of(&[1]);
+        b.node = NodeId(20_000);
+        b.samples[0].node = NodeId(20_000);
+        let bytes = sign(&Body::Batch(b));
+        assert_eq!(
+            decode(&bytes, &keyring()),
+            Err(WireError::UnknownSender(Principal::Node(NodeId(20_000))))
+        );
+    }
+
+    #[test]
+    fn out_of_order_sequence_numbers_are_invalid_with_a_field_path() {
+        let err = encode_to_vec(
+            &Body::Batch(batch_of(&[5, 4])),
+            &keyring().derive(Principal::Node(NodeId(7))),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid batch.samples[1].seq: '4' is not above the previous sample's sequence number"
+        );
+    }
+
+    #[test]
+    fn a_sample_from_another_node_inside_a_batch_is_invalid() {
+        let mut b = batch_of(&[1, 2]);
+        b.samples[1].node = NodeId(3);
+        assert!(matches!(
+            Body::Batch(b).validate(),
+            Err(WireError::Invalid { field, .. }) if field == "batch.samples[1].node"
+        ));
+    }
+
+    #[test]
+    fn oversized_batches_cannot_be_encoded() {
+        let seqs: Vec<u64> = (0..=MAX_BATCH_SAMPLES as u64).collect();
+        assert!(matches!(
+            encode_to_vec(
+                &Body::Batch(batch_of(&seqs)),
+                &keyring().derive(Principal::Node(NodeId(7)))
+            ),
+            Err(WireError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_between_body_and_tag_are_rejected() {
+        let body = Body::Status(AggregatorStatus {
+            aggregator: AggregatorId(1),
+            incarnation: 1,
+            beat: 1,
+            state: AggregatorState::Alive,
+        });
+        let key = keyring().derive(body.sender());
+        let mut bytes = encode_to_vec(&body, &key).unwrap();
+        bytes.truncate(bytes.len() - TAG_BYTES);
+        bytes.push(0);
+        let tag = key.tag(&bytes);
+        bytes.extend_from_slice(&tag);
+        assert_eq!(
+            decode(&bytes, &keyring()),
+            Err(WireError::TrailingBytes { len: 1 })
+        );
+    }
+
+    #[test]
+    fn keys_differ_per_device_and_debug_hides_them() {
+        let ring = keyring();
+        let a = ring.derive(Principal::Node(NodeId(1)));
+        let b = ring.derive(Principal::Node(NodeId(2)));
+        let c = ring.derive(Principal::Aggregator(AggregatorId(1)));
+        assert!(a != b && a != c && b != c);
+        assert_eq!(format!("{a:?}"), "DeviceKey(..)");
+    }
+}

@@ -1,0 +1,48 @@
+//! The bytes that cross the vitalmesh mesh: identifiers, the topic scheme and
+//! the message codec.
+//!
+//! # Promises
+//!
+//! - **Pure.** No I/O, no clock reads, no randomness. Every function is a
+//!   deterministic function of its arguments.
+//! - **Decoding untrusted bytes never panics.** [`envelope::decode`] returns a
+//!   typed [`WireError`] for truncated, oversized, wrong-version, garbage,
+//!   semantically invalid or forged input. This is checked by property tests
+//!   and by the `cargo fuzz` target in `fuzz/`.
+//! - **Stable across machines.** The encoding is postcard (its wire format is
+//!   documented and stable since 1.0) inside a one-byte versioned envelope;
+//!   partitions use a fixed-key hash ([`ids::stable_hash64`]), never `std`'s
+//!   per-process random `RandomState`.
+//!
+//! # Layout
+//!
+//! - [`ids`]: [`NodeId`], [`AggregatorId`], [`PartitionId`], the partition
+//!   function and the fixed-key hash.
+//! - [`time`]: [`Timestamp`], microseconds since the Unix epoch.
+//! - [`message`]: [`Sample`], [`Batch`], [`AckBatch`], [`AggregatorStatus`] and
+//!   the [`Body`] that carries one of them.
+//! - [`envelope`]: the versioned, authenticated byte layout and the keys.
+//! - [`topic`]: every MQTT topic vitalmesh uses, in one place.
+//! - [`seq`]: [`SeqSet`], a compact set of sequence numbers (ranges).
+
+#![warn(missing_docs)]
+
+pub mod envelope;
+mod error;
+mod fast;
+pub mod ids;
+pub mod message;
+pub mod seq;
+pub mod time;
+pub mod topic;
+
+pub use envelope::{DeviceKey, KeyLookup, Keyring, Principal, WIRE_VERSION, decode, encode};
+pub use error::WireError;
+pub use ids::{AggregatorId, NodeId, PartitionId, Partitioning};
+pub use message::{
+    AckBatch, Acvpu, AggregatorState, AggregatorStatus, Batch, Body, FaultFlags, NodeAck, Sample,
+    SpO2Scale, Vitals,
+};
+pub use seq::SeqSet;
+pub use time::Timestamp;
+pub use topic::{TopicScheme, WireTopic};

@@ -1,0 +1,211 @@
+//! Every MQTT topic and client id vitalmesh uses, in one place.
+//!
+//! | Topic                           | Publisher → subscriber        | Body            |
+//! |---------------------------------|-------------------------------|-----------------|
+//! | `{root}/v1/p/{partition}/{node}`| node → partition owners       | [`Batch`]       |
+//! | `{root}/v1/ack/{partition}`     | primary aggregator → nodes    | [`AckBatch`]    |
+//! | `{root}/v1/agg/{aggregator}`    | aggregator → aggregators      | [`AggregatorStatus`] (heartbeat, last will) |
+//!
+//! `root` defaults to `vm`, so a node topic looks like `vm/v1/p/17/4242`.
+//! Partition owners subscribe to `{root}/v1/p/{partition}/+`; nodes subscribe
+//! to their partition's ack topic (one filter per partition, not per node, so
+//! the broker keeps a handful of logs rather than one per node); aggregators
+//! subscribe to `{root}/v1/agg/+`. The `v1` level is [`crate::WIRE_VERSION`].
+//!
+//! Client ids are `{root}-n{node}` and `{root}-a{aggregator}`: short, unique
+//! per run and free of `/ + # $`, which some brokers refuse (and which make
+//! rumqttd 0.20 drop the connection without a CONNACK).
+//!
+//! [`Batch`]: crate::Batch
+//! [`AckBatch`]: crate::AckBatch
+//! [`AggregatorStatus`]: crate::AggregatorStatus
+
+use crate::{AggregatorId, NodeId, PartitionId, WireError};
+
+/// A parsed vitalmesh topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WireTopic {
+    /// A node's uplink.
+    Data {
+        /// Partition level of the topic.
+        partition: PartitionId,
+        /// Node level of the topic.
+        node: NodeId,
+    },
+    /// A partition's acknowledgements.
+    Ack {
+        /// Partition level of the topic.
+        partition: PartitionId,
+    },
+    /// An aggregator's status.
+    Status {
+        /// Aggregator level of the topic.
+        aggregator: AggregatorId,
+    },
+}
+
+/// The topic names of one mesh, under one root.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicScheme {
+    root: String,
+}
+
+impl Default for TopicScheme {
+    fn default() -> Self {
+        Self { root: "vm".into() }
+    }
+}
+
+impl TopicScheme {
+    /// A scheme under `root`: 1–32 characters from `[A-Za-z0-9_-]`.
+    pub fn new(root: &str) -> Result<Self, WireError> {
+        let ok = !root.is_empty()
+            && root.len() <= 32
+            && root
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if ok {
+            Ok(Self { root: root.into() })
+        } else {
+            Err(WireError::invalid(
+                "topic root",
+                format!("'{root}' must be 1 to 32 characters from A-Z, a-z, 0-9, '_' and '-'"),
+            ))
+        }
+    }
+
+    /// The root level.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Where `node` in `partition` publishes.
+    pub fn data(&self, partition: PartitionId, node: NodeId) -> String {
+        format!("{}/v1/p/{}/{}", self.root, partition.0, node.0)
+    }
+
+    /// The filter a partition owner subscribes to.
+    pub fn data_filter(&self, partition: PartitionId) -> String {
+        format!("{}/v1/p/{}/+", self.root, partition.0)
+    }
+
+    /// Where acknowledgements for `partition` are published.
+    pub fn ack(&self, partition: PartitionId) -> String {
+        format!("{}/v1/ack/{}", self.root, partition.0)
+    }
+
+    /// Where `aggregator` publishes heartbeats and its last will.
+    pub fn status(&self, aggregator: AggregatorId) -> String {
+        format!("{}/v1/agg/{}", self.root, aggregator.0)
+    }
+
+    /// The filter for every aggregator's status.
+    pub fn status_filter(&self) -> String {
+        format!("{}/v1/agg/+", self.root)
+    }
+
+    /// MQTT client id of a node.
+    pub fn node_client_id(&self, node: NodeId) -> String {
+        format!("{}-n{}", self.root, node.0)
+    }
+
+    /// MQTT client id of an aggregator.
+    pub fn aggregator_client_id(&self, aggregator: AggregatorId) -> String {
+        format!("{}-a{}", self.root, aggregator.0)
+    }
+
+    /// Parses a topic of this scheme; `None` for anything else.
+    pub fn parse(&self, topic: &str) -> Option<WireTopic> {
+        let rest = topic
+            .strip_prefix(self.root.as_str())?
+            .strip_prefix("/v1/")?;
+        let mut levels = rest.split('/');
+        let kind = levels.next()?;
+        let parsed = match kind {
+            "p" => WireTopic::Data {
+                partition: PartitionId(parse_number(levels.next()?)?),
+                node: NodeId(parse_number(levels.next()?)?),
+            },
+            "ack" => WireTopic::Ack {
+                partition: PartitionId(parse_number(levels.next()?)?),
+            },
+            "agg" => WireTopic::Status {
+                aggregator: AggregatorId(parse_number(levels.next()?)?),
+            },
+            _ => return None,
+        };
+        levels.next().is_none().then_some(parsed)
+    }
+}
+
+/// A canonical decimal number: no sign, no leading zeros, no overflow.
+fn parse_number<T: std::str::FromStr>(level: &str) -> Option<T> {
+    let canonical = !level.is_empty()
+        && level.bytes().all(|b| b.is_ascii_digit())
+        && (level == "0" || !level.starts_with('0'));
+    if canonical { level.parse().ok() } else { None }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn topics_have_the_documented_shape() {
+        let t = TopicScheme::default();
+        assert_eq!(t.data(PartitionId(17), NodeId(4242)), "vm/v1/p/17/4242");
+        assert_eq!(t.data_filter(PartitionId(17)), "vm/v1/p/17/+");
+        assert_eq!(t.ack(PartitionId(3)), "vm/v1/ack/3");
+        assert_eq!(t.status(AggregatorId(2)), "vm/v1/agg/2");
+        assert_eq!(t.status_filter(), "vm/v1/agg/+");
+        assert_eq!(t.node_client_id(NodeId(9)), "vm-n9");
+        assert_eq!(t.aggregator_client_id(AggregatorId(1)), "vm-a1");
+    }
+
+    #[test]
+    fn non_canonical_or_foreign_topics_do_not_parse() {
+        let t = TopicScheme::default();
+        for bad in [
+            "vm/v1/p/17",
+            "vm/v1/p/17/42/extra",
+            "vm/v1/p/017/42",
+            "vm/v1/p/-1/42",
+            "vm/v1/p/70000/42",
+            "vm/v2/p/1/2",
+            "other/v1/p/1/2",
+            "vm/v1/x/1",
+            "vm/v1/ack/",
+            "",
+        ] {
+            assert_eq!(t.parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn roots_with_topic_wildcards_are_refused() {
+        for bad in ["", "a/b", "a+", "#", "$sys", &"x".repeat(33)] {
+            assert!(TopicScheme::new(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            TopicScheme::new("ward_7-test").unwrap().root(),
+            "ward_7-test"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn generated_topics_parse_back(p in any::<u16>(), n in any::<u32>(), a in any::<u16>()) {
+            let t = TopicScheme::new("mesh-1").unwrap();
+            prop_assert_eq!(t.parse(&t.data(PartitionId(p), NodeId(n))), Some(WireTopic::Data { partition: PartitionId(p), node: NodeId(n) }));
+            prop_assert_eq!(t.parse(&t.ack(PartitionId(p))), Some(WireTopic::Ack { partition: PartitionId(p) }));
+            prop_assert_eq!(t.parse(&t.status(AggregatorId(a))), Some(WireTopic::Status { aggregator: AggregatorId(a) }));
+        }
+
+        #[test]
+        fn arbitrary_topics_never_panic(s in ".{0,64}") {
+            let _ = TopicScheme::default().parse(&s);
+        }
+    }
+}

@@ -1,0 +1,614 @@
+//! The sensor-node firmware as a state machine.
+//!
+//! # Driving a node
+//!
+//! The caller (the MQTT runtime, or a virtual-time simulator) owns the clock
+//! and the network. It feeds inputs with `handle_*` and reacts to outputs from
+//! `poll_*`, in the style of `quinn-proto`:
+//!
+//! 1. Inputs: [`Node::handle_timeout`], [`Node::handle_connected`],
+//!    [`Node::handle_disconnected`], [`Node::handle_ack`], and commands such
+//!    as [`Node::crash`], [`Node::restart`], [`Node::reboot`],
+//!    [`Node::inject_fault`], [`Node::add_episode`].
+//! 2. After any input, drain [`Node::poll_link`] (connect or disconnect) and
+//!    [`Node::poll_transmit`] (payloads to publish on [`Node::partition`]'s
+//!    data topic) while there is capacity to send, then sleep until
+//!    [`Node::poll_timeout`].
+//!
+//! Every input carries `now`; the node never reads a clock. Given the same
+//! seed, configuration and inputs, it produces byte-identical output.
+//!
+//! # Delivery
+//!
+//! A sample is buffered when taken and stays buffered until an aggregator
+//! acknowledges it ([`Node::handle_ack`], cumulative). On each new connection
+//! the node sends everything unacknowledged (backfill, in batches). If no
+//! acknowledgement progress arrives within the ack timeout, it re-sends all
+//! unacknowledged samples (go-back-N), doubling the timeout up to a cap; the
+//! receiver de-duplicates. Each batch carries `held_from` so the receiver
+//! learns which sequence numbers the node no longer holds.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rand_chacha::ChaCha8Rng;
+use vitalmesh_wire::envelope::{self, DeviceKey};
+use vitalmesh_wire::{Batch, Body, FaultFlags, NodeId, PartitionId, Sample, Timestamp};
+
+use crate::backoff::{Backoff, BackoffConfig};
+use crate::battery::{Battery, BatteryConfig, LOW_BATTERY_PCT};
+use crate::buffer::{DropPolicy, SampleBuffer, Stored};
+use crate::ledger::NodeLedger;
+use crate::physiology::{
+    DeteriorationEpisode, Episode, FeverEpisode, PatientOptions, Physiology, VitalSign,
+};
+use crate::rng::{self, Draw, Purpose};
+use crate::sensor::{Sensor, SensorFault};
+
+/// How a node behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeConfig {
+    /// Time between samples.
+    pub sample_interval: Duration,
+    /// RAM for the store-and-forward buffer, bytes.
+    pub buffer_bytes: u32,
+    /// What to drop when the buffer is full.
+    pub drop_policy: DropPolicy,
+    /// Most samples in one uplink batch.
+    pub max_batch_samples: usize,
+    /// Wait for acknowledgement progress before re-sending.
+    pub ack_timeout: Duration,
+    /// Cap on the doubled ack timeout.
+    pub max_ack_timeout: Duration,
+    /// Reconnect backoff.
+    pub backoff: BackoffConfig,
+    /// Battery, or `None` for mains power.
+    pub battery: Option<BatteryConfig>,
+    /// Clinical facts about the patient.
+    pub patient: PatientOptions,
+    /// Patient's local time offset from UTC, for circadian rhythms.
+    pub utc_offset_s: i64,
+    /// How long a clean reboot takes.
+    pub reboot_time: Duration,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            sample_interval: Duration::from_secs(1),
+            buffer_bytes: 16 * 1024,
+            drop_policy: DropPolicy::DropOldest,
+            max_batch_samples: 64,
+            ack_timeout: Duration::from_secs(5),
+            max_ack_timeout: Duration::from_secs(60),
+            backoff: BackoffConfig::default(),
+            battery: None,
+            patient: PatientOptions::default(),
+            utc_offset_s: 0,
+            reboot_time: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Whether the node is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Power {
+    /// Running.
+    On,
+    /// Rebooting cleanly until the given time; the buffer survives.
+    Rebooting {
+        /// When it is back.
+        until: Timestamp,
+    },
+    /// Crashed; RAM is gone. Needs [`Node::restart`].
+    Crashed,
+    /// Battery empty. Needs [`Node::restart`] (a charged battery).
+    Flat,
+}
+
+/// The node's view of its broker connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// Not connected; will try again at `retry_at` ([`Timestamp::MAX`]: not
+    /// while powered down).
+    Offline {
+        /// Next connection attempt.
+        retry_at: Timestamp,
+    },
+    /// Asked the runtime to connect; waiting for the outcome.
+    Connecting,
+    /// Connected.
+    Online,
+}
+
+/// What the runtime must do with the node's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkAction {
+    /// Open a connection, then report [`Node::handle_connected`] or
+    /// [`Node::handle_disconnected`].
+    Connect,
+    /// Close the connection: cleanly (MQTT DISCONNECT) or by dropping the
+    /// socket as a crash would.
+    Disconnect {
+        /// Whether to say goodbye.
+        graceful: bool,
+    },
+}
+
+/// One uplink payload to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The envelope bytes.
+    pub payload: Vec<u8>,
+    /// Sequence number of the first sample in it.
+    pub first_seq: u64,
+    /// Number of samples in it.
+    pub samples: usize,
+}
+
+/// A summary for dashboards and reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// Power state.
+    pub power: Power,
+    /// Link state.
+    pub link: Link,
+    /// Samples held, unacknowledged.
+    pub buffered: usize,
+    /// Buffer capacity in samples.
+    pub buffer_capacity: usize,
+    /// Battery level.
+    pub battery_pct: u8,
+    /// Whether a sensor fault is active (ground truth, not visible on the wire).
+    pub sensor_fault: bool,
+}
+
+/// One sensor node.
+#[derive(Debug)]
+pub struct Node {
+    id: NodeId,
+    partition: PartitionId,
+    config: NodeConfig,
+    key: DeviceKey,
+    physiology: Physiology,
+    sensor: Sensor,
+    buffer: SampleBuffer,
+    battery: Battery,
+    ledger: NodeLedger,
+    backoff: Backoff,
+    network_rng: ChaCha8Rng,
+    episode_rng: ChaCha8Rng,
+    power: Power,
+    link: Link,
+    /// Offset of this node's sampling grid within one interval, so that nodes
+    /// do not all sample in the same millisecond.
+    phase: Duration,
+    next_sample_at: Timestamp,
+    next_seq: u64,
+    /// Next sequence number to send on this connection.
+    send_cursor: u64,
+    /// Highest cumulative acknowledgement seen.
+    acked_up_to: u64,
+    retransmit_at: Option<Timestamp>,
+    /// Ack timeouts in a row without progress.
+    ack_timeouts: u32,
+    link_actions: VecDeque<LinkAction>,
+    /// Reused to build batches without allocating per sample.
+    scratch: Vec<Sample>,
+}
+
+impl Node {
+    /// A node that starts at `now`, offline, and connects at its first
+    /// timeout. `key` is its provisioned device key.
+    pub fn new(
+        id: NodeId,
+        partition: PartitionId,
+        config: NodeConfig,
+        seed: u64,
+        key: DeviceKey,
+        now: Timestamp,
+    ) -> Self {
+        let mut network_rng = rng::stream(seed, id, Purpose::Network);
+        let interval_us = config.sample_interval.as_micros().max(1) as f64;
+        let phase = Duration::from_micros((network_rng.unit() * interval_us) as u64);
+        let mut node = Self {
+            id,
+            partition,
+            physiology: Physiology::new(seed, id, config.patient, config.utc_offset_s),
+            sensor: Sensor::new(seed, id),
+            buffer: SampleBuffer::new(config.buffer_bytes, config.drop_policy),
+            battery: Battery::new(config.battery),
+            backoff: Backoff::new(config.backoff),
+            episode_rng: rng::stream(seed, id, Purpose::Episode),
+            network_rng,
+            config,
+            key,
+            ledger: NodeLedger::default(),
+            power: Power::On,
+            link: Link::Offline { retry_at: now },
+            phase,
+            next_sample_at: now,
+            next_seq: 0,
+            send_cursor: 0,
+            acked_up_to: 0,
+            retransmit_at: None,
+            ack_timeouts: 0,
+            link_actions: VecDeque::new(),
+            scratch: Vec::new(),
+        };
+        node.next_sample_at = node.next_grid_point_after(now);
+        node.battery.settle(now);
+        node
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The partition whose data topic this node publishes on.
+    pub fn partition(&self) -> PartitionId {
+        self.partition
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Its accounting.
+    pub fn ledger(&self) -> &NodeLedger {
+        &self.ledger
+    }
+
+    /// Samples held, oldest first.
+    pub fn buffered(&self) -> impl Iterator<Item = &Sample> {
+        self.buffer.iter()
+    }
+
+    /// The patient model (ground truth).
+    pub fn physiology(&self) -> &Physiology {
+        &self.physiology
+    }
+
+    /// Next sequence number to be produced (= samples produced so far).
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// A summary of its state at `now`.
+    pub fn status(&self, now: Timestamp) -> NodeStatus {
+        NodeStatus {
+            power: self.power,
+            link: self.link,
+            buffered: self.buffer.len(),
+            buffer_capacity: self.buffer.capacity(),
+            battery_pct: self.battery.level_pct(),
+            sensor_fault: self.sensor.active_faults(now).next().is_some(),
+        }
+    }
+
+    // ---- inputs ----------------------------------------------------------
+
+    /// Advances to `now`: takes every sample due, fires the ack and reconnect
+    /// timers.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if let Power::Rebooting { until } = self.power {
+            if now >= until {
+                self.boot(now);
+            }
+        }
+        if self.power != Power::On {
+            return;
+        }
+        while self.next_sample_at <= now && self.power == Power::On {
+            let due = self.next_sample_at;
+            self.next_sample_at = due + self.config.sample_interval;
+            self.take_sample(due);
+        }
+        if self.power != Power::On {
+            return;
+        }
+        match self.link {
+            Link::Offline { retry_at } if now >= retry_at => {
+                self.link = Link::Connecting;
+                self.link_actions.push_back(LinkAction::Connect);
+            }
+            Link::Online if self.retransmit_at.is_some_and(|at| now >= at) => {
+                // No progress: assume everything in flight is lost and re-send
+                // it all; the receiver de-duplicates.
+                self.ack_timeouts = self.ack_timeouts.saturating_add(1);
+                self.ledger.retransmission_rounds += 1;
+                self.send_cursor = self.held_from();
+                self.retransmit_at = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// The connection the node asked for is up.
+    pub fn handle_connected(&mut self, _now: Timestamp) {
+        if self.power != Power::On || self.link == Link::Online {
+            return;
+        }
+        self.link = Link::Online;
+        self.backoff.reset();
+        self.ledger.connects += 1;
+        // Anything sent on the previous connection may be lost: backfill.
+        self.send_cursor = self.held_from();
+        self.retransmit_at = None;
+    }
+
+    /// The connection failed or dropped. Schedules a reconnect with backoff.
+    pub fn handle_disconnected(&mut self, now: Timestamp) {
+        if matches!(self.link, Link::Offline { .. }) {
+            return;
+        }
+        self.ledger.disconnects += 1;
+        self.retransmit_at = None;
+        let retry_at = if self.power == Power::On {
+            now + self.backoff.next_delay(&mut self.network_rng)
+        } else {
+            Timestamp::MAX
+        };
+        self.link = Link::Offline { retry_at };
+    }
+
+    /// A cumulative acknowledgement: every sequence number below
+    /// `next_expected` is safely ingested.
+    pub fn handle_ack(&mut self, next_expected: u64, now: Timestamp) {
+        if self.power != Power::On {
+            return;
+        }
+        // An acknowledgement can never cover samples not yet produced.
+        let next_expected = next_expected.min(self.next_seq);
+        if next_expected <= self.acked_up_to {
+            return;
+        }
+        self.acked_up_to = next_expected;
+        for sample in self.buffer.acknowledge_below(next_expected) {
+            self.ledger.acked.insert(sample.seq);
+        }
+        self.ack_timeouts = 0;
+        self.send_cursor = self.send_cursor.max(self.held_from());
+        self.retransmit_at =
+            (self.send_cursor > self.held_from()).then(|| now + self.ack_timeout());
+    }
+
+    /// Power fails: RAM (and the buffer) is lost, the socket drops without a
+    /// goodbye. Nothing happens until [`Node::restart`].
+    pub fn crash(&mut self, _now: Timestamp) {
+        if matches!(self.power, Power::Crashed | Power::Flat) {
+            return;
+        }
+        for sample in self.buffer.take_all() {
+            self.ledger.lost_on_crash.insert(sample.seq);
+        }
+        self.power = Power::Crashed;
+        self.go_offline(false);
+    }
+
+    /// A clean reboot: the buffer is saved to flash and survives; the node
+    /// says goodbye, is down for the reboot time, then reconnects.
+    pub fn reboot(&mut self, now: Timestamp) {
+        if self.power != Power::On {
+            return;
+        }
+        self.power = Power::Rebooting {
+            until: now + self.config.reboot_time,
+        };
+        self.go_offline(true);
+    }
+
+    /// Powers a crashed or flat node back on (a fresh battery for a flat one):
+    /// it resumes sampling on its grid and connects at once.
+    pub fn restart(&mut self, now: Timestamp) {
+        match self.power {
+            Power::Crashed => self.boot(now),
+            Power::Flat => {
+                self.battery = Battery::new(self.config.battery);
+                self.boot(now);
+            }
+            Power::On | Power::Rebooting { .. } => {}
+        }
+    }
+
+    /// Changes the sample rate from the next sample on.
+    pub fn set_sample_interval(&mut self, interval: Duration, now: Timestamp) {
+        if interval.is_zero() {
+            return;
+        }
+        self.config.sample_interval = interval;
+        self.next_sample_at = self.next_sample_at.min(now + interval);
+    }
+
+    /// Adds a sensor fault.
+    pub fn inject_fault(&mut self, fault: SensorFault) {
+        self.sensor.inject(fault);
+    }
+
+    /// Repairs the sensor.
+    pub fn clear_faults(&mut self) {
+        self.sensor.clear_faults();
+    }
+
+    /// Adds a health episode to the patient.
+    pub fn add_episode(&mut self, episode: Episode) {
+        self.physiology.add_episode(episode);
+    }
+
+    /// Gives the patient a fever with randomly drawn course from `onset`.
+    pub fn start_fever(&mut self, onset: Timestamp) -> FeverEpisode {
+        let baseline_c = self.physiology.profile().baseline[VitalSign::Temperature.index()];
+        let fever = FeverEpisode::draw(onset, baseline_c, &mut self.episode_rng);
+        self.add_episode(Episode::Fever(fever));
+        fever
+    }
+
+    /// Starts a deterioration with randomly drawn ramp from `onset`.
+    pub fn start_deterioration(&mut self, onset: Timestamp) -> DeteriorationEpisode {
+        let d = DeteriorationEpisode::draw(onset, &mut self.episode_rng);
+        self.add_episode(Episode::Deterioration(d));
+        d
+    }
+
+    // ---- outputs ---------------------------------------------------------
+
+    /// The next connection action for the runtime.
+    #[must_use]
+    pub fn poll_link(&mut self) -> Option<LinkAction> {
+        self.link_actions.pop_front()
+    }
+
+    /// The next payload to publish, if online and anything is unsent. Call
+    /// repeatedly while the runtime has room to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self, now: Timestamp) -> Option<Transmit> {
+        if self.power != Power::On || self.link != Link::Online {
+            return None;
+        }
+        let mut samples = std::mem::take(&mut self.scratch);
+        samples.clear();
+        samples.extend(
+            self.buffer
+                .from_seq(self.send_cursor)
+                .take(self.config.max_batch_samples)
+                .copied(),
+        );
+        let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
+            self.scratch = samples;
+            return None;
+        };
+        let (first_seq, next_cursor, count) = (first.seq, last.seq + 1, samples.len());
+        let body = Body::Batch(Batch {
+            node: self.id,
+            held_from: self.held_from(),
+            samples,
+        });
+        let mut payload = Vec::with_capacity(16 + 32 * count);
+        let encoded = envelope::encode(&body, &self.key, &mut payload);
+        let Body::Batch(batch) = body else {
+            unreachable!("built as a batch above")
+        };
+        self.scratch = batch.samples;
+        if let Err(e) = encoded {
+            // Our own batches always satisfy the protocol rules (strictly
+            // increasing sequence numbers, bounded size), so this is a bug.
+            debug_assert!(false, "node {} built an invalid batch: {e}", self.id.0);
+            return None;
+        }
+        self.send_cursor = next_cursor;
+        self.battery.charge_transmit(payload.len());
+        self.ledger.transmissions += 1;
+        self.ledger.samples_sent += count as u64;
+        if self.retransmit_at.is_none() {
+            self.retransmit_at = Some(now + self.ack_timeout());
+        }
+        Some(Transmit {
+            payload,
+            first_seq,
+            samples: count,
+        })
+    }
+
+    /// When the node next needs [`Node::handle_timeout`].
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        let mut next = match self.power {
+            Power::On => Some(self.next_sample_at),
+            Power::Rebooting { until } => return Some(until),
+            Power::Crashed | Power::Flat => return None,
+        };
+        let mut consider = |t: Option<Timestamp>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        match self.link {
+            Link::Offline { retry_at } if retry_at != Timestamp::MAX => consider(Some(retry_at)),
+            Link::Online => consider(self.retransmit_at),
+            _ => {}
+        }
+        next
+    }
+
+    // ---- internals -------------------------------------------------------
+
+    /// Lowest sequence number the node still holds or will produce.
+    fn held_from(&self) -> u64 {
+        self.buffer.oldest_seq().unwrap_or(self.next_seq)
+    }
+
+    fn ack_timeout(&self) -> Duration {
+        self.config
+            .ack_timeout
+            .saturating_mul(1u32 << self.ack_timeouts.min(16))
+            .min(self.config.max_ack_timeout)
+    }
+
+    fn next_grid_point_after(&self, now: Timestamp) -> Timestamp {
+        let interval = self.config.sample_interval.as_micros().max(1) as u64;
+        let phase = self.phase.as_micros() as u64 % interval;
+        let t = now.as_micros();
+        // Smallest k·interval + phase that is >= now.
+        let k = t.saturating_sub(phase).div_ceil(interval);
+        Timestamp::from_micros(k * interval + phase).max(now)
+    }
+
+    fn boot(&mut self, now: Timestamp) {
+        self.power = Power::On;
+        self.next_sample_at = self.next_grid_point_after(now);
+        self.battery.settle(now);
+        self.backoff.reset();
+        self.link = Link::Offline { retry_at: now };
+        // The socket was closed when the node went down; anything sent on it
+        // is in doubt.
+        self.send_cursor = self.held_from();
+        self.retransmit_at = None;
+        self.ack_timeouts = 0;
+    }
+
+    fn go_offline(&mut self, graceful: bool) {
+        if !matches!(self.link, Link::Offline { .. }) {
+            self.link_actions
+                .push_back(LinkAction::Disconnect { graceful });
+            self.ledger.disconnects += 1;
+        }
+        self.link = Link::Offline {
+            retry_at: Timestamp::MAX,
+        };
+        self.retransmit_at = None;
+    }
+
+    fn take_sample(&mut self, due: Timestamp) {
+        self.battery.settle(due);
+        self.battery.charge_sample();
+        if self.battery.is_flat() {
+            self.power = Power::Flat;
+            self.go_offline(false);
+            return;
+        }
+        let truth = self.physiology.at(due);
+        let (vitals, mut faults) = self.sensor.measure(&truth, self.physiology.profile(), due);
+        let battery_pct = self.battery.level_pct();
+        if battery_pct < LOW_BATTERY_PCT {
+            faults.insert(FaultFlags::LOW_BATTERY);
+        }
+        let sample = Sample {
+            node: self.id,
+            seq: self.next_seq,
+            time: due,
+            vitals,
+            battery_pct,
+            faults,
+        };
+        self.next_seq += 1;
+        self.ledger.produced += 1;
+        match self.buffer.push(sample) {
+            Stored::Kept => {}
+            Stored::Evicted(s) | Stored::Refused(s) => {
+                self.ledger.dropped_overflow.insert(s.seq);
+            }
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! Behaviour of the node state machine, driven the way a runtime would.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use proptest::prelude::*;
+use vitalmesh_firmware::battery::BatteryConfig;
+use vitalmesh_firmware::buffer::{DropPolicy, RECORD_BYTES};
+use vitalmesh_firmware::{Link, LinkAction, Node, NodeConfig, Power, Transmit};
+use vitalmesh_wire::envelope::{Keyring, Principal};
+use vitalmesh_wire::{Batch, Body, NodeId, PartitionId, Timestamp, decode};
+
+const T0: Timestamp = Timestamp::from_secs(1_767_225_600);
+const SECRET: [u8; 16] = *b"node-test-secret";
+
+fn keyring() -> Keyring {
+    Keyring::new(SECRET, 100_000)
+}
+
+fn node_with(id: u32, seed: u64, config: NodeConfig) -> Node {
+    let key = keyring().derive(Principal::Node(NodeId(id)));
+    Node::new(NodeId(id), PartitionId(0), config, seed, key, T0)
+}
+
+fn batch(t: &Transmit) -> Batch {
+    match decode(&t.payload, &keyring()).expect("a node's own payload decodes") {
+        Body::Batch(b) => b,
+        other => panic!("expected a batch, got {other:?}"),
+    }
+}
+
+/// Runs the node to `until`, connecting whenever it asks, collecting transmits.
+fn drive_online(node: &mut Node, from: Timestamp, until: Timestamp) -> Vec<Transmit> {
+    drive(node, from, until, false)
+}
+
+/// As [`drive_online`], acknowledging every transmit at once.
+fn drive_acked(node: &mut Node, from: Timestamp, until: Timestamp) -> Vec<Transmit> {
+    drive(node, from, until, true)
+}
+
+fn drive(node: &mut Node, from: Timestamp, until: Timestamp, ack: bool) -> Vec<Transmit> {
+    let mut out = Vec::new();
+    let mut now = from;
+    loop {
+        node.handle_timeout(now);
+        while let Some(action) = node.poll_link() {
+            if action == LinkAction::Connect {
+                node.handle_connected(now);
+            }
+        }
+        while let Some(t) = node.poll_transmit(now) {
+            if ack {
+                node.handle_ack(t.first_seq + t.samples as u64, now);
+            }
+            out.push(t);
+        }
+        match node.poll_timeout() {
+            Some(next) if next <= until => now = next.max(now),
+            _ => break,
+        }
+    }
+    out
+}
+
+fn drive_offline(node: &mut Node, until: Timestamp) {
+    while let Some(next) = node.poll_timeout() {
+        if next > until {
+            break;
+        }
+        node.handle_timeout(next);
+        while let Some(action) = node.poll_link() {
+            if action == LinkAction::Connect {
+                node.handle_disconnected(next);
+            }
+        }
+    }
+}
+
+#[test]
+fn same_seed_gives_byte_identical_streams_and_nodes_differ() {
+    let run = |id: u32, seed: u64| {
+        let mut n = node_with(id, seed, NodeConfig::default());
+        drive_acked(&mut n, T0, T0 + Duration::from_secs(120))
+            .into_iter()
+            .map(|t| t.payload)
+            .collect::<Vec<_>>()
+    };
+    let a = run(1, 42);
+    assert_eq!(a.len(), 120);
+    assert_eq!(a, run(1, 42), "same seed, same node: identical bytes");
+    let values = |stream: &[Vec<u8>]| -> Vec<_> {
+        stream
+            .iter()
+            .map(|p| match decode(p, &keyring()).unwrap() {
+                Body::Batch(b) => b.samples[0].vitals,
+                _ => unreachable!(),
+            })
+            .collect()
+    };
+    assert_ne!(
+        values(&a),
+        values(&run(2, 42)),
+        "another node has another patient"
+    );
+    assert_ne!(
+        values(&a),
+        values(&run(1, 43)),
+        "another seed gives another run"
+    );
+}
+
+#[test]
+fn nodes_sample_on_staggered_phases() {
+    let firsts: BTreeSet<u64> = (0..200)
+        .map(|id| {
+            let mut n = node_with(id, 7, NodeConfig::default());
+            let t = drive_online(&mut n, T0, T0 + Duration::from_secs(1));
+            batch(&t[0]).samples[0].time.as_micros() / 1000
+        })
+        .collect();
+    // 200 nodes in a 1 s window: almost all in distinct milliseconds.
+    assert!(
+        firsts.len() > 170,
+        "only {} distinct first-sample milliseconds",
+        firsts.len()
+    );
+}
+
+#[test]
+fn samples_are_due_on_the_grid_even_when_the_runtime_is_late() {
+    let mut n = node_with(3, 1, NodeConfig::default());
+    // The runtime wakes only once, 10 s late: ten samples, each with its own
+    // intended time, so latency measured from them includes the stall.
+    n.handle_timeout(T0 + Duration::from_secs(10));
+    assert_eq!(n.next_seq(), 10);
+    let times: Vec<u64> = n.buffered().map(|s| s.time.as_micros()).collect();
+    assert!(
+        times.windows(2).all(|w| w[1] - w[0] == 1_000_000),
+        "{times:?}"
+    );
+}
+
+#[test]
+fn backlog_is_backfilled_in_bounded_batches_and_acks_empty_the_buffer() {
+    let config = NodeConfig {
+        max_batch_samples: 16,
+        ..NodeConfig::default()
+    };
+    let mut n = node_with(4, 1, config);
+    let down_until = T0 + Duration::from_secs(100);
+    drive_offline(&mut n, down_until);
+    assert_eq!(n.status(down_until).buffered as u64, n.next_seq());
+    n.handle_timeout(down_until);
+    n.handle_connected(down_until);
+    let mut sent = Vec::new();
+    while let Some(t) = n.poll_transmit(down_until) {
+        sent.push(batch(&t));
+    }
+    assert!(sent.iter().all(|b| b.samples.len() <= 16));
+    let seqs: Vec<u64> = sent
+        .iter()
+        .flat_map(|b| b.samples.iter().map(|s| s.seq))
+        .collect();
+    assert_eq!(
+        seqs,
+        (0..n.next_seq()).collect::<Vec<_>>(),
+        "every sample once, in order"
+    );
+    n.handle_ack(n.next_seq(), down_until);
+    assert_eq!(n.status(down_until).buffered, 0);
+    assert_eq!(n.ledger().acked.len(), n.next_seq());
+    assert!(n.ledger().balances(0));
+}
+
+#[test]
+fn overflow_drops_the_oldest_and_tells_the_receiver() {
+    let config = NodeConfig {
+        buffer_bytes: 10 * RECORD_BYTES,
+        ..NodeConfig::default()
+    };
+    let mut n = node_with(5, 1, config);
+    let t = T0 + Duration::from_secs(30);
+    drive_offline(&mut n, t);
+    let produced = n.next_seq();
+    assert!(produced >= 29);
+    assert_eq!(n.ledger().dropped_overflow.len(), produced - 10);
+    assert_eq!(n.ledger().dropped_overflow.first(), Some(0));
+    n.handle_timeout(t);
+    n.handle_connected(t);
+    let b = batch(&n.poll_transmit(t).unwrap());
+    assert_eq!(
+        b.held_from,
+        produced - 10,
+        "the receiver must not wait for dropped samples"
+    );
+    assert_eq!(b.samples[0].seq, produced - 10);
+}
+
+#[test]
+fn drop_newest_keeps_the_backlog() {
+    let config = NodeConfig {
+        buffer_bytes: 10 * RECORD_BYTES,
+        drop_policy: DropPolicy::DropNewest,
+        ..NodeConfig::default()
+    };
+    let mut n = node_with(5, 1, config);
+    drive_offline(&mut n, T0 + Duration::from_secs(30));
+    let held: Vec<u64> = n.buffered().map(|s| s.seq).collect();
+    assert_eq!(held, (0..10).collect::<Vec<_>>());
+    assert_eq!(n.ledger().dropped_overflow.first(), Some(10));
+}
+
+#[test]
+fn a_crash_loses_the_buffer_and_sequence_numbers_continue_after_restart() {
+    let mut n = node_with(6, 1, NodeConfig::default());
+    let t = T0 + Duration::from_secs(20);
+    drive_offline(&mut n, t);
+    let before = n.next_seq();
+    n.crash(t);
+    assert_eq!(n.status(t).power, Power::Crashed);
+    assert_eq!(n.ledger().lost_on_crash.len(), before);
+    assert_eq!(
+        n.poll_timeout(),
+        None,
+        "a crashed node sleeps until restarted"
+    );
+    n.handle_timeout(t + Duration::from_secs(60));
+    assert_eq!(n.next_seq(), before, "no samples while crashed");
+    let back = t + Duration::from_secs(60);
+    n.restart(back);
+    let sent = drive_online(&mut n, back, back + Duration::from_secs(5));
+    let b = batch(&sent[0]);
+    assert_eq!(b.samples[0].seq, before);
+    assert_eq!(b.held_from, before);
+    assert!(n.ledger().balances(n.status(back).buffered as u64));
+}
+
+#[test]
+fn a_clean_reboot_keeps_the_buffer() {
+    let mut n = node_with(6, 1, NodeConfig::default());
+    let t = T0 + Duration::from_secs(20);
+    let _ = drive_online(&mut n, T0, t);
+    let held = n.status(t).buffered;
+    assert!(held > 0);
+    n.reboot(t);
+    assert_eq!(
+        n.poll_link(),
+        Some(LinkAction::Disconnect { graceful: true })
+    );
+    assert_eq!(n.ledger().lost_on_crash.len(), 0);
+    let sent = drive_online(&mut n, t, t + Duration::from_secs(5));
+    let first = batch(&sent[0]);
+    assert_eq!(
+        first.samples[0].seq, 0,
+        "unacknowledged samples are re-sent after the reboot"
+    );
+}
+
+#[test]
+fn without_acks_the_node_resends_with_doubling_timeouts() {
+    let mut n = node_with(8, 1, NodeConfig::default());
+    let sent = drive_online(&mut n, T0, T0 + Duration::from_secs(60));
+    let rounds = n.ledger().retransmission_rounds;
+    // Timeouts 5, 10, 20 s: three rounds in the first minute (5, 15, 35 s after
+    // the first transmission), a fourth would be at 75 s.
+    assert_eq!(rounds, 3, "rounds {rounds}");
+    let resent_from_zero = sent.iter().filter(|t| t.first_seq == 0).count();
+    assert_eq!(resent_from_zero as u64, 1 + rounds);
+    // An acknowledgement stops the re-sending and resets the timeout.
+    let now = T0 + Duration::from_secs(60);
+    n.handle_ack(n.next_seq(), now);
+    let more = drive_online(&mut n, now, now + Duration::from_secs(4));
+    assert!(
+        more.iter().all(|t| t.samples == 1),
+        "only fresh samples after the ack"
+    );
+}
+
+#[test]
+fn acks_beyond_what_was_produced_are_clamped() {
+    let mut n = node_with(9, 1, NodeConfig::default());
+    let t = T0 + Duration::from_secs(5);
+    let _ = drive_online(&mut n, T0, t);
+    n.handle_ack(u64::MAX, t);
+    assert_eq!(n.ledger().acked.len(), n.next_seq());
+    let later = t + Duration::from_secs(3);
+    let _ = drive_online(&mut n, t, later);
+    assert!(
+        n.status(later).buffered > 0,
+        "new samples are not pre-acknowledged"
+    );
+}
+
+#[test]
+fn a_flat_battery_stops_the_node() {
+    let config = NodeConfig {
+        battery: Some(BatteryConfig {
+            capacity_j: 0.5,
+            ..BatteryConfig::default()
+        }),
+        ..NodeConfig::default()
+    };
+    let mut n = node_with(10, 1, config);
+    let sent = drive_online(&mut n, T0, T0 + Duration::from_secs(3600));
+    let last = batch(sent.last().unwrap());
+    assert!(last.samples.last().unwrap().battery_pct < 15);
+    let flags = last.samples.last().unwrap().faults;
+    assert!(flags.contains(vitalmesh_wire::FaultFlags::LOW_BATTERY));
+    let t = T0 + Duration::from_secs(3600);
+    assert_eq!(n.status(t).power, Power::Flat);
+    assert_eq!(n.poll_timeout(), None);
+    assert!(n.next_seq() < 3600);
+}
+
+#[test]
+fn reconnect_attempts_back_off() {
+    let mut n = node_with(11, 1, NodeConfig::default());
+    let mut attempts = Vec::new();
+    let until = T0 + Duration::from_secs(120);
+    while let Some(next) = n.poll_timeout() {
+        if next > until {
+            break;
+        }
+        n.handle_timeout(next);
+        while let Some(a) = n.poll_link() {
+            if a == LinkAction::Connect {
+                attempts.push(next);
+                n.handle_disconnected(next);
+            }
+        }
+    }
+    let gaps: Vec<Duration> = attempts
+        .windows(2)
+        .map(|w| w[1].saturating_duration_since(w[0]))
+        .collect();
+    assert!(gaps.len() >= 5);
+    assert!(
+        gaps.iter()
+            .all(|g| *g <= Duration::from_secs(30) + Duration::from_secs(1))
+    );
+    assert!(gaps[4] > gaps[0] * 4, "waits grow: {gaps:?}");
+}
+
+/// One input to a node, as a runtime could deliver it.
+#[derive(Debug, Clone)]
+enum Op {
+    Advance(u16),
+    Connected,
+    Disconnected,
+    Ack(u16),
+    Transmit,
+    Crash,
+    Restart,
+    Reboot,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (1u16..5000).prop_map(Op::Advance),
+        2 => Just(Op::Connected),
+        1 => Just(Op::Disconnected),
+        2 => (0u16..400).prop_map(Op::Ack),
+        3 => Just(Op::Transmit),
+        1 => Just(Op::Crash),
+        1 => Just(Op::Restart),
+        1 => Just(Op::Reboot),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_ledger_balances_after_any_sequence_of_events(
+        seed in any::<u64>(),
+        buffer_records in 1u32..64,
+        ops in prop::collection::vec(op(), 1..120),
+    ) {
+        let config = NodeConfig {
+            buffer_bytes: buffer_records * RECORD_BYTES,
+            sample_interval: Duration::from_millis(250),
+            ..NodeConfig::default()
+        };
+        let mut n = node_with(1, seed, config);
+        let mut now = T0;
+        let mut sent = BTreeSet::new();
+        for op in ops {
+            match op {
+                Op::Advance(ms) => {
+                    now = now + Duration::from_millis(u64::from(ms));
+                    n.handle_timeout(now);
+                }
+                Op::Connected => n.handle_connected(now),
+                Op::Disconnected => n.handle_disconnected(now),
+                Op::Ack(k) => {
+                    // A plausible cumulative ack: never beyond what was sent.
+                    let upto = sent.iter().take(usize::from(k)).next_back().map_or(0, |s| s + 1);
+                    n.handle_ack(upto, now);
+                }
+                Op::Transmit => {
+                    while let Some(t) = n.poll_transmit(now) {
+                        let b = batch(&t);
+                        prop_assert!(b.samples.len() <= n.config().max_batch_samples);
+                        sent.extend(b.samples.iter().map(|s| s.seq));
+                    }
+                }
+                Op::Crash => n.crash(now),
+                Op::Restart => n.restart(now),
+                Op::Reboot => n.reboot(now),
+            }
+            while n.poll_link().is_some() {}
+            let status = n.status(now);
+            let ledger = n.ledger();
+            prop_assert!(ledger.balances(status.buffered as u64),
+                "produced {} acked {} buffered {} dropped {} lost {} (seed {seed})",
+                ledger.produced, ledger.acked.len(), status.buffered,
+                ledger.dropped_overflow.len(), ledger.lost_on_crash.len());
+            prop_assert!(status.buffered <= status.buffer_capacity);
+            // Only transmitted samples can be acknowledged.
+            prop_assert!(ledger.acked.iter().all(|s| sent.contains(&s)));
+            // The poll timeout is never in the past when the node runs.
+            if status.power == Power::On {
+                prop_assert!(n.poll_timeout().is_some());
+            }
+            if let Link::Offline { retry_at } = status.link {
+                if status.power == Power::On {
+                    prop_assert!(retry_at <= now + Duration::from_secs(31));
+                }
+            }
+        }
+    }
+}
