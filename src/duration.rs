@@ -55,6 +55,28 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// Formats a duration the way [`parse`] reads it.
+pub(crate) fn format(d: Duration) -> String {
+    let mut ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+        ("ms", 1),
+    ] {
+        if ms >= size {
+            out.push_str(&format!("{}{unit}", ms / size));
+            ms %= size;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +104,14 @@ mod tests {
         ] {
             let err = parse(bad).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn format_round_trips() {
+        for ms in [0, 1, 999, 1000, 90_500, 5_400_000, 90_061_001] {
+            let d = Duration::from_millis(ms);
+            assert_eq!(parse(&format(d)), Ok(d));
         }
     }
 }

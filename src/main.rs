@@ -1,6 +1,7 @@
 //! `vitalmesh`: the command-line front end.
 
 mod duration;
+mod run_cmd;
 mod seed;
 mod vitals;
 
@@ -21,15 +22,23 @@ enum Command {
     /// (virtual time, no network): the firmware, wire and scoring pipeline
     /// on its own.
     Vitals(vitals::VitalsArgs),
+    /// Run the mesh: an embedded MQTT broker, sensor nodes and aggregators,
+    /// ending with an exact ledger and latency histograms.
+    Run(run_cmd::RunArgs),
+    /// The embedded broker process (started by `run`; not for direct use).
+    #[command(hide = true)]
+    Broker(run_cmd::BrokerArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Vitals(args) => vitals::run(&args),
+        Command::Vitals(args) => vitals::run(&args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Run(args) => run_cmd::run(&args),
+        Command::Broker(args) => run_cmd::broker(&args),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

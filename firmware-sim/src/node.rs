@@ -183,6 +183,9 @@ pub struct Node {
     /// Offset of this node's sampling grid within one interval, so that nodes
     /// do not all sample in the same millisecond.
     phase: Duration,
+    /// Whether the node takes samples (off at the end of a run, while the
+    /// backlog drains).
+    sampling: bool,
     next_sample_at: Timestamp,
     next_seq: u64,
     /// Next sequence number to send on this connection.
@@ -227,6 +230,7 @@ impl Node {
             power: Power::On,
             link: Link::Offline { retry_at: now },
             phase,
+            sampling: true,
             next_sample_at: now,
             next_seq: 0,
             send_cursor: 0,
@@ -301,7 +305,7 @@ impl Node {
         if self.power != Power::On {
             return;
         }
-        while self.next_sample_at <= now && self.power == Power::On {
+        while self.sampling && self.next_sample_at <= now && self.power == Power::On {
             let due = self.next_sample_at;
             self.next_sample_at = due + self.config.sample_interval;
             self.take_sample(due);
@@ -413,6 +417,15 @@ impl Node {
         }
     }
 
+    /// Stops (or resumes) taking samples; delivery of what is buffered goes
+    /// on. Used to drain a node at the end of a run.
+    pub fn set_sampling(&mut self, on: bool, now: Timestamp) {
+        if on && !self.sampling {
+            self.next_sample_at = self.next_grid_point_after(now);
+        }
+        self.sampling = on;
+    }
+
     /// Changes the sample rate from the next sample on.
     pub fn set_sample_interval(&mut self, interval: Duration, now: Timestamp) {
         if interval.is_zero() {
@@ -515,7 +528,7 @@ impl Node {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let mut next = match self.power {
-            Power::On => Some(self.next_sample_at),
+            Power::On => self.sampling.then_some(self.next_sample_at),
             Power::Rebooting { until } => return Some(until),
             Power::Crashed | Power::Flat => return None,
         };

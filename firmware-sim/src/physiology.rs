@@ -143,6 +143,18 @@ pub struct PatientOptions {
     pub spo2_scale2: bool,
 }
 
+impl PatientOptions {
+    /// Decides, reproducibly from `(seed, node)`, whether a patient is on
+    /// oxygen and on SpO2 scale 2, given the population's shares.
+    pub fn assign(seed: u64, node: NodeId, oxygen_share: f64, scale2_share: f64) -> Self {
+        let mut rng = rng::stream(seed, node, Purpose::Scenario);
+        Self {
+            on_oxygen: rng.chance(oxygen_share),
+            spo2_scale2: rng.chance(scale2_share),
+        }
+    }
+}
+
 impl PatientProfile {
     /// Draws a patient.
     pub fn draw(rng: &mut ChaCha8Rng, options: PatientOptions) -> Self {

@@ -431,3 +431,19 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_node_that_stops_sampling_still_delivers_its_backlog() {
+    let mut n = node_with(12, 1, NodeConfig::default());
+    let t = T0 + Duration::from_secs(10);
+    drive_offline(&mut n, t);
+    let produced = n.next_seq();
+    n.set_sampling(false, t);
+    let sent = drive_online(&mut n, t, t + Duration::from_secs(20));
+    assert_eq!(n.next_seq(), produced, "no new samples");
+    let seqs: BTreeSet<u64> = sent
+        .iter()
+        .flat_map(|x| batch(x).samples.into_iter().map(|s| s.seq))
+        .collect();
+    assert_eq!(seqs.len() as u64, produced, "the whole backlog went out");
+}

@@ -14,7 +14,11 @@
 //!
 //! Client ids are `{root}-n{node}` and `{root}-a{aggregator}`: short, unique
 //! per run and free of `/ + # $`, which some brokers refuse (and which make
-//! rumqttd 0.20 drop the connection without a CONNACK).
+//! rumqttd 0.20 drop the connection without a CONNACK). After a connection
+//! attempt fails, the next attempt adds a generation, `{root}-n{node}.{g}`:
+//! rumqttd 0.20 leaves a stale will handler behind for an id whose handshake
+//! failed, and a retry with that same id poisons the whole listener
+//! (`rumqtt.md` §6). An id that failed is therefore never used again.
 //!
 //! [`Batch`]: crate::Batch
 //! [`AckBatch`]: crate::AckBatch
@@ -104,14 +108,14 @@ impl TopicScheme {
         format!("{}/v1/agg/+", self.root)
     }
 
-    /// MQTT client id of a node.
-    pub fn node_client_id(&self, node: NodeId) -> String {
-        format!("{}-n{}", self.root, node.0)
+    /// MQTT client id of a node; `generation` counts its failed attempts.
+    pub fn node_client_id(&self, node: NodeId, generation: u32) -> String {
+        with_generation(format!("{}-n{}", self.root, node.0), generation)
     }
 
-    /// MQTT client id of an aggregator.
-    pub fn aggregator_client_id(&self, aggregator: AggregatorId) -> String {
-        format!("{}-a{}", self.root, aggregator.0)
+    /// MQTT client id of an aggregator; `generation` counts failed attempts.
+    pub fn aggregator_client_id(&self, aggregator: AggregatorId, generation: u32) -> String {
+        with_generation(format!("{}-a{}", self.root, aggregator.0), generation)
     }
 
     /// Parses a topic of this scheme; `None` for anything else.
@@ -138,6 +142,14 @@ impl TopicScheme {
     }
 }
 
+fn with_generation(id: String, generation: u32) -> String {
+    if generation == 0 {
+        id
+    } else {
+        format!("{id}.{generation}")
+    }
+}
+
 /// A canonical decimal number: no sign, no leading zeros, no overflow.
 fn parse_number<T: std::str::FromStr>(level: &str) -> Option<T> {
     let canonical = !level.is_empty()
@@ -160,8 +172,9 @@ mod tests {
         assert_eq!(t.ack(PartitionId(3)), "vm/v1/ack/3");
         assert_eq!(t.status(AggregatorId(2)), "vm/v1/agg/2");
         assert_eq!(t.status_filter(), "vm/v1/agg/+");
-        assert_eq!(t.node_client_id(NodeId(9)), "vm-n9");
-        assert_eq!(t.aggregator_client_id(AggregatorId(1)), "vm-a1");
+        assert_eq!(t.node_client_id(NodeId(9), 0), "vm-n9");
+        assert_eq!(t.node_client_id(NodeId(9), 2), "vm-n9.2");
+        assert_eq!(t.aggregator_client_id(AggregatorId(1), 0), "vm-a1");
     }
 
     #[test]

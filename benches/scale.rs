@@ -1,0 +1,207 @@
+//! The scale benchmark: N nodes at 1 Hz through the embedded broker, then the
+//! same load through mosquitto, in one run, against the targets of the mesh
+//! runtime issue.
+//!
+//! ```text
+//! cargo bench --bench scale                         # 10,000 nodes, 60 s each
+//! cargo bench --bench scale -- --nodes 2000 --duration 30
+//! cargo bench --bench scale -- --only embedded
+//! ```
+//!
+//! Results are printed and written to `target/scale-bench.json`.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use vitalmesh_mesh::broker::BrokerSpec;
+use vitalmesh_mesh::report::Report;
+use vitalmesh_mesh::{MeshConfig, RunControl};
+
+struct Args {
+    nodes: u32,
+    duration_s: u64,
+    only: Option<String>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        nodes: 10_000,
+        duration_s: 60,
+        only: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--nodes" => a.nodes = it.next().and_then(|v| v.parse().ok()).expect("--nodes N"),
+            "--duration" => {
+                a.duration_s = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--duration SECONDS")
+            }
+            "--only" => a.only = it.next(),
+            _ => {} // `cargo bench` passes --bench
+        }
+    }
+    a
+}
+
+fn run(broker: BrokerSpec, a: &Args) -> Report {
+    let mut c = MeshConfig::new(PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")));
+    c.seed = 2026;
+    c.set_nodes(a.nodes, 10);
+    c.duration = Duration::from_secs(a.duration_s);
+    c.broker = broker;
+    c.scenario = "scale-bench".into();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (_stop_tx, stop) = watch::channel(false);
+        vitalmesh_mesh::run(
+            c,
+            RunControl {
+                stop,
+                snapshots: None,
+                commands: None,
+            },
+        )
+        .await
+        .expect("run")
+        .report
+    })
+}
+
+struct Mosquitto(Child);
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mosquitto_pid_rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn line(name: &str, r: &Report, broker_rss: u64) -> serde_json::Value {
+    let l = &r.ledger.total;
+    let e = &r.latency.end_to_end;
+    let per_node = (r.memory.process_peak_bytes + broker_rss) / u64::from(r.config.nodes);
+    println!(
+        "{name:<10} {:>8} {:>10.1} {:>8} {:>8} {:>11} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>9.1} {:>9.1}",
+        r.config.nodes,
+        r.connections.all_connected_after_s.unwrap_or(f64::NAN),
+        r.connections.failures,
+        l.unexplained,
+        l.delivered,
+        e.p50_ms,
+        e.p99_ms,
+        e.p99_9_ms,
+        e.max_ms,
+        r.memory.process_peak_bytes as f64 / u64::from(r.config.nodes) as f64 / 1024.0,
+        per_node as f64 / 1024.0,
+    );
+    serde_json::json!({
+        "broker": name,
+        "nodes": r.config.nodes,
+        "duration_s": r.ran_for_s,
+        "all_connected_after_s": r.connections.all_connected_after_s,
+        "connect_failures": r.connections.failures,
+        "disconnects": r.connections.disconnects,
+        "ledger": l,
+        "end_to_end_ms": e,
+        "publish_ack_ms": r.latency.publish_ack,
+        "simulator_bytes_per_node": r.memory.process_peak_bytes / u64::from(r.config.nodes),
+        "broker_peak_bytes": broker_rss,
+        "total_bytes_per_node": per_node,
+    })
+}
+
+fn main() {
+    let a = args();
+    let mut results = Vec::new();
+    println!(
+        "scale benchmark: {} nodes at 1 Hz, {} s per broker",
+        a.nodes, a.duration_s
+    );
+    println!(
+        "{:<10} {:>8} {:>10} {:>8} {:>8} {:>11} {:>7} {:>7} {:>7} {:>8} {:>9} {:>9}",
+        "broker",
+        "nodes",
+        "connect s",
+        "errors",
+        "unexpl.",
+        "delivered",
+        "p50",
+        "p99",
+        "p99.9",
+        "max ms",
+        "sim KB/n",
+        "all KB/n"
+    );
+    if a.only.as_deref().is_none_or(|o| o == "embedded") {
+        let spec = BrokerSpec::Embedded {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")),
+            listeners: 0,
+            max_connections: 0,
+            ports: None,
+        };
+        let r = run(spec, &a);
+        let broker = r.memory.broker_peak_bytes;
+        results.push(line("embedded", &r, broker));
+    }
+    if a.only.as_deref().is_none_or(|o| o == "mosquitto") {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("vitalmesh-scale-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
+            ),
+        )
+        .unwrap();
+        vitalmesh_mesh::limits::raise_fd_limit();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        match child {
+            Ok(child) => {
+                let m = Mosquitto(child);
+                std::thread::sleep(Duration::from_millis(500));
+                let r = run(
+                    BrokerSpec::parse_url(&format!("mqtt://127.0.0.1:{port}")).unwrap(),
+                    &a,
+                );
+                let broker = mosquitto_pid_rss(m.0.id());
+                results.push(line("mosquitto", &r, broker));
+            }
+            Err(e) => println!("mosquitto       not run: {e} (apt-get install -y mosquitto)"),
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/scale-bench.json");
+    let _ = std::fs::write(&out, serde_json::to_vec_pretty(&results).unwrap());
+    println!("results: {}", out.display());
+}

@@ -1,0 +1,1384 @@
+//! The aggregator as a state machine.
+//!
+//! # Driving an aggregator
+//!
+//! Like the node firmware, it never touches a socket or a clock. The runtime
+//! feeds it [`Aggregator::handle_connected`], [`Aggregator::handle_disconnected`],
+//! [`Aggregator::handle_message`] (every MQTT publish it receives) and
+//! [`Aggregator::handle_timeout`], then drains [`Aggregator::poll_output`]
+//! (subscribe, unsubscribe, publish) and [`Aggregator::poll_event`]
+//! (deliveries, alerts, ownership changes), and sleeps until
+//! [`Aggregator::poll_timeout`]. It connects with [`Aggregator::last_will`].
+//!
+//! # What it does
+//!
+//! - **Ownership.** Every aggregator heartbeats on its status topic and
+//!   watches the others ([`crate::membership`]). From its view of the live
+//!   set, rendezvous hashing ([`crate::rendezvous`]) makes it primary or hot
+//!   standby for some partitions; it subscribes to exactly those. After
+//!   (re)connecting it observes for a join grace before claiming anything, so
+//!   it does not briefly claim the whole mesh.
+//! - **Ingest.** Uplinks are authenticated and checked against their topic
+//!   (a node cannot publish as another). Each node's stream is de-duplicated
+//!   by sequence number; `held_from` lets the receiver skip what the node
+//!   gave up. Only the primary acknowledges (cumulatively, per partition,
+//!   every `ack_interval`) and reports deliveries; the standby keeps the same
+//!   state in the shadows so it can take over without a gap.
+//! - **Watching.** φ-accrual per node on its arrivals raises node-down and
+//!   node-up alerts; NEWS2 per sample, with a persistence filter, raises
+//!   patient-risk alerts. The lowest-numbered live aggregator reports
+//!   aggregator failures.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use vitalmesh_wire::envelope::{DeviceKey, Keyring, Principal, encode_to_vec};
+use vitalmesh_wire::message::MAX_ACKS_PER_BATCH;
+use vitalmesh_wire::{
+    AckBatch, AggregatorId, AggregatorState, AggregatorStatus, Batch, Body, NodeAck, NodeId,
+    PartitionId, Partitioning, SeqSet, Timestamp, TopicScheme, WireError, WireTopic, decode,
+};
+
+use crate::alert::{Alert, AlertKind};
+use crate::membership::{DownReason, Membership, PeerChange};
+use crate::news2::{self, ParameterSet, Risk};
+use crate::phi::{PhiConfig, PhiDetector};
+use crate::population::{Population, WardId};
+use crate::rendezvous;
+
+/// How an aggregator behaves.
+#[derive(Debug, Clone)]
+pub struct AggregatorConfig {
+    /// Who it is.
+    pub id: AggregatorId,
+    /// Distinguishes this life from earlier ones (e.g. a restart counter).
+    pub incarnation: u64,
+    /// How nodes are split.
+    pub partitioning: Partitioning,
+    /// Topic names.
+    pub topics: TopicScheme,
+    /// Ward layout.
+    pub population: Population,
+    /// Between status heartbeats.
+    pub heartbeat_interval: Duration,
+    /// Observe this long after connecting before owning partitions.
+    pub join_grace: Duration,
+    /// Between acknowledgement flushes.
+    pub ack_interval: Duration,
+    /// Between liveness checks of nodes and peers.
+    pub liveness_interval: Duration,
+    /// φ-accrual for peers.
+    pub peer_phi: PhiConfig,
+    /// φ-accrual for nodes (`first_interval` = the nodes' sample interval).
+    pub node_phi: PhiConfig,
+    /// A risk band must hold for this many consecutive scored samples before
+    /// it raises an alert, so one noisy reading does not page anyone.
+    pub risk_persistence: usize,
+}
+
+impl AggregatorConfig {
+    /// Defaults for aggregator `id`: heartbeats every second, φ = 8 with a
+    /// 3 s acceptable pause (detection ≈ 4.5 s), acks every second (each
+    /// node receives its partition's ack batch: more often would multiply
+    /// broker fan-out for no gain, acks only free buffer space).
+    pub fn new(id: AggregatorId, population: Population) -> Self {
+        Self {
+            id,
+            incarnation: 0,
+            partitioning: Partitioning::default(),
+            topics: TopicScheme::default(),
+            population,
+            heartbeat_interval: Duration::from_secs(1),
+            join_grace: Duration::from_secs(2),
+            ack_interval: Duration::from_secs(1),
+            liveness_interval: Duration::from_millis(250),
+            peer_phi: PhiConfig::default(),
+            node_phi: PhiConfig::default(),
+            risk_persistence: 3,
+        }
+    }
+}
+
+/// An aggregator's part in one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Acknowledges, reports deliveries and raises alerts.
+    Primary,
+    /// Shadows the primary, ready to take over.
+    Standby,
+}
+
+/// Something the runtime must do on the broker connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Subscribe to a filter (QoS 1).
+    Subscribe(String),
+    /// Unsubscribe from a filter.
+    Unsubscribe(String),
+    /// Publish (QoS 0: acks are cumulative and heartbeats periodic, so a
+    /// lost one is superseded by the next).
+    Publish {
+        /// Topic.
+        topic: String,
+        /// Envelope bytes.
+        payload: Vec<u8>,
+    },
+}
+
+/// A sample ingested for the first time by this aggregator as primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery {
+    /// The node.
+    pub node: NodeId,
+    /// Its ward.
+    pub ward: WardId,
+    /// The sample's sequence number.
+    pub seq: u64,
+    /// When the sample was due: latency is `now − sample_time`.
+    pub sample_time: Timestamp,
+    /// When it was ingested.
+    pub ingested_at: Timestamp,
+}
+
+/// Why an incoming message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// Bytes that do not decode or authenticate.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// A node's batch on a topic that is not that node's.
+    #[error(
+        "'{topic}' carries a batch from node '{claimed}'; expected node '{expected}' in partition '{partition}'"
+    )]
+    WrongTopic {
+        /// The topic.
+        topic: String,
+        /// Node named by the batch.
+        claimed: u32,
+        /// Node named by the topic.
+        expected: u32,
+        /// Partition named by the topic.
+        partition: u16,
+    },
+    /// A well-formed message of the wrong kind for its topic.
+    #[error("'{topic}' carries a message of the wrong kind")]
+    UnexpectedBody {
+        /// The topic.
+        topic: String,
+    },
+    /// A topic outside the scheme.
+    #[error("'{topic}' is not a vitalmesh topic")]
+    UnknownTopic {
+        /// The topic.
+        topic: String,
+    },
+}
+
+/// What happened, for the observer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A new sample ingested as primary.
+    Delivered(Delivery),
+    /// A message refused.
+    Rejected(Rejection),
+    /// An alert.
+    Alert(Alert),
+    /// The partitions this aggregator owns changed.
+    Ownership {
+        /// As primary.
+        primary: Vec<PartitionId>,
+        /// As standby.
+        standby: Vec<PartitionId>,
+    },
+}
+
+/// Counters for dashboards and reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct AggregatorStats {
+    /// Samples ingested for the first time as primary.
+    pub ingested: u64,
+    /// Samples ingested for the first time as standby.
+    pub shadow_ingested: u64,
+    /// Samples seen again (re-sent by a node after a lost ack or failover).
+    pub duplicates: u64,
+    /// Messages refused.
+    pub rejected: u64,
+    /// Data for partitions no longer owned (in flight during a handover).
+    pub stray: u64,
+    /// Acknowledgement batches published.
+    pub ack_batches: u64,
+    /// Partitions owned as primary.
+    pub primary_partitions: u16,
+    /// Partitions owned as standby.
+    pub standby_partitions: u16,
+    /// Nodes being tracked.
+    pub tracked_nodes: usize,
+    /// Tracked nodes currently reported down.
+    pub nodes_down: usize,
+}
+
+/// Per-node receive state: what has been ingested, whether it is alive,
+/// how its patient is doing.
+#[derive(Debug, Clone)]
+struct NodeTrack {
+    partition: PartitionId,
+    ward: WardId,
+    /// Every sequence number below this is ingested (or given up by the node).
+    next_expected: u64,
+    /// Ingested sequence numbers at or above `next_expected`.
+    above: SeqSet,
+    detector: PhiDetector,
+    down_since: Option<Timestamp>,
+    /// Recent decided risks, newest last.
+    recent_risks: VecDeque<Risk>,
+    alerted: Option<Risk>,
+}
+
+impl NodeTrack {
+    /// Skips what the node no longer holds.
+    fn skip_below(&mut self, held_from: u64) {
+        if held_from > self.next_expected {
+            self.next_expected = held_from;
+            self.above.remove_below(held_from);
+            self.advance();
+        }
+    }
+
+    /// Records `seq`; whether it is new.
+    fn accept(&mut self, seq: u64) -> bool {
+        if seq < self.next_expected || !self.above.insert(seq) {
+            return false;
+        }
+        self.advance();
+        true
+    }
+
+    fn advance(&mut self) {
+        if self.above.first() == Some(self.next_expected) {
+            self.next_expected = self.above.ranges()[0].end;
+            self.above.remove_below(self.next_expected);
+        }
+    }
+
+    /// The lowest of the last `k` decided risks, once there are `k`.
+    fn persistent_risk(&self, k: usize) -> Option<Risk> {
+        (self.recent_risks.len() >= k)
+            .then(|| self.recent_risks.iter().copied().min().unwrap_or(Risk::Low))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    Disconnected,
+    Joining { until: Timestamp },
+    Active,
+}
+
+/// One aggregator.
+#[derive(Debug)]
+pub struct Aggregator {
+    config: AggregatorConfig,
+    keys: Keyring,
+    key: DeviceKey,
+    link: Link,
+    membership: Membership,
+    roles: Vec<Option<Role>>,
+    subscribed: Vec<bool>,
+    nodes: BTreeMap<NodeId, NodeTrack>,
+    ack_dirty: Vec<BTreeSet<NodeId>>,
+    outputs: VecDeque<Output>,
+    events: VecDeque<Event>,
+    next_heartbeat: Timestamp,
+    next_ack_flush: Timestamp,
+    /// The partition whose acks the next flush sends: partitions are flushed
+    /// one slot at a time, `ack_interval / partitions` apart, so thousands of
+    /// nodes are not all woken by acks in the same instant.
+    ack_cursor: usize,
+    next_liveness: Timestamp,
+    beat: u64,
+    stats: AggregatorStats,
+}
+
+impl Aggregator {
+    /// An aggregator, disconnected. `keys` verifies nodes and peers and signs
+    /// its own messages.
+    pub fn new(config: AggregatorConfig, keys: Keyring) -> Self {
+        let partitions = usize::from(config.partitioning.count());
+        Self {
+            key: keys.derive(Principal::Aggregator(config.id)),
+            membership: Membership::new(config.id, config.peer_phi),
+            roles: vec![None; partitions],
+            subscribed: vec![false; partitions],
+            ack_dirty: vec![BTreeSet::new(); partitions],
+            nodes: BTreeMap::new(),
+            outputs: VecDeque::new(),
+            events: VecDeque::new(),
+            link: Link::Disconnected,
+            next_heartbeat: Timestamp::MAX,
+            next_ack_flush: Timestamp::MAX,
+            ack_cursor: 0,
+            next_liveness: Timestamp::MAX,
+            beat: 0,
+            stats: AggregatorStats::default(),
+            config,
+            keys,
+        }
+    }
+
+    /// Its id.
+    pub fn id(&self) -> AggregatorId {
+        self.config.id
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &AggregatorConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> AggregatorStats {
+        let (primary, standby) = self.roles.iter().fold((0, 0), |(p, s), r| match r {
+            Some(Role::Primary) => (p + 1, s),
+            Some(Role::Standby) => (p, s + 1),
+            None => (p, s),
+        });
+        AggregatorStats {
+            primary_partitions: primary,
+            standby_partitions: standby,
+            tracked_nodes: self.nodes.len(),
+            nodes_down: self
+                .nodes
+                .values()
+                .filter(|t| t.down_since.is_some())
+                .count(),
+            ..self.stats
+        }
+    }
+
+    /// Its role for `partition`.
+    pub fn role(&self, partition: PartitionId) -> Option<Role> {
+        self.roles.get(usize::from(partition.0)).copied().flatten()
+    }
+
+    /// Aggregators it believes alive, itself included once active.
+    pub fn live_view(&self) -> BTreeSet<AggregatorId> {
+        let mut live: BTreeSet<_> = self.membership.live_peers().collect();
+        if self.link == Link::Active {
+            live.insert(self.config.id);
+        }
+        live
+    }
+
+    /// Whether it has finished joining and owns partitions.
+    pub fn is_active(&self) -> bool {
+        self.link == Link::Active
+    }
+
+    /// The last-will topic and payload to register when connecting.
+    pub fn last_will(&self) -> (String, Vec<u8>) {
+        let body = Body::Status(AggregatorStatus {
+            aggregator: self.config.id,
+            incarnation: self.config.incarnation,
+            beat: u64::MAX,
+            state: AggregatorState::Offline,
+        });
+        (self.config.topics.status(self.config.id), self.sign(&body))
+    }
+
+    // ---- inputs ----------------------------------------------------------
+
+    /// The broker connection is up (clean session: nothing is subscribed).
+    pub fn handle_connected(&mut self, now: Timestamp) {
+        self.link = Link::Joining {
+            until: now + self.config.join_grace,
+        };
+        self.membership.reset();
+        self.subscribed.fill(false);
+        self.outputs
+            .push_back(Output::Subscribe(self.config.topics.status_filter()));
+        self.publish_status(AggregatorState::Alive);
+        self.next_heartbeat = now + self.config.heartbeat_interval;
+        self.next_liveness = now + self.config.liveness_interval;
+        self.next_ack_flush = now + self.ack_slot();
+    }
+
+    /// The broker connection is gone. Ownership is kept until the next
+    /// connection's join, but nothing is judged while blind: no node is
+    /// declared down because *we* cannot hear it.
+    pub fn handle_disconnected(&mut self, _now: Timestamp) {
+        self.link = Link::Disconnected;
+        self.next_heartbeat = Timestamp::MAX;
+        self.next_ack_flush = Timestamp::MAX;
+        self.next_liveness = Timestamp::MAX;
+        self.outputs.clear();
+    }
+
+    /// Announces a clean departure (call before disconnecting gracefully).
+    pub fn leave(&mut self) {
+        if self.link != Link::Disconnected {
+            self.publish_status(AggregatorState::Leaving);
+        }
+    }
+
+    /// A publish arrived on `topic`.
+    pub fn handle_message(&mut self, topic: &str, payload: &[u8], now: Timestamp) {
+        if self.link == Link::Disconnected {
+            return;
+        }
+        match self.config.topics.parse(topic) {
+            Some(WireTopic::Data { partition, node }) => {
+                self.on_data(topic, partition, node, payload, now)
+            }
+            Some(WireTopic::Status { aggregator }) => {
+                self.on_status(topic, aggregator, payload, now)
+            }
+            Some(WireTopic::Ack { .. }) => {}
+            None => self.reject(Rejection::UnknownTopic {
+                topic: topic.into(),
+            }),
+        }
+    }
+
+    /// Fires due timers.
+    pub fn handle_timeout(&mut self, now: Timestamp) {
+        if let Link::Joining { until } = self.link {
+            if now >= until {
+                self.link = Link::Active;
+                self.rebalance(now);
+            }
+        }
+        if self.link == Link::Disconnected {
+            return;
+        }
+        if now >= self.next_heartbeat {
+            self.publish_status(AggregatorState::Alive);
+            self.next_heartbeat = now + self.config.heartbeat_interval;
+        }
+        if self.link != Link::Active {
+            return;
+        }
+        if now >= self.next_liveness {
+            self.next_liveness = now + self.config.liveness_interval;
+            let changes = self.membership.check(now);
+            if !changes.is_empty() {
+                for change in changes {
+                    self.on_peer_change(change, now);
+                }
+                self.rebalance(now);
+            }
+            self.check_nodes(now);
+        }
+        // Catch up on every slot that has passed, so a caller with a coarse
+        // clock (or virtual time in big steps) still acks every partition.
+        let slot = self.ack_slot();
+        let mut flushed = 0;
+        while now >= self.next_ack_flush && flushed < self.roles.len() {
+            let p = self.ack_cursor;
+            self.ack_cursor = (p + 1) % self.roles.len();
+            self.flush_acks(p);
+            self.next_ack_flush = self.next_ack_flush + slot;
+            flushed += 1;
+        }
+        if now >= self.next_ack_flush {
+            self.next_ack_flush = now + slot;
+        }
+    }
+
+    // ---- outputs ---------------------------------------------------------
+
+    /// The next thing to do on the connection.
+    #[must_use]
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// The next event for the observer.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Aggregator::handle_timeout`] is next due.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Timestamp> {
+        match self.link {
+            Link::Disconnected => None,
+            Link::Joining { until } => Some(until.min(self.next_heartbeat)),
+            Link::Active => Some(
+                self.next_heartbeat
+                    .min(self.next_liveness)
+                    .min(self.next_ack_flush),
+            ),
+        }
+    }
+
+    // ---- internals -------------------------------------------------------
+
+    fn sign(&self, body: &Body) -> Vec<u8> {
+        // Our own status and ack bodies always satisfy the protocol rules
+        // (acks are chunked to the limit), so encoding cannot fail.
+        encode_to_vec(body, &self.key).expect("aggregator messages are always valid")
+    }
+
+    fn publish_status(&mut self, state: AggregatorState) {
+        self.beat += 1;
+        let body = Body::Status(AggregatorStatus {
+            aggregator: self.config.id,
+            incarnation: self.config.incarnation,
+            beat: self.beat,
+            state,
+        });
+        let payload = self.sign(&body);
+        self.outputs.push_back(Output::Publish {
+            topic: self.config.topics.status(self.config.id),
+            payload,
+        });
+    }
+
+    fn reject(&mut self, why: Rejection) {
+        self.stats.rejected += 1;
+        self.events.push_back(Event::Rejected(why));
+    }
+
+    fn alert(&mut self, now: Timestamp, kind: AlertKind) {
+        self.events.push_back(Event::Alert(Alert {
+            at: now,
+            raised_by: self.config.id,
+            kind,
+        }));
+    }
+
+    fn on_status(&mut self, topic: &str, from: AggregatorId, payload: &[u8], now: Timestamp) {
+        let status = match decode(payload, &self.keys) {
+            Ok(Body::Status(s)) if s.aggregator == from => s,
+            Ok(_) => {
+                return self.reject(Rejection::UnexpectedBody {
+                    topic: topic.into(),
+                });
+            }
+            Err(e) => return self.reject(e.into()),
+        };
+        if let Some(change) = self.membership.handle_status(&status, now) {
+            self.on_peer_change(change, now);
+            if self.link == Link::Active {
+                self.rebalance(now);
+            }
+        }
+    }
+
+    fn on_peer_change(&mut self, change: PeerChange, now: Timestamp) {
+        // One reporter for aggregator alerts: the lowest id we believe alive
+        // (ourselves included), so the mesh does not raise K copies.
+        let reporter = self.live_view().into_iter().next();
+        if reporter != Some(self.config.id) {
+            return;
+        }
+        let kind = match change {
+            PeerChange::Up(aggregator) => AlertKind::AggregatorUp { aggregator },
+            PeerChange::Down(aggregator, reason) => {
+                AlertKind::AggregatorDown { aggregator, reason }
+            }
+        };
+        self.alert(now, kind);
+    }
+
+    fn on_data(
+        &mut self,
+        topic: &str,
+        partition: PartitionId,
+        topic_node: NodeId,
+        payload: &[u8],
+        now: Timestamp,
+    ) {
+        let Some(role) = self.role(partition) else {
+            self.stats.stray += 1;
+            return;
+        };
+        let batch: Batch = match decode(payload, &self.keys) {
+            Ok(Body::Batch(b)) => b,
+            Ok(_) => {
+                return self.reject(Rejection::UnexpectedBody {
+                    topic: topic.into(),
+                });
+            }
+            Err(e) => return self.reject(e.into()),
+        };
+        if batch.node != topic_node
+            || self.config.partitioning.partition_of(batch.node) != partition
+        {
+            return self.reject(Rejection::WrongTopic {
+                topic: topic.into(),
+                claimed: batch.node.0,
+                expected: topic_node.0,
+                partition: partition.0,
+            });
+        }
+        let node = batch.node;
+        let ward = self.config.population.ward_of(node);
+        let node_phi = self.config.node_phi;
+        let persistence = self.config.risk_persistence.max(1);
+        let track = self.nodes.entry(node).or_insert_with(|| NodeTrack {
+            partition,
+            ward,
+            next_expected: 0,
+            above: SeqSet::new(),
+            detector: PhiDetector::new(&node_phi),
+            down_since: None,
+            recent_risks: VecDeque::with_capacity(persistence),
+            alerted: None,
+        });
+        track.detector.heartbeat(now, &node_phi);
+        let came_back = track
+            .down_since
+            .take()
+            .map(|since| now.saturating_duration_since(since));
+        track.skip_below(batch.held_from);
+
+        let mut alerts = Vec::new();
+        for sample in &batch.samples {
+            if !track.accept(sample.seq) {
+                self.stats.duplicates += 1;
+                continue;
+            }
+            match role {
+                Role::Primary => {
+                    self.stats.ingested += 1;
+                    self.events.push_back(Event::Delivered(Delivery {
+                        node,
+                        ward,
+                        seq: sample.seq,
+                        sample_time: sample.time,
+                        ingested_at: now,
+                    }));
+                }
+                Role::Standby => self.stats.shadow_ingested += 1,
+            }
+            let score = news2::score(
+                &sample.vitals,
+                ParameterSet::from_device_faults(sample.faults),
+            );
+            if let Some(risk) = score.risk() {
+                if track.recent_risks.len() == persistence {
+                    track.recent_risks.pop_front();
+                }
+                track.recent_risks.push_back(risk);
+            }
+            match track.persistent_risk(persistence) {
+                Some(Risk::Low) => track.alerted = None,
+                Some(risk) if track.alerted.is_none_or(|a| risk > a) => {
+                    track.alerted = Some(risk);
+                    alerts.push(AlertKind::PatientRisk {
+                        node,
+                        ward,
+                        risk,
+                        news2: score.known_total,
+                        sampled_at: sample.time,
+                    });
+                }
+                _ => {}
+            }
+        }
+        if role == Role::Primary {
+            // Also after duplicates: a node re-sending missed our ack.
+            self.ack_dirty[usize::from(partition.0)].insert(node);
+            if let Some(down_for) = came_back {
+                self.alert(
+                    now,
+                    AlertKind::NodeUp {
+                        node,
+                        ward,
+                        down_for,
+                    },
+                );
+            }
+            for kind in alerts {
+                self.alert(now, kind);
+            }
+        }
+    }
+
+    fn check_nodes(&mut self, now: Timestamp) {
+        let node_phi = self.config.node_phi;
+        let mut newly_down = Vec::new();
+        for (&node, track) in &mut self.nodes {
+            if track.down_since.is_none() && !track.detector.is_available(now, &node_phi) {
+                track.down_since = Some(now);
+                let primary = self.roles[usize::from(track.partition.0)] == Some(Role::Primary);
+                if primary {
+                    let last_seen = track.detector.last_heartbeat().unwrap_or(now);
+                    newly_down.push(AlertKind::NodeDown {
+                        node,
+                        ward: track.ward,
+                        last_seen,
+                    });
+                }
+            }
+        }
+        for kind in newly_down {
+            self.alert(now, kind);
+        }
+    }
+
+    fn ack_slot(&self) -> Duration {
+        (self.config.ack_interval / self.roles.len().max(1) as u32).max(Duration::from_millis(1))
+    }
+
+    /// Publishes the pending acknowledgements of partition `p`.
+    fn flush_acks(&mut self, p: usize) {
+        if self.roles[p] != Some(Role::Primary) || self.ack_dirty[p].is_empty() {
+            return;
+        }
+        let dirty = std::mem::take(&mut self.ack_dirty[p]);
+        let acks: Vec<NodeAck> = dirty
+            .iter()
+            .filter_map(|n| {
+                self.nodes.get(n).map(|t| NodeAck {
+                    node: *n,
+                    next_expected: t.next_expected,
+                })
+            })
+            .collect();
+        let partition = PartitionId(p as u16);
+        for chunk in acks.chunks(MAX_ACKS_PER_BATCH) {
+            let body = Body::Ack(AckBatch {
+                partition,
+                aggregator: self.config.id,
+                acks: chunk.to_vec(),
+            });
+            let payload = self.sign(&body);
+            self.stats.ack_batches += 1;
+            self.outputs.push_back(Output::Publish {
+                topic: self.config.topics.ack(partition),
+                payload,
+            });
+        }
+    }
+
+    /// Recomputes ownership from the current view and subscribes,
+    /// unsubscribes and hands over accordingly.
+    fn rebalance(&mut self, now: Timestamp) {
+        let live = self.live_view();
+        let assignment = rendezvous::assign(self.config.partitioning, &live);
+        let me = Some(self.config.id);
+        let mut changed = false;
+        for p in 0..self.roles.len() {
+            let new = if assignment.primary[p] == me {
+                Some(Role::Primary)
+            } else if assignment.standby[p] == me {
+                Some(Role::Standby)
+            } else {
+                None
+            };
+            let partition = PartitionId(p as u16);
+            if new.is_some() && !self.subscribed[p] {
+                self.outputs
+                    .push_back(Output::Subscribe(self.config.topics.data_filter(partition)));
+                self.subscribed[p] = true;
+                // We have not been listening: judge liveness from now on.
+                for track in self.nodes.values_mut().filter(|t| t.partition == partition) {
+                    track.detector = PhiDetector::new(&self.config.node_phi);
+                    track.detector.heartbeat(now, &self.config.node_phi);
+                }
+            }
+            if new.is_none() && self.subscribed[p] {
+                self.outputs.push_back(Output::Unsubscribe(
+                    self.config.topics.data_filter(partition),
+                ));
+                self.subscribed[p] = false;
+            }
+            if new == Some(Role::Primary) && self.roles[p] != Some(Role::Primary) {
+                // Promoted: tell every node where it stands at once.
+                let nodes: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, t)| t.partition == partition)
+                    .map(|(&n, _)| n)
+                    .collect();
+                self.ack_dirty[p].extend(nodes);
+            }
+            if new != Some(Role::Primary) {
+                self.ack_dirty[p].clear();
+            }
+            changed |= new != self.roles[p];
+            self.roles[p] = new;
+        }
+        let roles = &self.roles;
+        self.nodes
+            .retain(|_, t| roles[usize::from(t.partition.0)].is_some());
+        if changed {
+            let of = |role| {
+                (0..self.roles.len())
+                    .filter(|&p| self.roles[p] == Some(role))
+                    .map(|p| PartitionId(p as u16))
+                    .collect()
+            };
+            self.events.push_back(Event::Ownership {
+                primary: of(Role::Primary),
+                standby: of(Role::Standby),
+            });
+        }
+    }
+}
+
+impl DownReason {
+    /// A short word for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Leaving => "left",
+            Self::LastWill => "last will",
+            Self::Silent => "silent",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vitalmesh_firmware::{LinkAction, Node, NodeConfig};
+    use vitalmesh_wire::envelope::encode_to_vec;
+    use vitalmesh_wire::{Acvpu, FaultFlags, Sample, SpO2Scale, Vitals};
+
+    use super::*;
+
+    const T0: Timestamp = Timestamp::from_secs(1_767_225_600);
+    const SECRET: [u8; 16] = *b"aggregator-tests";
+
+    fn keys() -> Keyring {
+        Keyring::new(SECRET, 10_000)
+    }
+
+    fn population() -> Population {
+        Population {
+            wards: 4,
+            nodes_per_ward: 25,
+        }
+    }
+
+    /// Aggregators on an in-memory broker with MQTT `+` matching.
+    struct Bus {
+        aggs: Vec<Aggregator>,
+        subs: Vec<BTreeSet<String>>,
+        up: Vec<bool>,
+        now: Timestamp,
+        events: Vec<(AggregatorId, Event)>,
+    }
+
+    fn matches(filter: &str, topic: &str) -> bool {
+        let (mut f, mut t) = (filter.split('/'), topic.split('/'));
+        loop {
+            match (f.next(), t.next()) {
+                (None, None) => return true,
+                (Some("+"), Some(_)) => {}
+                (Some(a), Some(b)) if a == b => {}
+                _ => return false,
+            }
+        }
+    }
+
+    impl Bus {
+        fn new(n: u16) -> Self {
+            let aggs: Vec<_> = (0..n)
+                .map(|i| {
+                    Aggregator::new(AggregatorConfig::new(AggregatorId(i), population()), keys())
+                })
+                .collect();
+            let mut bus = Self {
+                subs: vec![BTreeSet::new(); aggs.len()],
+                up: vec![true; aggs.len()],
+                aggs,
+                now: T0,
+                events: Vec::new(),
+            };
+            for i in 0..bus.aggs.len() {
+                bus.aggs[i].handle_connected(T0);
+            }
+            bus.pump();
+            bus
+        }
+
+        /// Delivers outputs until quiet.
+        fn pump(&mut self) {
+            loop {
+                let mut published = Vec::new();
+                for i in 0..self.aggs.len() {
+                    while let Some(out) = self.aggs[i].poll_output() {
+                        match out {
+                            Output::Subscribe(f) => {
+                                self.subs[i].insert(f);
+                            }
+                            Output::Unsubscribe(f) => {
+                                self.subs[i].remove(&f);
+                            }
+                            Output::Publish { topic, payload } => published.push((topic, payload)),
+                        }
+                    }
+                    while let Some(e) = self.aggs[i].poll_event() {
+                        self.events.push((AggregatorId(i as u16), e));
+                    }
+                }
+                if published.is_empty() {
+                    return;
+                }
+                for (topic, payload) in published {
+                    self.publish(&topic, &payload);
+                }
+            }
+        }
+
+        fn publish(&mut self, topic: &str, payload: &[u8]) {
+            for i in 0..self.aggs.len() {
+                if self.up[i] && self.subs[i].iter().any(|f| matches(f, topic)) {
+                    self.aggs[i].handle_message(topic, payload, self.now);
+                }
+            }
+        }
+
+        /// Advances time in 50 ms steps, firing timers.
+        fn advance(&mut self, d: Duration) {
+            let end = self.now + d;
+            while self.now < end {
+                self.now = self.now + Duration::from_millis(50);
+                for i in 0..self.aggs.len() {
+                    if self.up[i] {
+                        self.aggs[i].handle_timeout(self.now);
+                    }
+                }
+                self.pump();
+            }
+        }
+
+        /// Kills aggregator `i`: its connection drops and the broker
+        /// publishes its last will.
+        fn kill(&mut self, i: usize) {
+            self.up[i] = false;
+            self.subs[i].clear();
+            self.aggs[i].handle_disconnected(self.now);
+            let (topic, payload) = self.aggs[i].last_will();
+            self.publish(&topic, &payload);
+            self.pump();
+        }
+
+        fn primary_of(&self, p: PartitionId) -> Vec<usize> {
+            (0..self.aggs.len())
+                .filter(|&i| self.up[i] && self.aggs[i].role(p) == Some(Role::Primary))
+                .collect()
+        }
+
+        fn take_events(&mut self) -> Vec<(AggregatorId, Event)> {
+            std::mem::take(&mut self.events)
+        }
+    }
+
+    fn sample(node: u32, seq: u64, vitals: Vitals) -> Sample {
+        Sample {
+            node: NodeId(node),
+            seq,
+            time: T0 + Duration::from_secs(seq),
+            vitals,
+            battery_pct: 100,
+            faults: FaultFlags::empty(),
+        }
+    }
+
+    fn healthy() -> Vitals {
+        Vitals {
+            heart_rate: Some(72),
+            resp_rate: Some(16),
+            spo2: Some(98),
+            temp_decicelsius: Some(370),
+            systolic: Some(120),
+            diastolic: Some(75),
+            consciousness: Some(Acvpu::Alert),
+            on_oxygen: false,
+            spo2_scale: SpO2Scale::Scale1,
+        }
+    }
+
+    fn uplink(node: u32, held_from: u64, seqs: &[u64], vitals: Vitals) -> (String, Vec<u8>) {
+        let batch = Batch {
+            node: NodeId(node),
+            held_from,
+            samples: seqs.iter().map(|&s| sample(node, s, vitals)).collect(),
+        };
+        let p = Partitioning::default().partition_of(NodeId(node));
+        let key = keys().derive(Principal::Node(NodeId(node)));
+        (
+            TopicScheme::default().data(p, NodeId(node)),
+            encode_to_vec(&Body::Batch(batch), &key).unwrap(),
+        )
+    }
+
+    fn acks_for(bus_events: &[(String, Vec<u8>)], node: u32) -> Vec<u64> {
+        bus_events
+            .iter()
+            .filter_map(|(_, payload)| match decode(payload, &keys()) {
+                Ok(Body::Ack(a)) => a
+                    .acks
+                    .iter()
+                    .find(|x| x.node == NodeId(node))
+                    .map(|x| x.next_expected),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Captures what aggregators publish on ack topics.
+    fn collect_acks(bus: &mut Bus) -> Vec<(String, Vec<u8>)> {
+        let mut acks = Vec::new();
+        for agg in &mut bus.aggs {
+            let mut keep = VecDeque::new();
+            while let Some(out) = agg.poll_output() {
+                if let Output::Publish { topic, payload } = &out {
+                    if topic.contains("/ack/") {
+                        acks.push((topic.clone(), payload.clone()));
+                    }
+                }
+                keep.push_back(out);
+            }
+            agg.outputs = keep;
+        }
+        acks
+    }
+
+    #[test]
+    fn after_joining_each_partition_has_exactly_one_primary_and_one_standby() {
+        let mut bus = Bus::new(4);
+        assert!(
+            bus.aggs.iter().all(|a| a.stats().primary_partitions == 0),
+            "no claims during the join grace"
+        );
+        bus.advance(Duration::from_secs(3));
+        for p in Partitioning::default().all() {
+            assert_eq!(bus.primary_of(p).len(), 1, "{p}");
+            let standbys = bus
+                .aggs
+                .iter()
+                .filter(|a| a.role(p) == Some(Role::Standby))
+                .count();
+            assert_eq!(standbys, 1, "{p}");
+        }
+        for a in &bus.aggs {
+            assert_eq!(a.live_view().len(), 4);
+        }
+    }
+
+    #[test]
+    fn a_killed_aggregators_partitions_move_to_their_standbys_at_once() {
+        let mut bus = Bus::new(3);
+        bus.advance(Duration::from_secs(3));
+        let victim_parts: Vec<(PartitionId, usize)> = Partitioning::default()
+            .all()
+            .filter(|&p| bus.primary_of(p) == [1])
+            .map(|p| {
+                (
+                    p,
+                    (0..3)
+                        .find(|&i| bus.aggs[i].role(p) == Some(Role::Standby))
+                        .unwrap(),
+                )
+            })
+            .collect();
+        assert!(!victim_parts.is_empty());
+        bus.take_events();
+        bus.kill(1);
+        for (p, standby) in &victim_parts {
+            assert_eq!(
+                bus.primary_of(*p),
+                [*standby],
+                "{p} went to its hot standby"
+            );
+        }
+        let downs: Vec<_> = bus
+            .take_events()
+            .into_iter()
+            .filter_map(|(by, e)| match e {
+                Event::Alert(Alert {
+                    kind: AlertKind::AggregatorDown { aggregator, reason },
+                    ..
+                }) => Some((by, aggregator, reason)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            downs,
+            [(AggregatorId(0), AggregatorId(1), DownReason::LastWill)],
+            "reported once, by the lowest id"
+        );
+    }
+
+    #[test]
+    fn the_standby_has_shadowed_the_data_and_acknowledges_it_after_promotion() {
+        let mut bus = Bus::new(2);
+        bus.advance(Duration::from_secs(3));
+        let node = 7;
+        let p = Partitioning::default().partition_of(NodeId(node));
+        let primary = bus.primary_of(p)[0];
+        let (topic, payload) = uplink(node, 0, &[0, 1, 2, 3, 4], healthy());
+        bus.publish(&topic, &payload);
+        bus.pump();
+        bus.take_events();
+        bus.kill(primary);
+        let survivor = 1 - primary;
+        assert_eq!(bus.aggs[survivor].role(p), Some(Role::Primary));
+        // The promoted standby acks all five without having seen them again.
+        let (topic, payload) = uplink(node, 0, &[5], healthy());
+        bus.publish(&topic, &payload);
+        bus.aggs[survivor].handle_timeout(bus.now + Duration::from_secs(1));
+        let acks = collect_acks(&mut bus);
+        assert_eq!(acks_for(&acks, node), [6]);
+        // Only sample 5 is a new delivery for the survivor.
+        bus.pump();
+        let delivered: Vec<u64> = bus
+            .take_events()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Event::Delivered(d) => Some(d.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(delivered, [5]);
+    }
+
+    #[test]
+    fn duplicates_are_dropped_and_held_from_skips_what_the_node_gave_up() {
+        let mut bus = Bus::new(1);
+        bus.advance(Duration::from_secs(3));
+        for (held_from, seqs) in [
+            (0, vec![0, 1, 2]),
+            (0, vec![1, 2, 3]),
+            (10, vec![10, 11]),
+            (10, vec![12]),
+        ] {
+            let (topic, payload) = uplink(3, held_from, &seqs, healthy());
+            bus.publish(&topic, &payload);
+        }
+        bus.aggs[0].handle_timeout(bus.now + Duration::from_secs(1));
+        let acks = collect_acks(&mut bus);
+        assert_eq!(acks_for(&acks, 3), [13], "4..10 were given up by the node");
+        let stats = bus.aggs[0].stats();
+        assert_eq!((stats.ingested, stats.duplicates), (7, 2));
+    }
+
+    #[test]
+    fn forged_misdirected_and_garbage_messages_are_rejected_not_delivered() {
+        let mut bus = Bus::new(1);
+        bus.advance(Duration::from_secs(3));
+        bus.take_events();
+        // Node 4's batch signed with node 5's key.
+        let batch = Batch {
+            node: NodeId(4),
+            held_from: 0,
+            samples: vec![sample(4, 0, healthy())],
+        };
+        let forged = encode_to_vec(
+            &Body::Batch(batch),
+            &keys().derive(Principal::Node(NodeId(5))),
+        )
+        .unwrap();
+        let p4 = Partitioning::default().partition_of(NodeId(4));
+        bus.publish(&TopicScheme::default().data(p4, NodeId(4)), &forged);
+        // Node 4's genuine batch published on node 9's topic.
+        let (_, genuine) = uplink(4, 0, &[0], healthy());
+        let p9 = Partitioning::default().partition_of(NodeId(9));
+        bus.publish(&TopicScheme::default().data(p9, NodeId(9)), &genuine);
+        // Garbage.
+        bus.publish(
+            &TopicScheme::default().data(p4, NodeId(4)),
+            b"\x01garbage-bytes-here",
+        );
+        bus.pump();
+        let events = bus.take_events();
+        let rejected = events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Rejected(_)))
+            .count();
+        let delivered = events
+            .iter()
+            .filter(|(_, e)| matches!(e, Event::Delivered(_)))
+            .count();
+        assert_eq!((rejected, delivered), (3, 0), "{events:?}");
+        assert!(
+            events
+                .iter()
+                .any(|(_, e)| matches!(e, Event::Rejected(Rejection::Wire(WireError::BadTag(_)))))
+        );
+        assert!(events.iter().any(|(_, e)| matches!(
+            e,
+            Event::Rejected(Rejection::WrongTopic {
+                claimed: 4,
+                expected: 9,
+                ..
+            })
+        )));
+    }
+
+    #[test]
+    fn a_silent_node_is_reported_down_once_and_up_when_it_returns() {
+        let mut bus = Bus::new(1);
+        bus.advance(Duration::from_secs(3));
+        let start = bus.now;
+        for s in 0..20u64 {
+            bus.now = start + Duration::from_secs(s);
+            let (topic, payload) = uplink(2, 0, &[s], healthy());
+            bus.publish(&topic, &payload);
+            bus.aggs[0].handle_timeout(bus.now);
+        }
+        bus.take_events();
+        bus.advance(Duration::from_secs(10));
+        let down: Vec<_> = bus
+            .take_events()
+            .into_iter()
+            .filter(|(_, e)| {
+                matches!(
+                    e,
+                    Event::Alert(Alert {
+                        kind: AlertKind::NodeDown { .. },
+                        ..
+                    })
+                )
+            })
+            .collect();
+        assert_eq!(down.len(), 1);
+        let Event::Alert(alert) = &down[0].1 else {
+            unreachable!()
+        };
+        let detected_after = alert
+            .at
+            .saturating_duration_since(start + Duration::from_secs(19));
+        assert!(
+            detected_after >= Duration::from_secs(4) && detected_after <= Duration::from_secs(6),
+            "{detected_after:?}"
+        );
+        let (topic, payload) = uplink(2, 0, &[20], healthy());
+        bus.publish(&topic, &payload);
+        bus.pump();
+        assert!(bus.take_events().iter().any(|(_, e)| matches!(
+            e,
+            Event::Alert(Alert {
+                kind: AlertKind::NodeUp { .. },
+                ..
+            })
+        )));
+    }
+
+    #[test]
+    fn patient_risk_alerts_need_persistence_and_fire_once_per_escalation() {
+        let mut bus = Bus::new(1);
+        bus.advance(Duration::from_secs(3));
+        bus.take_events();
+        let mut sick = healthy();
+        sick.resp_rate = Some(26);
+        sick.systolic = Some(88);
+        sick.consciousness = Some(Acvpu::Confusion);
+        // One sick reading between healthy ones: no alert.
+        let seq_vitals = [
+            healthy(),
+            healthy(),
+            healthy(),
+            sick,
+            healthy(),
+            healthy(),
+            sick,
+            sick,
+            sick,
+            sick,
+            sick,
+        ];
+        for (s, v) in seq_vitals.iter().enumerate() {
+            let (topic, payload) = uplink(1, 0, &[s as u64], *v);
+            bus.publish(&topic, &payload);
+        }
+        bus.pump();
+        let alerts: Vec<_> = bus
+            .take_events()
+            .into_iter()
+            .filter_map(|(_, e)| match e {
+                Event::Alert(Alert {
+                    kind:
+                        AlertKind::PatientRisk {
+                            risk, sampled_at, ..
+                        },
+                    ..
+                }) => Some((risk, sampled_at)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            alerts,
+            [(Risk::High, T0 + Duration::from_secs(8))],
+            "after three consecutive high scores, once"
+        );
+    }
+
+    #[test]
+    fn a_real_node_and_two_aggregators_lose_nothing_through_a_failover() {
+        let mut bus = Bus::new(2);
+        bus.advance(Duration::from_secs(3));
+        let id = NodeId(11);
+        let p = Partitioning::default().partition_of(id);
+        let mut node = Node::new(
+            id,
+            p,
+            NodeConfig::default(),
+            9,
+            keys().derive(Principal::Node(id)),
+            bus.now,
+        );
+        let topics = TopicScheme::default();
+        let mut delivered = SeqSet::new();
+        let end = bus.now + Duration::from_secs(60);
+        let mut killed = false;
+        while bus.now < end {
+            bus.now = bus.now + Duration::from_millis(100);
+            if !killed && bus.now > end - Duration::from_secs(30) {
+                let primary = bus.primary_of(p)[0];
+                bus.kill(primary);
+                killed = true;
+            }
+            node.handle_timeout(bus.now);
+            while let Some(a) = node.poll_link() {
+                if a == LinkAction::Connect {
+                    node.handle_connected(bus.now);
+                }
+            }
+            while let Some(t) = node.poll_transmit(bus.now) {
+                bus.publish(&topics.data(p, id), &t.payload);
+            }
+            for i in 0..bus.aggs.len() {
+                if bus.up[i] {
+                    bus.aggs[i].handle_timeout(bus.now);
+                }
+            }
+            for (topic, payload) in collect_acks(&mut bus) {
+                if topic == topics.ack(p) {
+                    if let Ok(Body::Ack(a)) = decode(&payload, &keys()) {
+                        if let Some(ack) = a.acks.iter().find(|x| x.node == id) {
+                            node.handle_ack(ack.next_expected, bus.now);
+                        }
+                    }
+                }
+            }
+            bus.pump();
+            for (_, e) in bus.take_events() {
+                if let Event::Delivered(d) = e {
+                    delivered.insert(d.seq);
+                }
+            }
+        }
+        let produced = node.next_seq();
+        assert!(produced >= 59);
+        let buffered: SeqSet = node.buffered().map(|s| s.seq).collect();
+        // Every sample was delivered or is still held by the node: nothing
+        // vanished in the failover.
+        let mut accounted = delivered.clone();
+        for s in buffered.iter() {
+            accounted.insert(s);
+        }
+        assert_eq!(accounted.count_in(0..produced), produced);
+        assert!(
+            buffered.len() <= 2,
+            "acks kept flowing after the failover: {} buffered",
+            buffered.len()
+        );
+    }
+}

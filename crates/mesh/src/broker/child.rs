@@ -1,0 +1,187 @@
+//! The broker process: rumqttd 0.20 with restartable listeners.
+//!
+//! Runs as `vitalmesh broker --port P...`, a child of the run, so that
+//! (a) its sockets count against its own descriptor limit, not the nodes',
+//! (b) a broker restart really drops every connection and all in-memory
+//! state, and (c) a router panic cannot take the simulation down with it.
+//!
+//! Settings chosen against the failure modes in `rumqtt.md`:
+//! - `max_connections` far above the expected clients, and client ids
+//!   without `/ + # $`, so no CONNECT is rejected (a rejected connect
+//!   followed by a reconnect with the same id poisons a listener for good);
+//! - small commit-log segments (128 KiB × 2 per filter) to bound memory:
+//!   nodes re-send anything a lagging subscriber missed, so retention buys
+//!   nothing;
+//! - no persistent sessions and no `$share` groups (router crash);
+//! - several listeners, no accept delay, to absorb connect storms.
+//!
+//! A canary connects to every listener each second. Two failures in a row
+//! restart that listener (a new `Server` with a fresh will-handler map, on
+//! the same port; established connections stay up). If no listener answers
+//! after that, the router is presumed dead and the process exits, so the
+//! supervisor in the parent starts a new one.
+//!
+//! Protocol with the parent, one line each on stdout: `ready`,
+//! `listener_restart <port> <reason>`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rumqttd::protocol::v4::V4;
+use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
+use tokio::task::JoinHandle;
+
+use crate::MeshError;
+use crate::mqtt::{ConnectOptions, Connection};
+
+/// How the broker process is set up.
+#[derive(Debug, Clone)]
+pub struct ChildConfig {
+    /// Loopback ports, one listener each.
+    pub ports: Vec<u16>,
+    /// Router connection slots.
+    pub max_connections: usize,
+    /// Largest incoming packet.
+    pub max_payload: usize,
+    /// Between canary rounds.
+    pub canary_interval: Duration,
+}
+
+struct Listener {
+    port: u16,
+    task: JoinHandle<()>,
+    failures: u32,
+}
+
+fn settings(port: u16, max_payload: usize) -> ServerSettings {
+    ServerSettings {
+        name: format!("v4-{port}"),
+        listen: SocketAddr::from(([127, 0, 0, 1], port)),
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 60_000,
+            max_payload_size: max_payload,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: false,
+        },
+    }
+}
+
+async fn canary(port: u16, n: u64) -> Result<(), MeshError> {
+    // A fresh id every time: reusing one after a refused connect is exactly
+    // what poisons a rumqttd listener.
+    let options = ConnectOptions::new(format!("vm-canary-{port}-{n}"), 5);
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let c = Connection::connect(addr, &options, Duration::from_secs(2), 4096).await?;
+    c.close_gracefully(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+/// Runs the broker until the parent goes away. Blocks.
+pub fn run(config: ChildConfig) -> Result<(), MeshError> {
+    crate::limits::raise_fd_limit();
+    // Die with the parent, even if it is killed outright.
+    let _ = rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("broker")
+        .build()?;
+    runtime.block_on(async move {
+        let router = Router::new(
+            0,
+            RouterConfig {
+                max_connections: config.max_connections,
+                max_outgoing_packet_count: 200,
+                max_segment_size: 128 * 1024,
+                max_segment_count: 2,
+                custom_segment: None,
+                initialized_filters: None,
+                shared_subscriptions_strategy: Default::default(),
+            },
+        )
+        .spawn();
+        // The router's sender type names a crate-private event type, so the
+        // listener factory is a closure rather than a function.
+        let max_payload = config.max_payload;
+        let start_listener = |port: u16| {
+            let mut server = Server::new(settings(port, max_payload), router.clone(), V4);
+            let task = tokio::spawn(async move {
+                let _ = server.start(LinkType::Remote).await;
+            });
+            Listener {
+                port,
+                task,
+                failures: 0,
+            }
+        };
+        let mut listeners: Vec<Listener> =
+            config.ports.iter().map(|&p| start_listener(p)).collect();
+
+        let mut probe = 0u64;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        for l in &listeners {
+            loop {
+                probe += 1;
+                if canary(l.port, probe).await.is_ok() {
+                    break;
+                }
+                if tokio::time::Instant::now() > deadline {
+                    return Err(MeshError::Broker(format!(
+                        "listener on port {} never accepted a connection",
+                        l.port
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        say("ready");
+
+        let mut tick = tokio::time::interval(config.canary_interval);
+        // Rounds in a row in which no listener answered. Listener restarts
+        // happen after two failures, so three dead rounds mean restarting
+        // listeners did not help: the router itself is gone.
+        let mut dead_rounds = 0;
+        loop {
+            tick.tick().await;
+            let mut healthy = 0;
+            for l in &mut listeners {
+                probe += 1;
+                match canary(l.port, probe).await {
+                    Ok(()) => {
+                        l.failures = 0;
+                        healthy += 1;
+                    }
+                    Err(e) => {
+                        l.failures += 1;
+                        if l.failures >= 2 {
+                            l.task.abort();
+                            let _ = (&mut l.task).await;
+                            *l = start_listener(l.port);
+                            say(&format!(
+                                "listener_restart {} {}",
+                                l.port,
+                                e.to_string().replace('\n', " ")
+                            ));
+                        }
+                    }
+                }
+            }
+            dead_rounds = if healthy == 0 { dead_rounds + 1 } else { 0 };
+            if dead_rounds >= 3 {
+                return Err(MeshError::Broker(
+                    "no listener accepts connections after restarts; the router is gone".into(),
+                ));
+            }
+        }
+    })
+}

@@ -1,0 +1,526 @@
+//! The broker the mesh runs on: embedded (rumqttd in a supervised child
+//! process of this binary) or external (any MQTT 3.1.1 broker).
+//!
+//! The supervisor watches the embedded broker three ways: the child's exit
+//! (a crash), the child's own per-listener canary (it restarts listeners
+//! and reports it), and a canary from this process through the same path
+//! the nodes use (three failures in a row: the broker is killed and started
+//! again on the same ports). Every restart is counted and timestamped for
+//! the report. An external broker gets the canary only.
+
+pub mod child;
+
+use std::collections::VecDeque;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::MeshError;
+use crate::clock::RunClock;
+use crate::mqtt::{ConnectOptions, Connection};
+
+/// Which broker to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerSpec {
+    /// rumqttd in a child process running `program broker ...`.
+    Embedded {
+        /// This binary (the child runs its hidden `broker` subcommand).
+        program: PathBuf,
+        /// Number of listeners (ports) to spread clients over.
+        listeners: usize,
+        /// Router connection slots.
+        max_connections: usize,
+        /// Fixed ports, or `None` to pick free ones.
+        ports: Option<Vec<u16>>,
+    },
+    /// An existing broker.
+    External {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+impl BrokerSpec {
+    /// Parses `mqtt://host:port` (port 1883 if absent).
+    pub fn parse_url(url: &str) -> Result<Self, MeshError> {
+        let expected = "expected 'mqtt://host:port', for example 'mqtt://127.0.0.1:1883'";
+        let rest = url
+            .strip_prefix("mqtt://")
+            .or_else(|| url.strip_prefix("tcp://"))
+            .ok_or_else(|| {
+                MeshError::config(
+                    "broker",
+                    format!("'{url}' has no mqtt:// scheme; {expected}"),
+                )
+            })?;
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((h, p)) => (
+                h,
+                p.parse::<u16>().map_err(|_| {
+                    MeshError::config(
+                        "broker",
+                        format!("'{p}' in '{url}' is not a port; {expected}"),
+                    )
+                })?,
+            ),
+            None => (rest, 1883),
+        };
+        if host.is_empty() {
+            return Err(MeshError::config(
+                "broker",
+                format!("'{url}' has no host; {expected}"),
+            ));
+        }
+        Ok(Self::External {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+/// Largest MQTT packet the runtime accepts or sends.
+pub const MAX_PACKET: usize = 64 * 1024;
+
+/// Something that happened to the broker.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerEvent {
+    /// Seconds since the run started.
+    pub at_s: f64,
+    /// `started`, `crashed`, `restarted`, `listener_restart`, `canary_failed`.
+    pub kind: &'static str,
+    /// Details.
+    pub detail: String,
+}
+
+/// Broker health counters.
+#[derive(Debug, Default)]
+struct BrokerStats {
+    process_restarts: AtomicU64,
+    listener_restarts: AtomicU64,
+    canary_failures: AtomicU64,
+    child_pid: AtomicU32,
+    events: Mutex<Vec<BrokerEvent>>,
+}
+
+/// Broker figures for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerReport {
+    /// `embedded` or `external`.
+    pub kind: &'static str,
+    /// Where clients connect.
+    pub url: String,
+    /// Broker process restarts (crash, unresponsive or injected).
+    pub process_restarts: u64,
+    /// Listeners restarted by the canary inside the broker.
+    pub listener_restarts: u64,
+    /// Canary probes from the runtime that failed.
+    pub canary_failures: u64,
+    /// What happened, in order.
+    pub events: Vec<BrokerEvent>,
+}
+
+type RestartReply = oneshot::Sender<Result<(), MeshError>>;
+
+enum SupervisorCommand {
+    Restart { reason: String, reply: RestartReply },
+}
+
+/// A running broker and its supervisor.
+pub struct BrokerHandle {
+    addrs: Vec<SocketAddr>,
+    kind: &'static str,
+    stats: Arc<BrokerStats>,
+    commands: mpsc::Sender<SupervisorCommand>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for BrokerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerHandle")
+            .field("addrs", &self.addrs)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+struct ChildProc {
+    child: Child,
+    stdout: tokio::io::Lines<BufReader<ChildStdout>>,
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+fn free_port() -> Result<u16, MeshError> {
+    Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
+}
+
+async fn spawn_child(
+    program: &PathBuf,
+    ports: &[u16],
+    max_connections: usize,
+) -> Result<ChildProc, MeshError> {
+    let mut cmd = Command::new(program);
+    cmd.arg("broker");
+    for p in ports {
+        cmd.arg("--port").arg(p.to_string());
+    }
+    cmd.arg("--max-connections")
+        .arg(max_connections.to_string());
+    cmd.arg("--max-payload").arg(MAX_PACKET.to_string());
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().map_err(|e| {
+        MeshError::Broker(format!("cannot start '{} broker': {e}", program.display()))
+    })?;
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
+    let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
+    let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let tail = stderr_tail.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+            if t.len() == 200 {
+                t.pop_front();
+            }
+            t.push_back(line);
+        }
+    });
+    let ready = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match stdout.next_line().await {
+                Ok(Some(line)) if line == "ready" => return Ok(()),
+                Ok(Some(_)) => {}
+                Ok(None) | Err(_) => return Err(()),
+            }
+        }
+    })
+    .await;
+    match ready {
+        Ok(Ok(())) => Ok(ChildProc {
+            child,
+            stdout,
+            stderr_tail,
+        }),
+        _ => {
+            let _ = child.kill().await;
+            // Let the stderr reader catch up before reporting.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let tail: Vec<String> = stderr_tail
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .cloned()
+                .collect();
+            Err(MeshError::Broker(format!(
+                "the broker process did not become ready on ports {ports:?}: {}",
+                if tail.is_empty() {
+                    "no output".to_owned()
+                } else {
+                    tail.join(" | ")
+                }
+            )))
+        }
+    }
+}
+
+async fn probe(addr: SocketAddr, n: u64) -> Result<(), MeshError> {
+    let options = ConnectOptions::new(format!("vm-probe-{n}"), 5);
+    Connection::connect(addr, &options, Duration::from_secs(3), 4096)
+        .await?
+        .close_gracefully(Duration::from_millis(200))
+        .await;
+    Ok(())
+}
+
+impl BrokerHandle {
+    /// Starts (or resolves) the broker and its supervisor.
+    pub async fn start(spec: BrokerSpec, clock: RunClock) -> Result<Self, MeshError> {
+        let stats = Arc::new(BrokerStats::default());
+        let (commands, mut rx) = mpsc::channel::<SupervisorCommand>(4);
+        let event = {
+            let stats = stats.clone();
+            move |kind: &'static str, detail: String| {
+                stats
+                    .events
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(BrokerEvent {
+                        at_s: clock.elapsed().as_secs_f64(),
+                        kind,
+                        detail,
+                    });
+            }
+        };
+        match spec {
+            BrokerSpec::External { host, port } => {
+                let addr = (host.as_str(), port)
+                    .to_socket_addrs()
+                    .map_err(|e| {
+                        MeshError::config("broker", format!("cannot resolve '{host}:{port}': {e}"))
+                    })?
+                    .next()
+                    .ok_or_else(|| {
+                        MeshError::config(
+                            "broker",
+                            format!("'{host}:{port}' resolves to no address"),
+                        )
+                    })?;
+                probe(addr, 0).await.map_err(|e| {
+                    MeshError::Broker(format!(
+                        "cannot connect to the external broker at {addr}: {e}"
+                    ))
+                })?;
+                let stats2 = stats.clone();
+                let task = tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(2));
+                    let mut n = 0;
+                    loop {
+                        tokio::select! {
+                            _ = tick.tick() => {
+                                n += 1;
+                                if let Err(e) = probe(addr, n).await {
+                                    stats2.canary_failures.fetch_add(1, Ordering::Relaxed);
+                                    event("canary_failed", e.to_string());
+                                }
+                            }
+                            cmd = rx.recv() => match cmd {
+                                Some(SupervisorCommand::Restart { reply, .. }) => {
+                                    let _ = reply.send(Err(MeshError::Broker("an external broker cannot be restarted from here".into())));
+                                }
+                                None => return,
+                            }
+                        }
+                    }
+                });
+                Ok(Self {
+                    addrs: vec![addr],
+                    kind: "external",
+                    stats,
+                    commands,
+                    task,
+                })
+            }
+            BrokerSpec::Embedded {
+                program,
+                listeners,
+                max_connections,
+                ports,
+            } => {
+                let ports = match ports {
+                    Some(p) => p,
+                    None => (0..listeners.max(1))
+                        .map(|_| free_port())
+                        .collect::<Result<_, _>>()?,
+                };
+                let addrs: Vec<SocketAddr> = ports
+                    .iter()
+                    .map(|&p| SocketAddr::from(([127, 0, 0, 1], p)))
+                    .collect();
+                let mut proc = spawn_child(&program, &ports, max_connections).await?;
+                stats
+                    .child_pid
+                    .store(proc.child.id().unwrap_or(0), Ordering::Relaxed);
+                event("started", format!("rumqttd on ports {ports:?}"));
+                let stats2 = stats.clone();
+                let probe_addrs = addrs.clone();
+                let task = tokio::spawn(async move {
+                    let mut tick = tokio::time::interval(Duration::from_secs(1));
+                    let mut n = 0u64;
+                    let mut failures_in_a_row = 0;
+                    loop {
+                        let restart_cause: Option<(String, Option<RestartReply>)> = tokio::select! {
+                            status = proc.child.wait() => {
+                                let tail: Vec<String> = proc.stderr_tail.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+                                let detail = format!("exited ({}){}", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+                                    if tail.is_empty() { String::new() } else { format!(": {}", tail.join(" | ")) });
+                                event("crashed", detail.clone());
+                                Some((format!("crash: {detail}"), None))
+                            }
+                            line = proc.stdout.next_line() => {
+                                if let Ok(Some(line)) = line {
+                                    if let Some(rest) = line.strip_prefix("listener_restart ") {
+                                        stats2.listener_restarts.fetch_add(1, Ordering::Relaxed);
+                                        // The broker's own panic message says what broke the listener.
+                                        let cause = proc.stderr_tail.lock().unwrap_or_else(|p| p.into_inner())
+                                            .iter().rev().find(|l| l.contains("panicked at")).cloned();
+                                        event("listener_restart", match cause {
+                                            Some(c) => format!("{rest}; broker said: {c}"),
+                                            None => rest.to_owned(),
+                                        });
+                                    }
+                                }
+                                None
+                            }
+                            _ = tick.tick() => {
+                                n += 1;
+                                let addr = probe_addrs[(n as usize) % probe_addrs.len()];
+                                match probe(addr, n).await {
+                                    Ok(()) => { failures_in_a_row = 0; None }
+                                    Err(e) => {
+                                        stats2.canary_failures.fetch_add(1, Ordering::Relaxed);
+                                        failures_in_a_row += 1;
+                                        event("canary_failed", format!("{addr}: {e}"));
+                                        (failures_in_a_row >= 3).then(|| ("unresponsive to three canaries in a row".to_owned(), None))
+                                    }
+                                }
+                            }
+                            cmd = rx.recv() => match cmd {
+                                Some(SupervisorCommand::Restart { reason, reply }) => Some((reason, Some(reply))),
+                                None => {
+                                    let _ = proc.child.kill().await;
+                                    return;
+                                }
+                            }
+                        };
+                        let Some((cause, reply)) = restart_cause else {
+                            continue;
+                        };
+                        let _ = proc.child.kill().await;
+                        failures_in_a_row = 0;
+                        // Start again on the same ports until it works.
+                        let result = loop {
+                            match spawn_child(&program, &ports, max_connections).await {
+                                Ok(p) => break Ok(p),
+                                Err(e) if reply.is_some() => break Err(e),
+                                Err(e) => {
+                                    event("restart_failed", e.to_string());
+                                    tokio::time::sleep(Duration::from_secs(1)).await;
+                                }
+                            }
+                        };
+                        match result {
+                            Ok(p) => {
+                                proc = p;
+                                stats2
+                                    .child_pid
+                                    .store(proc.child.id().unwrap_or(0), Ordering::Relaxed);
+                                stats2.process_restarts.fetch_add(1, Ordering::Relaxed);
+                                event("restarted", cause);
+                                if let Some(reply) = reply {
+                                    let _ = reply.send(Ok(()));
+                                }
+                            }
+                            Err(e) => {
+                                if let Some(reply) = reply {
+                                    let _ = reply.send(Err(e));
+                                }
+                                return;
+                            }
+                        }
+                    }
+                });
+                Ok(Self {
+                    addrs,
+                    kind: "embedded",
+                    stats,
+                    commands,
+                    task,
+                })
+            }
+        }
+    }
+
+    /// Addresses clients connect to.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The address client `i` uses (clients are spread over the listeners).
+    pub fn addr_for(&self, i: usize) -> SocketAddr {
+        self.addrs[i % self.addrs.len()]
+    }
+
+    /// The broker process id (embedded), for memory readings.
+    pub fn child_pid(&self) -> Option<u32> {
+        let pid = self.stats.child_pid.load(Ordering::Relaxed);
+        (pid != 0).then_some(pid)
+    }
+
+    /// Kills the broker process and starts it again on the same ports:
+    /// every connection and all in-memory broker state is lost.
+    pub async fn restart(&self, reason: &str) -> Result<(), MeshError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(SupervisorCommand::Restart {
+                reason: reason.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| MeshError::Broker("the broker supervisor has stopped".into()))?;
+        rx.await
+            .map_err(|_| MeshError::Broker("the broker supervisor has stopped".into()))?
+    }
+
+    /// Figures for the report.
+    pub fn report(&self) -> BrokerReport {
+        BrokerReport {
+            kind: self.kind,
+            url: self
+                .addrs
+                .iter()
+                .map(|a| format!("mqtt://{a}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            process_restarts: self.stats.process_restarts.load(Ordering::Relaxed),
+            listener_restarts: self.stats.listener_restarts.load(Ordering::Relaxed),
+            canary_failures: self.stats.canary_failures.load(Ordering::Relaxed),
+            events: self
+                .stats
+                .events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+
+    /// Stops the supervisor and the broker process.
+    pub async fn shutdown(self) {
+        drop(self.commands);
+        let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls_parse_or_say_what_is_expected() {
+        assert_eq!(
+            BrokerSpec::parse_url("mqtt://127.0.0.1:1884").unwrap(),
+            BrokerSpec::External {
+                host: "127.0.0.1".into(),
+                port: 1884
+            }
+        );
+        assert_eq!(
+            BrokerSpec::parse_url("mqtt://broker.local").unwrap(),
+            BrokerSpec::External {
+                host: "broker.local".into(),
+                port: 1883
+            }
+        );
+        let err = BrokerSpec::parse_url("http://x:1").unwrap_err().to_string();
+        assert!(err.contains("'http://x:1' has no mqtt:// scheme"), "{err}");
+        let err = BrokerSpec::parse_url("mqtt://x:99999")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("'99999' in 'mqtt://x:99999' is not a port"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,40 @@
+//! The vitalmesh runtime: the thin shell that drives the pure node and
+//! aggregator state machines over real MQTT.
+//!
+//! # Promises
+//!
+//! - **No domain logic here.** What nodes sample and send, what aggregators
+//!   conclude, lives in `vitalmesh-firmware` and `vitalmesh-core`; this crate
+//!   moves bytes and time between them and the broker, and measures.
+//! - **Nothing is lost silently.** Every sample is accounted for at the end
+//!   ([`ledger`]): delivered, still buffered, dropped on overflow, lost in a
+//!   crash, or counted as unexplained.
+//! - **Latency without coordinated omission.** End-to-end latency runs from
+//!   a sample's *intended* time, so a stalled node or runtime shows up in
+//!   the histogram instead of hiding.
+//!
+//! # Layout
+//!
+//! - [`run`]: a whole run ([`Mesh`], [`run()`], [`MeshConfig`], [`Snapshot`]).
+//! - [`broker`]: the embedded rumqttd (a supervised child process) or an
+//!   external broker.
+//! - [`mqtt`]: the device-class MQTT 3.1.1 client.
+//! - `node_driver`, `aggregator_driver`: one task per node and aggregator.
+//! - [`collector`], [`ledger`], [`report`], [`metrics`]: measurement.
+
+pub mod aggregator_driver;
+pub mod broker;
+pub mod clock;
+pub mod collector;
+mod error;
+pub mod ledger;
+pub mod limits;
+pub mod metrics;
+pub mod mqtt;
+pub mod node_driver;
+pub mod report;
+pub mod run;
+
+pub use error::MeshError;
+pub use node_driver::NodeCommand;
+pub use run::{Mesh, MeshCommand, MeshConfig, Outcome, Phase, RunControl, Snapshot, run};

@@ -1,0 +1,342 @@
+//! Runs one sensor node: the firmware state machine plus its own MQTT
+//! connection, in one task.
+//!
+//! The loop is quinn's `ConnectionDriver` shape: act on what the state
+//! machine asks (connect, disconnect, publish), then wait for whichever
+//! comes first — a command, the connection attempt, socket readiness, or the
+//! node's own next timeout — and feed that back in. Sampling never waits for
+//! the network: a connect in progress or a stalled socket is just another
+//! branch of the wait.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::sleep_until;
+use vitalmesh_firmware::ledger::NodeLedger;
+use vitalmesh_firmware::{Link, LinkAction, Node, Power, SensorFault};
+use vitalmesh_wire::envelope::Keyring;
+use vitalmesh_wire::{Body, NodeId, SeqSet, TopicScheme, decode};
+
+use crate::MeshError;
+use crate::broker::MAX_PACKET;
+use crate::clock::RunClock;
+use crate::metrics::{DisconnectReason, LiveCounters, NodeHealth};
+use crate::mqtt::{ConnectOptions, Connection, Incoming, QoS};
+
+/// What every node task shares.
+#[derive(Debug)]
+pub(crate) struct NodeRuntime {
+    pub(crate) clock: RunClock,
+    pub(crate) counters: Arc<LiveCounters>,
+    pub(crate) broker: Vec<SocketAddr>,
+    pub(crate) topics: TopicScheme,
+    pub(crate) keys: Keyring,
+    /// Bounds concurrent connection handshakes, so a reconnect storm after a
+    /// broker restart queues here instead of overflowing the listen backlog.
+    pub(crate) connect_gate: Semaphore,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) keep_alive_secs: u16,
+    /// QoS 1 publishes in flight per node.
+    pub(crate) inflight_window: usize,
+}
+
+/// Orders for a node, from scenarios, injection or the end of the run.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeCommand {
+    /// Power fails: RAM lost, socket dropped.
+    Crash,
+    /// Power back on after a crash (or a fresh battery).
+    Restart,
+    /// Clean reboot: buffer kept.
+    Reboot,
+    /// A sensor fault.
+    InjectFault(SensorFault),
+    /// Repair the sensor.
+    ClearFaults,
+    /// The patient develops a fever now.
+    Fever,
+    /// The patient starts deteriorating now.
+    Deteriorate,
+    /// New sample interval.
+    SetSampleInterval(Duration),
+    /// Stop sampling; keep delivering the backlog.
+    StopSampling,
+    /// End the task and report.
+    Stop,
+}
+
+/// A node's inbox: commands are rare, so a lock and a `Notify` cost far less
+/// memory per node than a channel.
+#[derive(Debug, Default)]
+pub(crate) struct Mailbox {
+    queue: Mutex<VecDeque<NodeCommand>>,
+    notify: Notify,
+}
+
+impl Mailbox {
+    pub(crate) fn send(&self, command: NodeCommand) {
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push_back(command);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> VecDeque<NodeCommand> {
+        std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// What a node reports when it stops.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeOutcome {
+    pub(crate) id: NodeId,
+    /// Samples produced: sequence numbers `0..produced`.
+    pub(crate) produced: u64,
+    pub(crate) ledger: NodeLedger,
+    /// Sequence numbers still in the buffer.
+    pub(crate) buffered: SeqSet,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<Connection, MeshError>> + Send>>;
+
+async fn connect(
+    rt: Arc<NodeRuntime>,
+    addr: SocketAddr,
+    id: NodeId,
+    generation: u32,
+) -> Result<Connection, MeshError> {
+    let _permit = rt
+        .connect_gate
+        .acquire()
+        .await
+        .map_err(|_| MeshError::ConnectionClosed)?;
+    let options = ConnectOptions::new(rt.topics.node_client_id(id, generation), rt.keep_alive_secs);
+    Connection::connect(addr, &options, rt.connect_timeout, MAX_PACKET).await
+}
+
+/// Keeps the shared counters in step with one node, by deltas.
+#[derive(Debug, Default)]
+struct Reported {
+    produced: u64,
+    acked: u64,
+    dropped: u64,
+    lost: u64,
+    buffered: i64,
+    health: Option<NodeHealth>,
+}
+
+fn health_of(node: &Node, now: vitalmesh_wire::Timestamp) -> NodeHealth {
+    let s = node.status(now);
+    match s.power {
+        Power::Crashed => NodeHealth::Crashed,
+        Power::Flat => NodeHealth::Flat,
+        Power::Rebooting { .. } => NodeHealth::Offline,
+        Power::On if s.battery_pct < vitalmesh_firmware::battery::LOW_BATTERY_PCT => {
+            NodeHealth::LowBattery
+        }
+        Power::On if s.sensor_fault => NodeHealth::SensorFault,
+        Power::On if s.link != Link::Online => {
+            if s.buffered > 0 {
+                NodeHealth::Buffering
+            } else {
+                NodeHealth::Offline
+            }
+        }
+        // More than a few seconds of samples waiting: acks are not coming.
+        Power::On if s.buffered > 5 => NodeHealth::Buffering,
+        Power::On => NodeHealth::Healthy,
+    }
+}
+
+/// Runs `node` until told to stop.
+pub(crate) async fn run_node(
+    mut node: Node,
+    rt: Arc<NodeRuntime>,
+    mailbox: Arc<Mailbox>,
+) -> NodeOutcome {
+    let id = node.id();
+    let index = id.0 as usize;
+    let addr = rt.broker[index % rt.broker.len()];
+    let data_topic = rt.topics.data(node.partition(), id);
+    let ack_topic = rt.topics.ack(node.partition());
+    let counters = &rt.counters;
+    let mut conn: Option<Connection> = None;
+    let mut connecting: Option<Connecting> = None;
+    // Bumped after every failed attempt: see `TopicScheme::node_client_id`.
+    let mut id_generation = 0u32;
+    let mut reported = Reported::default();
+
+    loop {
+        let now = rt.clock.now();
+        while let Some(action) = node.poll_link() {
+            match action {
+                LinkAction::Connect => {
+                    counters.connect_attempts.fetch_add(1, Ordering::Relaxed);
+                    connecting = Some(Box::pin(connect(rt.clone(), addr, id, id_generation)));
+                }
+                LinkAction::Disconnect { graceful } => {
+                    connecting = None;
+                    if let Some(c) = conn.take() {
+                        counters.connected.fetch_sub(1, Ordering::Relaxed);
+                        if graceful {
+                            c.close_gracefully(Duration::from_millis(500)).await;
+                        }
+                        // Otherwise dropping the socket is the crash.
+                    }
+                }
+            }
+        }
+        if let Some(c) = conn.as_mut() {
+            while c.inflight() < rt.inflight_window {
+                let Some(t) = node.poll_transmit(now) else {
+                    break;
+                };
+                c.publish(&data_topic, &t.payload, QoS::AtLeastOnce);
+                counters
+                    .published
+                    .fetch_add(t.samples as u64, Ordering::Relaxed);
+            }
+        }
+        report(&node, &mut reported, counters, index, now);
+
+        let deadline = node.poll_timeout().map(|t| rt.clock.instant_of(t));
+        tokio::select! {
+            () = mailbox.notify.notified() => {
+                let now = rt.clock.now();
+                for command in mailbox.take() {
+                    match command {
+                        NodeCommand::Stop => {
+                            if let Some(c) = conn.take() {
+                                counters.connected.fetch_sub(1, Ordering::Relaxed);
+                                c.close_gracefully(Duration::from_millis(200)).await;
+                            }
+                            counters.set_health(index, NodeHealth::Stopped);
+                            counters.buffered.fetch_sub(reported.buffered, Ordering::Relaxed);
+                            return NodeOutcome {
+                                id,
+                                produced: node.next_seq(),
+                                ledger: node.ledger().clone(),
+                                buffered: node.buffered().map(|s| s.seq).collect(),
+                            };
+                        }
+                        NodeCommand::Crash => node.crash(now),
+                        NodeCommand::Restart => node.restart(now),
+                        NodeCommand::Reboot => node.reboot(now),
+                        NodeCommand::InjectFault(f) => node.inject_fault(f),
+                        NodeCommand::ClearFaults => node.clear_faults(),
+                        NodeCommand::Fever => { node.start_fever(now); }
+                        NodeCommand::Deteriorate => { node.start_deterioration(now); }
+                        NodeCommand::SetSampleInterval(d) => node.set_sample_interval(d, now),
+                        NodeCommand::StopSampling => node.set_sampling(false, now),
+                    }
+                }
+            }
+            result = async { connecting.as_mut().expect("guarded by the branch condition").await }, if connecting.is_some() => {
+                connecting = None;
+                let now = rt.clock.now();
+                match result {
+                    Ok(mut c) => {
+                        c.subscribe(&[(&ack_topic, QoS::AtMostOnce)]);
+                        conn = Some(c);
+                        counters.node_connected();
+                        node.handle_connected(now);
+                    }
+                    Err(_) => {
+                        counters.connect_failures.fetch_add(1, Ordering::Relaxed);
+                        id_generation += 1;
+                        node.handle_disconnected(now);
+                    }
+                }
+            }
+            result = async { conn.as_mut().expect("guarded by the branch condition").drive().await }, if conn.is_some() => {
+                let c = conn.as_mut().expect("still there");
+                let outcome = result.and_then(|()| {
+                    while let Some(incoming) = c.next_incoming()? {
+                        match incoming {
+                            Incoming::Message { topic, payload } if topic == ack_topic => {
+                                if let Ok(Body::Ack(acks)) = decode(&payload, &rt.keys) {
+                                    // Acks are sorted by node: the aggregator builds them from an ordered set.
+                                    if let Ok(i) = acks.acks.binary_search_by_key(&id, |a| a.node) {
+                                        node.handle_ack(acks.acks[i].next_expected, rt.clock.now());
+                                    }
+                                }
+                            }
+                            Incoming::Acknowledged { latency } => {
+                                counters.broker_acked.fetch_add(1, Ordering::Relaxed);
+                                counters.publish_ack_latency.record(index, latency);
+                            }
+                            Incoming::Message { .. } | Incoming::Subscribed { .. } | Incoming::Unsubscribed => {}
+                        }
+                    }
+                    Ok(())
+                });
+                if let Err(e) = outcome {
+                    conn = None;
+                    counters.connected.fetch_sub(1, Ordering::Relaxed);
+                    counters.disconnects.fetch_add(1, Ordering::Relaxed);
+                    counters.disconnect_reasons[DisconnectReason::of(&e) as usize].fetch_add(1, Ordering::Relaxed);
+                    node.handle_disconnected(rt.clock.now());
+                }
+            }
+            () = async { sleep_until(deadline.expect("guarded by the branch condition")).await }, if deadline.is_some() => {
+                node.handle_timeout(rt.clock.now());
+            }
+        }
+    }
+}
+
+fn report(
+    node: &Node,
+    r: &mut Reported,
+    counters: &LiveCounters,
+    index: usize,
+    now: vitalmesh_wire::Timestamp,
+) {
+    let produced = node.next_seq();
+    if produced != r.produced {
+        counters
+            .produced
+            .fetch_add(produced - r.produced, Ordering::Relaxed);
+        r.produced = produced;
+    }
+    let acked = node.ledger().acked.len();
+    if acked != r.acked {
+        counters
+            .e2e_acked
+            .fetch_add(acked - r.acked, Ordering::Relaxed);
+        r.acked = acked;
+    }
+    let dropped = node.ledger().dropped_overflow.len();
+    if dropped != r.dropped {
+        counters
+            .dropped_overflow
+            .fetch_add(dropped - r.dropped, Ordering::Relaxed);
+        r.dropped = dropped;
+    }
+    let lost = node.ledger().lost_on_crash.len();
+    if lost != r.lost {
+        counters
+            .lost_on_crash
+            .fetch_add(lost - r.lost, Ordering::Relaxed);
+        r.lost = lost;
+    }
+    let buffered = node.status(now).buffered as i64;
+    if buffered != r.buffered {
+        counters
+            .buffered
+            .fetch_add(buffered - r.buffered, Ordering::Relaxed);
+        r.buffered = buffered;
+    }
+    let health = health_of(node, now);
+    if r.health != Some(health) {
+        counters.set_health(index, health);
+        r.health = Some(health);
+    }
+}

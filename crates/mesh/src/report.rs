@@ -1,0 +1,472 @@
+//! The end-of-run report: JSON for machines (schema in the README), a
+//! summary for people, and the latency histograms in HdrHistogram's interval
+//! log format for existing plotting tools.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::V2DeflateSerializer;
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use serde::Serialize;
+use vitalmesh_core::Alert;
+
+use crate::MeshError;
+use crate::broker::BrokerReport;
+use crate::collector::AggregatorView;
+use crate::ledger::Ledger;
+
+/// Identifies the JSON layout; bumped on incompatible changes.
+pub const REPORT_SCHEMA: &str = "vitalmesh-report/1";
+
+/// Latency percentiles, milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Values recorded.
+    pub count: u64,
+    /// Smallest.
+    pub min_ms: f64,
+    /// Mean.
+    pub mean_ms: f64,
+    /// Median.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p99_9_ms: f64,
+    /// Largest.
+    pub max_ms: f64,
+}
+
+impl Percentiles {
+    /// Reads a microsecond histogram.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        Self {
+            count: h.len(),
+            min_ms: ms(h.min()),
+            mean_ms: h.mean() / 1000.0,
+            p50_ms: ms(h.value_at_quantile(0.50)),
+            p90_ms: ms(h.value_at_quantile(0.90)),
+            p99_ms: ms(h.value_at_quantile(0.99)),
+            p99_9_ms: ms(h.value_at_quantile(0.999)),
+            max_ms: ms(h.max()),
+        }
+    }
+}
+
+/// Both latencies.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyReport {
+    /// From a sample's *intended* time to ingest by its primary aggregator.
+    pub end_to_end: Percentiles,
+    /// From a node queueing a QoS 1 publish to the broker's PUBACK.
+    pub publish_ack: Percentiles,
+}
+
+/// Per-second series, index 0 = the first second of the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Throughput {
+    /// Samples taken per second.
+    pub produced: Vec<u64>,
+    /// Samples published per second (re-sends included).
+    pub published: Vec<u64>,
+    /// Distinct samples delivered per second.
+    pub delivered: Vec<u64>,
+    /// Samples acknowledged end to end per second.
+    pub acked: Vec<u64>,
+    /// Nodes connected at the end of each second.
+    pub connected: Vec<i64>,
+}
+
+/// Connection figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConnectionsReport {
+    /// Attempts.
+    pub attempts: u64,
+    /// Attempts that failed (refused, timed out, reset).
+    pub failures: u64,
+    /// Established connections that dropped.
+    pub disconnects: u64,
+    /// Why they dropped.
+    pub disconnect_reasons: BTreeMap<&'static str, u64>,
+    /// Most nodes connected at once.
+    pub peak_connected: i64,
+    /// Seconds from the first node start until every node was connected.
+    pub all_connected_after_s: Option<f64>,
+}
+
+/// Memory figures (resident set size).
+#[derive(Debug, Clone, Serialize)]
+pub struct MemoryReport {
+    /// Peak RSS of this process (nodes, aggregators, runtime).
+    pub process_peak_bytes: u64,
+    /// Peak RSS of the embedded broker process (0 for an external broker).
+    pub broker_peak_bytes: u64,
+    /// (process + broker) / nodes.
+    pub per_node_bytes: u64,
+    /// process / nodes: the simulator's own cost per node.
+    pub per_node_bytes_excluding_broker: u64,
+}
+
+/// The configuration that ran.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigSummary {
+    /// Nodes.
+    pub nodes: u32,
+    /// Wards.
+    pub wards: u16,
+    /// Aggregators.
+    pub aggregators: u16,
+    /// Partitions.
+    pub partitions: u16,
+    /// Sample interval, ms.
+    pub sample_interval_ms: u64,
+    /// Node buffer, bytes.
+    pub buffer_bytes: u32,
+    /// Connection ramp, per second.
+    pub connect_rate: u32,
+    /// Planned duration, seconds.
+    pub duration_s: f64,
+}
+
+/// Alerts.
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertsReport {
+    /// Count per kind.
+    pub counts: BTreeMap<&'static str, u64>,
+    /// Nodes reported down at least once.
+    pub nodes_reported_down: Vec<u32>,
+    /// The most recent alerts, oldest first.
+    pub recent: Vec<Alert>,
+}
+
+/// The report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// [`REPORT_SCHEMA`].
+    pub schema: &'static str,
+    /// vitalmesh version.
+    pub vitalmesh_version: &'static str,
+    /// Scenario name.
+    pub scenario: String,
+    /// Master seed: pass it back to repeat the run.
+    pub seed: u64,
+    /// Start, seconds since the Unix epoch.
+    pub started_at_unix_s: f64,
+    /// Seconds the nodes ran (first start to stop).
+    pub ran_for_s: f64,
+    /// Whether the run was stopped early (Ctrl-C, `q`).
+    pub interrupted: bool,
+    /// What ran.
+    pub config: ConfigSummary,
+    /// The broker and its restarts.
+    pub broker: BrokerReport,
+    /// Where every sample ended up.
+    pub ledger: Ledger,
+    /// Latency percentiles.
+    pub latency: LatencyReport,
+    /// Per-second series.
+    pub throughput: Throughput,
+    /// Connections.
+    pub connections: ConnectionsReport,
+    /// Memory.
+    pub memory: MemoryReport,
+    /// Aggregators at the end.
+    pub aggregators: Vec<AggregatorView>,
+    /// Alerts.
+    pub alerts: AlertsReport,
+    /// Messages the aggregators refused, by reason.
+    pub rejected: BTreeMap<String, u64>,
+}
+
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+impl Report {
+    /// Writes the JSON report.
+    pub fn write_json(&self, path: &Path) -> Result<(), MeshError> {
+        let err = |e: String| MeshError::Report {
+            path: path.display().to_string(),
+            reason: e,
+        };
+        let json = serde_json::to_vec_pretty(self).map_err(|e| err(e.to_string()))?;
+        std::fs::write(path, json).map_err(|e| err(e.to_string()))
+    }
+
+    /// A summary for a terminal.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let l = &self.ledger.total;
+        let pct = |n: u64| {
+            if l.produced == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / l.produced as f64
+            }
+        };
+        let _ = writeln!(
+            s,
+            "vitalmesh run '{}' — seed {}, {:.1} s{}, {} nodes in {} wards, {} aggregators, {} broker",
+            self.scenario,
+            self.seed,
+            self.ran_for_s,
+            if self.interrupted {
+                " (stopped early)"
+            } else {
+                ""
+            },
+            thousands(u64::from(self.config.nodes)),
+            self.config.wards,
+            self.config.aggregators,
+            self.broker.kind
+        );
+        let _ = writeln!(s);
+        let _ = writeln!(s, "Ledger");
+        let rows = [
+            ("produced", l.produced, None),
+            ("delivered", l.delivered, Some(pct(l.delivered))),
+            (
+                "still buffered",
+                l.still_buffered,
+                Some(pct(l.still_buffered)),
+            ),
+            (
+                "dropped (overflow)",
+                l.dropped_overflow,
+                Some(pct(l.dropped_overflow)),
+            ),
+            (
+                "lost (node crash)",
+                l.lost_on_crash,
+                Some(pct(l.lost_on_crash)),
+            ),
+            ("unexplained", l.unexplained, Some(pct(l.unexplained))),
+            ("duplicates", l.duplicates, None),
+        ];
+        for (name, n, p) in rows {
+            match p {
+                Some(p) => {
+                    let _ = writeln!(s, "  {name:<20}{:>14}  {p:>8.3} %", thousands(n));
+                }
+                None => {
+                    let _ = writeln!(s, "  {name:<20}{:>14}", thousands(n));
+                }
+            }
+        }
+        let verdict = if l.unexplained == 0 {
+            "every sample accounted for"
+        } else {
+            "SAMPLES UNACCOUNTED FOR"
+        };
+        let _ = writeln!(s, "  {verdict}");
+        let _ = writeln!(s);
+        let secs = self.throughput.delivered.len().max(1) as f64;
+        let rate = |v: &[u64]| v.iter().sum::<u64>() as f64 / secs;
+        let _ = writeln!(
+            s,
+            "Throughput  produced {:.0}/s  published {:.0}/s  delivered {:.0}/s  acked {:.0}/s",
+            rate(&self.throughput.produced),
+            rate(&self.throughput.published),
+            rate(&self.throughput.delivered),
+            rate(&self.throughput.acked)
+        );
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "Latency (ms)          p50      p90      p99    p99.9      max      count"
+        );
+        for (name, p) in [
+            ("end-to-end", self.latency.end_to_end),
+            ("publish → PUBACK", self.latency.publish_ack),
+        ] {
+            let _ = writeln!(
+                s,
+                "  {name:<17}{:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>10}",
+                p.p50_ms,
+                p.p90_ms,
+                p.p99_ms,
+                p.p99_9_ms,
+                p.max_ms,
+                thousands(p.count)
+            );
+        }
+        let _ = writeln!(s);
+        let c = &self.connections;
+        let reasons = if c.disconnect_reasons.is_empty() {
+            String::new()
+        } else {
+            let r: Vec<String> = c
+                .disconnect_reasons
+                .iter()
+                .map(|(k, v)| format!("{v} {}", k.replace('_', " ")))
+                .collect();
+            format!(" ({})", r.join(", "))
+        };
+        let _ = writeln!(
+            s,
+            "Connections  {} attempts, {} failed, {} dropped{reasons}, peak {} connected{}",
+            thousands(c.attempts),
+            thousands(c.failures),
+            thousands(c.disconnects),
+            thousands(c.peak_connected.max(0) as u64),
+            c.all_connected_after_s
+                .map(|t| format!(", all connected after {t:.1} s"))
+                .unwrap_or_else(|| ", not all nodes were connected at once".into())
+        );
+        let b = &self.broker;
+        let _ = writeln!(
+            s,
+            "Broker       {} ({}): {} process restarts, {} listener restarts, {} canary failures",
+            b.kind, b.url, b.process_restarts, b.listener_restarts, b.canary_failures
+        );
+        let m = &self.memory;
+        let _ = writeln!(
+            s,
+            "Memory       vitalmesh {} + broker {} = {:.1} KB per node ({:.1} KB without the broker)",
+            mb(m.process_peak_bytes),
+            mb(m.broker_peak_bytes),
+            m.per_node_bytes as f64 / 1024.0,
+            m.per_node_bytes_excluding_broker as f64 / 1024.0
+        );
+        let counts: Vec<String> = self
+            .alerts
+            .counts
+            .iter()
+            .map(|(k, v)| format!("{v} {}", k.replace('_', " ")))
+            .collect();
+        let _ = writeln!(
+            s,
+            "Alerts       {}",
+            if counts.is_empty() {
+                "none".into()
+            } else {
+                counts.join(", ")
+            }
+        );
+        if !self.rejected.is_empty() {
+            let r: Vec<String> = self
+                .rejected
+                .iter()
+                .map(|(k, v)| format!("{v} × {k}"))
+                .collect();
+            let _ = writeln!(s, "Rejected     {}", r.join(", "));
+        }
+        s
+    }
+}
+
+/// Writes per-second end-to-end latency histograms (microseconds) as an
+/// HdrHistogram interval log (V2, compressed), readable by
+/// HistogramLogProcessor, HistogramLogAnalyzer and hdr-plot.
+pub fn write_hdr_log(
+    path: &Path,
+    started: SystemTime,
+    intervals: &[(f64, Histogram<u64>)],
+) -> Result<(), MeshError> {
+    let err = |e: String| MeshError::Report {
+        path: path.display().to_string(),
+        reason: e,
+    };
+    let mut out = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
+    let mut writer = IntervalLogWriterBuilder::new()
+        .add_comment("vitalmesh end-to-end latency, microseconds (intended sample time to aggregator ingest)")
+        .with_start_time(started)
+        .with_base_time(started)
+        .with_max_value_divisor(1000.0)
+        .begin_log_with(&mut out, &mut serializer)
+        .map_err(|e| err(e.to_string()))?;
+    let tag = Tag::new("e2e");
+    for (start_s, h) in intervals {
+        writer
+            .write_histogram(
+                h,
+                Duration::from_secs_f64(*start_s),
+                Duration::from_secs(1),
+                tag,
+            )
+            .map_err(|e| err(e.to_string()))?;
+    }
+    std::fs::write(path, out).map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+    use super::*;
+    use crate::metrics::latency_histogram;
+
+    #[test]
+    fn percentiles_read_microseconds_as_milliseconds() {
+        let mut h = latency_histogram();
+        for us in 1..=1000 {
+            h.record(us * 10).unwrap();
+        }
+        let p = Percentiles::of(&h);
+        assert_eq!(p.count, 1000);
+        assert!((p.p50_ms - 5.0).abs() < 0.01, "{p:?}");
+        assert!((p.p99_ms - 9.9).abs() < 0.01, "{p:?}");
+        assert!((p.max_ms - 10.0).abs() < 0.01, "{p:?}");
+    }
+
+    #[test]
+    fn the_hdr_log_reads_back_with_the_reference_parser() {
+        let dir = std::env::temp_dir().join(format!("vm-hlog-{}", std::process::id()));
+        let mut a = latency_histogram();
+        a.record(1500).unwrap();
+        let mut b = latency_histogram();
+        b.record(2500).unwrap();
+        b.record(3500).unwrap();
+        write_hdr_log(
+            &dir,
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            &[(0.0, a), (1.0, b)],
+        )
+        .unwrap();
+        let bytes = std::fs::read(&dir).unwrap();
+        let _ = std::fs::remove_file(&dir);
+        let intervals: Vec<_> = IntervalLogIterator::new(&bytes)
+            .filter_map(|e| match e.unwrap() {
+                LogEntry::Interval(h) => Some((h.start_timestamp(), h.max())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(intervals.len(), 2);
+        assert_eq!(intervals[1].0, Duration::from_secs(1));
+        assert!(
+            (intervals[1].1 - 3.5).abs() < 0.01,
+            "max in ms: {:?}",
+            intervals[1]
+        );
+    }
+
+    #[test]
+    fn big_numbers_get_separators() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(12_345_678), "12,345,678");
+    }
+}

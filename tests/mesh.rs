@@ -1,0 +1,414 @@
+//! The mesh over real TCP and a real broker: what a user must be able to
+//! rely on. Each test prints its seed; `VITALMESH_TEST_SEED=N` repeats it.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep};
+use vitalmesh_mesh::broker::BrokerSpec;
+use vitalmesh_mesh::mqtt::codec::{ConnectOptions, write_connect};
+use vitalmesh_mesh::report::Report;
+use vitalmesh_mesh::{Mesh, MeshCommand, MeshConfig, NodeCommand};
+use vitalmesh_wire::{AggregatorId, Body, NodeId, TopicScheme, WireTopic, decode};
+
+/// Mesh tests measure timing-sensitive behaviour (failure detection) on a
+/// two-core machine: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn seed() -> u64 {
+    std::env::var("VITALMESH_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20_261_122)
+}
+
+fn config(nodes: u32, aggregators: u16) -> MeshConfig {
+    let mut c = MeshConfig::new(PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")));
+    c.seed = seed();
+    c.set_nodes(nodes, 5);
+    c.aggregators = aggregators;
+    c.connect_rate = 500;
+    c.drain = Duration::from_secs(8);
+    c
+}
+
+async fn start(config: MeshConfig) -> Mesh {
+    let seed = config.seed;
+    let mut mesh = Mesh::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("mesh start failed (seed {seed}): {e}"));
+    let (_tx, mut rx) = watch::channel(false);
+    mesh.start_nodes(&mut rx).await;
+    mesh
+}
+
+async fn run_for(mesh: &mut Mesh, d: Duration) {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        mesh.maybe_tick();
+        sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The ledger guarantees every run must give when nothing drops data on purpose.
+fn assert_nothing_lost(r: &Report) {
+    let l = &r.ledger.total;
+    let ctx = format!("seed {}: {l:?}", r.seed);
+    assert!(l.produced > 0, "{ctx}");
+    assert_eq!(l.unexplained, 0, "{ctx}");
+    assert_eq!(l.dropped_overflow, 0, "{ctx}");
+    assert_eq!(
+        l.delivered + l.still_buffered + l.lost_on_crash,
+        l.produced,
+        "{ctx}"
+    );
+    let wards: u64 = r.ledger.wards.iter().map(|w| w.row.produced).sum();
+    assert_eq!(wards, l.produced, "wards add up ({ctx})");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_few_hundred_nodes_deliver_every_sample() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = start(config(300, 4)).await;
+    run_for(&mut mesh, Duration::from_secs(10)).await;
+    let r = mesh.finish(false).await.report;
+    assert_nothing_lost(&r);
+    let l = &r.ledger.total;
+    assert_eq!(l.lost_on_crash, 0);
+    // 300 nodes at 1 Hz for ~10 s, nearly all delivered before the end.
+    assert!(l.produced >= 2700, "seed {}: {l:?}", r.seed);
+    assert!(
+        l.delivered as f64 >= 0.99 * l.produced as f64,
+        "seed {}: {l:?}",
+        r.seed
+    );
+    assert_eq!(r.connections.failures, 0, "seed {}", r.seed);
+    assert!(r.latency.end_to_end.count == l.delivered);
+    assert!(r.latency.end_to_end.p50_ms > 0.0 && r.latency.publish_ack.count > 0);
+    assert!(
+        r.alerts.nodes_reported_down.is_empty(),
+        "no false node-down: {:?}",
+        r.alerts.nodes_reported_down
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_aggregators_partitions_move_to_their_standbys_and_nothing_is_lost() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = start(config(200, 4)).await;
+    run_for(&mut mesh, Duration::from_secs(4)).await;
+    let before = mesh.snapshot().aggregators;
+    let victim = before
+        .iter()
+        .find(|a| a.id == 1)
+        .expect("aggregator 1")
+        .clone();
+    assert!(!victim.primary.is_empty());
+    let standby_of = |p: u16| before.iter().find(|a| a.standby.contains(&p)).map(|a| a.id);
+    mesh.command(MeshCommand::KillAggregator(AggregatorId(1)))
+        .await
+        .unwrap();
+    run_for(&mut mesh, Duration::from_secs(2)).await;
+    let after = mesh.snapshot().aggregators;
+    for &p in &victim.primary {
+        let now_primary: Vec<u16> = after
+            .iter()
+            .filter(|a| a.up && a.primary.contains(&p))
+            .map(|a| a.id)
+            .collect();
+        assert_eq!(
+            now_primary,
+            [standby_of(p).unwrap()],
+            "partition {p} (seed {})",
+            seed()
+        );
+    }
+    run_for(&mut mesh, Duration::from_secs(6)).await;
+    let r = mesh.finish(false).await.report;
+    assert_nothing_lost(&r);
+    assert_eq!(r.ledger.total.lost_on_crash, 0);
+    assert_eq!(
+        r.alerts.counts.get("aggregator_down"),
+        Some(&1),
+        "{:?}",
+        r.alerts.counts
+    );
+    assert!(
+        r.alerts.nodes_reported_down.is_empty(),
+        "a failover is not a node failure: {:?}",
+        r.alerts.nodes_reported_down
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_nodes_are_reported_down_and_no_other_node_is() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = start(config(200, 3)).await;
+    run_for(&mut mesh, Duration::from_secs(4)).await;
+    let victims = vec![NodeId(3), NodeId(50), NodeId(51), NodeId(120), NodeId(199)];
+    mesh.command(MeshCommand::Nodes(victims.clone(), NodeCommand::Crash))
+        .await
+        .unwrap();
+    let killed_at = Instant::now();
+    // φ = 8 on 1 s samples detects in about 4.5 s.
+    loop {
+        run_for(&mut mesh, Duration::from_millis(200)).await;
+        if mesh.snapshot().nodes_down.len() >= victims.len()
+            || killed_at.elapsed() > Duration::from_secs(12)
+        {
+            break;
+        }
+    }
+    let detected_after = killed_at.elapsed();
+    run_for(&mut mesh, Duration::from_secs(3)).await;
+    let r = mesh.finish(false).await.report;
+    let want: Vec<u32> = victims.iter().map(|n| n.0).collect();
+    assert_eq!(r.alerts.nodes_reported_down, want, "seed {}", r.seed);
+    assert!(
+        detected_after >= Duration::from_secs(3) && detected_after <= Duration::from_secs(8),
+        "detected after {detected_after:?} (seed {})",
+        r.seed
+    );
+    assert_nothing_lost(&r);
+}
+
+/// A mosquitto on a free loopback port, killed when dropped.
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    _dir: PathBuf,
+}
+
+impl Mosquitto {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir =
+            std::env::temp_dir().join(format!("vitalmesh-mosquitto-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
+            ),
+        )
+        .unwrap();
+        let binary = ["mosquitto", "/usr/sbin/mosquitto"]
+            .into_iter()
+            .find(|b| {
+                Command::new(b)
+                    .arg("-h")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok()
+            })
+            .expect(
+                "mosquitto is not installed: `apt-get install -y mosquitto` (.ci/run does this)",
+            );
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mosquitto did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self._dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_mosquitto_the_same_ledger_guarantees_hold_through_a_failover() {
+    let _serial = SERIAL.lock().await;
+    let mosquitto = Mosquitto::start();
+    let mut c = config(200, 3);
+    c.broker = BrokerSpec::parse_url(&format!("mqtt://127.0.0.1:{}", mosquitto.port)).unwrap();
+    let mut mesh = start(c).await;
+    run_for(&mut mesh, Duration::from_secs(4)).await;
+    mesh.command(MeshCommand::KillAggregator(AggregatorId(0)))
+        .await
+        .unwrap();
+    run_for(&mut mesh, Duration::from_secs(6)).await;
+    let r = mesh.finish(false).await.report;
+    assert_eq!(r.broker.kind, "external");
+    assert_nothing_lost(&r);
+    assert_eq!(r.ledger.total.lost_on_crash, 0);
+    assert_eq!(
+        r.alerts.counts.get("aggregator_down"),
+        Some(&1),
+        "{:?}",
+        r.alerts.counts
+    );
+    assert!(
+        r.ledger.total.delivered as f64 >= 0.98 * r.ledger.total.produced as f64,
+        "{:?}",
+        r.ledger.total
+    );
+}
+
+/// Sends a CONNECT with `client_id` and returns whether a CONNACK came back.
+fn raw_connect(addr: SocketAddr, client_id: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return false;
+    };
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut out = Vec::new();
+    write_connect(&mut out, &ConnectOptions::new(client_id, 10));
+    if s.write_all(&out).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4];
+    matches!(s.read(&mut buf), Ok(4) if buf[0] == 0x20)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poisoned_broker_listener_is_found_by_the_canary_and_restarted() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = start(config(100, 2)).await;
+    run_for(&mut mesh, Duration::from_secs(2)).await;
+    let addr = mesh.broker().addrs()[0];
+    // rumqttd 0.20 refuses an id with '/', then panics on the retry with the
+    // same id while holding the listener's will-handler lock: every later
+    // connection on that listener fails (rumqtt.md §6).
+    let poison = tokio::task::spawn_blocking(move || {
+        let first = raw_connect(addr, "rogue/id");
+        let second = raw_connect(addr, "rogue/id");
+        let fresh = raw_connect(addr, "fresh-client-1");
+        (first, second, fresh)
+    });
+    let (first, second, fresh) = poison.await.unwrap();
+    assert!(!first && !second, "the bad id is refused");
+    assert!(
+        !fresh,
+        "the listener is poisoned: the bug this supervisor exists for"
+    );
+    let mut healed = false;
+    for attempt in 0..40 {
+        run_for(&mut mesh, Duration::from_millis(250)).await;
+        let id = format!("fresh-client-{}", attempt + 2);
+        if mesh.broker().report().listener_restarts >= 1
+            && tokio::task::spawn_blocking(move || raw_connect(addr, &id))
+                .await
+                .unwrap()
+        {
+            healed = true;
+            break;
+        }
+    }
+    assert!(
+        healed,
+        "listener restarted and accepting again: {:?}",
+        mesh.broker().report()
+    );
+    run_for(&mut mesh, Duration::from_secs(2)).await;
+    let r = mesh.finish(false).await.report;
+    assert!(r.broker.listener_restarts >= 1);
+    assert!(r.broker.events.iter().any(|e| e.kind == "listener_restart"));
+    assert_nothing_lost(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_broker_is_restarted_on_the_same_ports_and_nodes_resend_what_it_lost() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = start(config(150, 2)).await;
+    run_for(&mut mesh, Duration::from_secs(3)).await;
+    let pid = mesh.broker().child_pid().expect("embedded broker");
+    let addrs = mesh.broker().addrs().to_vec();
+    assert!(
+        Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut restarted = false;
+    for _ in 0..100 {
+        run_for(&mut mesh, Duration::from_millis(100)).await;
+        if mesh.broker().report().process_restarts == 1 {
+            restarted = true;
+            break;
+        }
+    }
+    assert!(restarted, "{:?}", mesh.broker().report());
+    assert_ne!(mesh.broker().child_pid(), Some(pid));
+    assert_eq!(mesh.broker().addrs(), addrs, "same ports");
+    run_for(&mut mesh, Duration::from_secs(12)).await;
+    let r = mesh.finish(false).await.report;
+    assert!(
+        r.broker.events.iter().any(|e| e.kind == "crashed"),
+        "{:?}",
+        r.broker.events
+    );
+    assert_nothing_lost(&r);
+    assert_eq!(r.ledger.total.lost_on_crash, 0);
+    assert!(
+        r.connections.disconnects >= 150,
+        "every node lost its connection: {:?}",
+        r.connections
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_traffic_reads_correctly_through_an_independent_mqtt_client() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = start(config(50, 1)).await;
+    let addr = mesh.broker().addrs()[0];
+    let mut options =
+        rumqttc::MqttOptions::new("independent-observer", addr.ip().to_string(), addr.port());
+    options.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
+    client
+        .subscribe("vm/v1/p/+/+", rumqttc::QoS::AtMostOnce)
+        .await
+        .unwrap();
+    let topics = TopicScheme::default();
+    let keys = mesh.keyring().clone();
+    let mut seen = 0;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while seen < 100 && Instant::now() < deadline {
+        mesh.maybe_tick();
+        let event = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
+        if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) = event {
+            let Some(WireTopic::Data { node, partition }) = topics.parse(&p.topic) else {
+                panic!("unexpected topic {}", p.topic)
+            };
+            let Ok(Body::Batch(batch)) = decode(&p.payload, &keys) else {
+                panic!("payload on {} does not decode", p.topic)
+            };
+            assert_eq!(batch.node, node);
+            assert!(partition.0 < mesh.config().partitions);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 100, "saw {seen} node publishes");
+    let r = mesh.finish(false).await.report;
+    assert_nothing_lost(&r);
+}
