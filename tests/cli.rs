@@ -85,3 +85,126 @@ fn bad_flags_say_what_was_expected() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("node '9' does not exist"), "{err}");
 }
+
+fn temp_path(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("vitalmesh-cli-{}-{name}", std::process::id()))
+}
+
+fn read_report(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("the report was written"))
+        .expect("the report is JSON")
+}
+
+#[test]
+fn run_prints_the_ledger_and_writes_the_report_and_latency_log() {
+    let report = temp_path("report.json");
+    let hlog = temp_path("latency.hlog");
+    let out = vitalmesh(&[
+        "run",
+        "--headless",
+        "--nodes",
+        "60",
+        "--wards",
+        "3",
+        "--aggregators",
+        "2",
+        "--duration",
+        "6s",
+        "--seed",
+        "11",
+        "--report",
+        report.to_str().unwrap(),
+        "--hdr-log",
+        hlog.to_str().unwrap(),
+        "--progress-every",
+        "2",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("every sample accounted for"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Report       {}", report.display())),
+        "says where the report went: {stdout}"
+    );
+    assert!(
+        stderr.contains("connected | produced"),
+        "progress lines while running: {stderr}"
+    );
+    let r = read_report(&report);
+    assert_eq!(r["schema"], "vitalmesh-report/1");
+    assert_eq!(r["seed"], 11);
+    assert_eq!(r["ledger"]["total"]["unexplained"], 0);
+    let produced = r["ledger"]["total"]["produced"].as_u64().unwrap();
+    assert!(produced >= 300, "60 nodes × ~6 s: {produced}");
+    let wards = r["ledger"]["wards"].as_array().unwrap();
+    assert_eq!(wards.len(), 3);
+    let by_ward: u64 = wards.iter().map(|w| w["produced"].as_u64().unwrap()).sum();
+    assert_eq!(by_ward, produced);
+    assert!(r["latency"]["end_to_end"]["p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["throughput"]["delivered"].as_array().unwrap().len() >= 5);
+    assert_eq!(r["interrupted"], false);
+    let log = std::fs::read_to_string(&hlog).expect("the latency log was written");
+    assert!(log.contains("#[StartTime:"), "{log}");
+    assert!(
+        log.lines().filter(|l| l.starts_with("Tag=e2e,")).count() >= 5,
+        "one interval per second"
+    );
+    let _ = std::fs::remove_file(&report);
+    let _ = std::fs::remove_file(&hlog);
+}
+
+#[test]
+fn ctrl_c_ends_the_run_cleanly_and_still_writes_the_report() {
+    let report = temp_path("interrupted.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_vitalmesh"))
+        .args([
+            "run",
+            "--headless",
+            "--nodes",
+            "40",
+            "--aggregators",
+            "2",
+            "--duration",
+            "10m",
+            "--seed",
+            "3",
+        ])
+        .arg("--report")
+        .arg(&report)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until nodes are running, then interrupt as a terminal would.
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("(stopped early)"), "{stdout}");
+    let r = read_report(&report);
+    assert_eq!(r["interrupted"], true);
+    assert_eq!(r["ledger"]["total"]["unexplained"], 0);
+    assert!(r["ran_for_s"].as_f64().unwrap() < 60.0);
+    let _ = std::fs::remove_file(&report);
+}
+
+#[test]
+fn a_bad_broker_url_is_refused_before_anything_starts() {
+    let out = vitalmesh(&["run", "--broker", "http://localhost:1883", "--seed", "1"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("broker: 'http://localhost:1883' has no mqtt:// scheme"),
+        "{err}"
+    );
+}

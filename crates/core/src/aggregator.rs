@@ -233,6 +233,10 @@ struct NodeTrack {
     /// Recent decided risks, newest last.
     recent_risks: VecDeque<Risk>,
     alerted: Option<Risk>,
+    /// As standby: `(seq, sample time)` of samples ingested here that the
+    /// primary has not yet acknowledged. If the primary dies, these may never
+    /// have reached it; on promotion they are reported as delivered.
+    unconfirmed: VecDeque<(u64, Timestamp)>,
 }
 
 impl NodeTrack {
@@ -285,6 +289,9 @@ pub struct Aggregator {
     membership: Membership,
     roles: Vec<Option<Role>>,
     subscribed: Vec<bool>,
+    /// Standby partitions whose ack topic we follow, to learn what the
+    /// primary has confirmed.
+    acks_followed: Vec<bool>,
     nodes: BTreeMap<NodeId, NodeTrack>,
     ack_dirty: Vec<BTreeSet<NodeId>>,
     outputs: VecDeque<Output>,
@@ -310,6 +317,7 @@ impl Aggregator {
             membership: Membership::new(config.id, config.peer_phi),
             roles: vec![None; partitions],
             subscribed: vec![false; partitions],
+            acks_followed: vec![false; partitions],
             ack_dirty: vec![BTreeSet::new(); partitions],
             nodes: BTreeMap::new(),
             outputs: VecDeque::new(),
@@ -395,6 +403,7 @@ impl Aggregator {
         };
         self.membership.reset();
         self.subscribed.fill(false);
+        self.acks_followed.fill(false);
         self.outputs
             .push_back(Output::Subscribe(self.config.topics.status_filter()));
         self.publish_status(AggregatorState::Alive);
@@ -433,7 +442,7 @@ impl Aggregator {
             Some(WireTopic::Status { aggregator }) => {
                 self.on_status(topic, aggregator, payload, now)
             }
-            Some(WireTopic::Ack { .. }) => {}
+            Some(WireTopic::Ack { partition }) => self.on_ack(topic, partition, payload),
             None => self.reject(Rejection::UnknownTopic {
                 topic: topic.into(),
             }),
@@ -627,6 +636,7 @@ impl Aggregator {
             down_since: None,
             recent_risks: VecDeque::with_capacity(persistence),
             alerted: None,
+            unconfirmed: VecDeque::new(),
         });
         track.detector.heartbeat(now, &node_phi);
         let came_back = track
@@ -652,7 +662,10 @@ impl Aggregator {
                         ingested_at: now,
                     }));
                 }
-                Role::Standby => self.stats.shadow_ingested += 1,
+                Role::Standby => {
+                    self.stats.shadow_ingested += 1;
+                    track.unconfirmed.push_back((sample.seq, sample.time));
+                }
             }
             let score = news2::score(
                 &sample.vitals,
@@ -694,6 +707,34 @@ impl Aggregator {
             }
             for kind in alerts {
                 self.alert(now, kind);
+            }
+        }
+    }
+
+    /// The primary's acknowledgements, seen as standby: what it confirmed
+    /// no longer needs reporting if we take over.
+    fn on_ack(&mut self, topic: &str, partition: PartitionId, payload: &[u8]) {
+        if self.role(partition) != Some(Role::Standby) {
+            return;
+        }
+        let acks = match decode(payload, &self.keys) {
+            Ok(Body::Ack(a)) if a.partition == partition => a,
+            Ok(_) => {
+                return self.reject(Rejection::UnexpectedBody {
+                    topic: topic.into(),
+                });
+            }
+            Err(e) => return self.reject(e.into()),
+        };
+        for ack in &acks.acks {
+            if let Some(track) = self.nodes.get_mut(&ack.node) {
+                while track
+                    .unconfirmed
+                    .front()
+                    .is_some_and(|(seq, _)| *seq < ack.next_expected)
+                {
+                    track.unconfirmed.pop_front();
+                }
             }
         }
     }
@@ -787,14 +828,37 @@ impl Aggregator {
                 ));
                 self.subscribed[p] = false;
             }
+            let follow_acks = new == Some(Role::Standby);
+            if follow_acks != self.acks_followed[p] {
+                let topic = self.config.topics.ack(partition);
+                self.outputs.push_back(if follow_acks {
+                    Output::Subscribe(topic)
+                } else {
+                    Output::Unsubscribe(topic)
+                });
+                self.acks_followed[p] = follow_acks;
+            }
             if new == Some(Role::Primary) && self.roles[p] != Some(Role::Primary) {
-                // Promoted: tell every node where it stands at once.
-                let nodes: Vec<NodeId> = self
+                // Promoted: report what only we may have received, and tell
+                // every node where it stands at once.
+                let mut nodes = Vec::new();
+                for (&node, track) in self
                     .nodes
-                    .iter()
+                    .iter_mut()
                     .filter(|(_, t)| t.partition == partition)
-                    .map(|(&n, _)| n)
-                    .collect();
+                {
+                    for (seq, sample_time) in track.unconfirmed.drain(..) {
+                        self.stats.ingested += 1;
+                        self.events.push_back(Event::Delivered(Delivery {
+                            node,
+                            ward: track.ward,
+                            seq,
+                            sample_time,
+                            ingested_at: now,
+                        }));
+                    }
+                    nodes.push(node);
+                }
                 self.ack_dirty[p].extend(nodes);
             }
             if new != Some(Role::Primary) {
@@ -1117,16 +1181,18 @@ mod tests {
         bus.publish(&topic, &payload);
         bus.pump();
         bus.take_events();
+        // The primary dies before acknowledging anything: the standby cannot
+        // know what it delivered, so on promotion it reports all five (the
+        // observer counts any the old primary had delivered as duplicates).
         bus.kill(primary);
         let survivor = 1 - primary;
         assert_eq!(bus.aggs[survivor].role(p), Some(Role::Primary));
-        // The promoted standby acks all five without having seen them again.
+        // It acks all five without having to see them again.
         let (topic, payload) = uplink(node, 0, &[5], healthy());
         bus.publish(&topic, &payload);
         bus.aggs[survivor].handle_timeout(bus.now + Duration::from_secs(1));
         let acks = collect_acks(&mut bus);
         assert_eq!(acks_for(&acks, node), [6]);
-        // Only sample 5 is a new delivery for the survivor.
         bus.pump();
         let delivered: Vec<u64> = bus
             .take_events()
@@ -1136,7 +1202,45 @@ mod tests {
                 _ => None,
             })
             .collect();
-        assert_eq!(delivered, [5]);
+        assert_eq!(delivered, [0, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            bus.aggs[survivor].stats().duplicates,
+            0,
+            "nothing was re-sent"
+        );
+    }
+
+    #[test]
+    fn a_sample_only_the_standby_received_is_delivered_when_it_takes_over() {
+        let mut bus = Bus::new(2);
+        bus.advance(Duration::from_secs(3));
+        let node = 21;
+        let p = Partitioning::default().partition_of(NodeId(node));
+        let primary = bus.primary_of(p)[0];
+        let standby = 1 - primary;
+        // Samples 0 and 1 reach both; the primary acks them.
+        let (topic, payload) = uplink(node, 0, &[0, 1], healthy());
+        bus.publish(&topic, &payload);
+        bus.advance(Duration::from_millis(1100));
+        // Sample 2 reaches only the standby: the primary dies in between.
+        let (topic, payload) = uplink(node, 0, &[2], healthy());
+        bus.aggs[standby].handle_message(&topic, &payload, bus.now);
+        bus.pump();
+        bus.take_events();
+        bus.kill(primary);
+        let delivered: Vec<u64> = bus
+            .take_events()
+            .into_iter()
+            .filter_map(|(by, e)| match e {
+                Event::Delivered(d) if by.0 as usize == standby => Some(d.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            delivered,
+            [2],
+            "only what the old primary had not confirmed"
+        );
     }
 
     #[test]
@@ -1210,6 +1314,53 @@ mod tests {
                 ..
             })
         )));
+    }
+
+    #[test]
+    fn acks_are_spread_over_the_interval_not_sent_in_one_burst() {
+        let mut bus = Bus::new(1);
+        bus.advance(Duration::from_secs(3));
+        collect_acks(&mut bus);
+        // One live node in every partition.
+        let partitioning = Partitioning::default();
+        let mut nodes_per_partition = BTreeMap::new();
+        for n in 0..2000u32 {
+            nodes_per_partition
+                .entry(partitioning.partition_of(NodeId(n)))
+                .or_insert(n);
+        }
+        assert_eq!(nodes_per_partition.len(), 64);
+        for &n in nodes_per_partition.values() {
+            let (topic, payload) = uplink(n, 0, &[0], healthy());
+            bus.publish(&topic, &payload);
+        }
+        // Over one ack interval, in 5 ms steps: each step sends at most one
+        // partition's batch, and every partition is acknowledged.
+        let mut batches_per_step = Vec::new();
+        let mut partitions = BTreeSet::new();
+        for _ in 0..220 {
+            bus.now = bus.now + Duration::from_millis(5);
+            bus.aggs[0].handle_timeout(bus.now);
+            let mut acks = 0;
+            while let Some(out) = bus.aggs[0].poll_output() {
+                if let Output::Publish { topic, .. } = out {
+                    if topic.contains("/ack/") {
+                        acks += 1;
+                        partitions.insert(topic);
+                    }
+                }
+            }
+            batches_per_step.push(acks);
+        }
+        assert_eq!(
+            partitions.len(),
+            64,
+            "every partition acknowledged within the interval"
+        );
+        assert!(
+            batches_per_step.iter().all(|&b| b <= 1),
+            "{batches_per_step:?}"
+        );
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! and network faults must act on each client's real bytes (a partition
 //! stalls them, latency delays them), which needs the socket in our hands;
 //! rumqttc keeps its `Network` private. The protocol surface a telemetry
-//! device needs is small: see [`codec`]. rumqttc is still used where an
-//! independent client is the point: the broker canary and the tests.
+//! device needs is small: see [`codec`]. Backoff lives in the firmware
+//! model and unacknowledged samples in its buffer, so nothing depends on a
+//! client library's reconnect or queueing behaviour. rumqttc stays in the
+//! tests as an independent client that reads the mesh's traffic.
 
 pub mod codec;
 pub mod connection;
