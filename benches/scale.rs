@@ -68,6 +68,7 @@ fn run(broker: BrokerSpec, a: &Args) -> Report {
                 stop,
                 snapshots: None,
                 commands: None,
+                control_socket: None,
             },
         )
         .await

@@ -1,6 +1,5 @@
 //! `vitalmesh`: the command-line front end.
 
-mod duration;
 mod run_cmd;
 mod seed;
 mod vitals;
@@ -25,6 +24,11 @@ enum Command {
     /// Run the mesh: an embedded MQTT broker, sensor nodes and aggregators,
     /// ending with an exact ledger and latency histograms.
     Run(run_cmd::RunArgs),
+    /// Check scenario files without running them.
+    Validate(run_cmd::ValidateArgs),
+    /// Apply an action to a running `vitalmesh run` (same names and fields
+    /// as [[event]] entries), e.g. `vitalmesh inject partition ward=3 for=30s`.
+    Inject(run_cmd::InjectArgs),
     /// The embedded broker process (started by `run`; not for direct use).
     #[command(hide = true)]
     Broker(run_cmd::BrokerArgs),
@@ -36,6 +40,8 @@ fn main() -> std::process::ExitCode {
         Command::Vitals(args) => vitals::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Run(args) => run_cmd::run(&args),
         Command::Broker(args) => run_cmd::broker(&args),
+        Command::Validate(args) => run_cmd::validate(&args),
+        Command::Inject(args) => run_cmd::inject(&args),
     };
     match result {
         Ok(code) => code,

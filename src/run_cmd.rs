@@ -1,45 +1,54 @@
-//! `vitalmesh run`: a whole simulation over real MQTT, ending with the ledger.
+//! `vitalmesh run`, `vitalmesh validate` and `vitalmesh inject`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use tokio::sync::{mpsc, watch};
 use vitalmesh_mesh::broker::BrokerSpec;
 use vitalmesh_mesh::{MeshConfig, RunControl, Snapshot};
+use vitalmesh_scenario::{Action, Scenario, duration};
+
+/// Exit code when a sample is unexplained.
+const EXIT_UNEXPLAINED: u8 = 2;
+/// Exit code when an SLO of the scenario failed.
+const EXIT_SLO_FAILED: u8 = 3;
 
 /// Options of `vitalmesh run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
+    /// Scenario file (TOML). Without one, the default mesh runs: 1,000
+    /// nodes, 4 aggregators, 60 s.
+    scenario: Option<PathBuf>,
     /// Plain progress lines instead of the dashboard (the dashboard arrives
     /// with a later release; runs are headless for now).
     #[arg(long)]
     headless: bool,
-    /// How long nodes run.
-    #[arg(long, value_parser = crate::duration::parse)]
+    /// How long nodes run (overrides the scenario's duration).
+    #[arg(long, value_parser = duration::parse)]
     duration: Option<Duration>,
-    /// Number of sensor nodes.
+    /// Number of sensor nodes (without a scenario).
     #[arg(long)]
     nodes: Option<u32>,
-    /// Number of wards the nodes are spread over.
+    /// Number of wards the nodes are spread over (without a scenario).
     #[arg(long)]
     wards: Option<u16>,
-    /// Number of aggregators.
+    /// Number of aggregators (without a scenario).
     #[arg(long)]
     aggregators: Option<u16>,
-    /// Number of partitions.
+    /// Number of partitions (without a scenario).
     #[arg(long)]
     partitions: Option<u16>,
-    /// Time between samples on every node.
-    #[arg(long, value_parser = crate::duration::parse)]
+    /// Time between samples on every node (without a scenario).
+    #[arg(long, value_parser = duration::parse)]
     sample_interval: Option<Duration>,
     /// New node connections per second while ramping up.
     #[arg(long)]
     connect_rate: Option<u32>,
-    /// Master seed (drawn and printed when absent).
+    /// Master seed (the scenario's, or drawn and printed, when absent).
     #[arg(long)]
     seed: Option<u64>,
     /// Where to write the JSON report.
@@ -52,30 +61,102 @@ pub(crate) struct RunArgs {
     /// embedded one.
     #[arg(long, value_name = "URL")]
     broker: Option<String>,
+    /// Unix socket for `vitalmesh inject` (a per-run one by default).
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 5)]
     progress_every: u64,
 }
 
+/// Refuses a flag that the scenario file owns.
+fn scenario_owns(flag: &str, given: bool, file: &Path, section: &str) -> Result<()> {
+    if given {
+        bail!(
+            "{flag}: set by the scenario; edit [{section}] in '{}' instead",
+            file.display()
+        );
+    }
+    Ok(())
+}
+
+/// The program the embedded broker runs as. On Linux `/proc/self/exe`
+/// names this process's own image even if the file on disk has since been
+/// replaced (say, by a rebuild during a long run), so a broker restart
+/// always starts the same build.
+fn broker_program() -> Result<PathBuf> {
+    let proc_self = Path::new("/proc/self/exe");
+    if proc_self.exists() {
+        return Ok(proc_self.to_path_buf());
+    }
+    std::env::current_exe().context("locating this executable to start the embedded broker")
+}
+
 fn build_config(args: &RunArgs) -> Result<MeshConfig> {
-    let program =
-        std::env::current_exe().context("locating this executable to start the embedded broker")?;
-    let mut config = MeshConfig::new(program);
-    config.seed = crate::seed::resolve(args.seed);
+    let program = broker_program()?;
+    let mut config = match &args.scenario {
+        Some(path) => {
+            let scenario = vitalmesh_scenario::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+            scenario_owns("--nodes", args.nodes.is_some(), path, "population")?;
+            scenario_owns("--wards", args.wards.is_some(), path, "population")?;
+            scenario_owns(
+                "--aggregators",
+                args.aggregators.is_some(),
+                path,
+                "aggregators",
+            )?;
+            scenario_owns(
+                "--partitions",
+                args.partitions.is_some(),
+                path,
+                "aggregators",
+            )?;
+            scenario_owns(
+                "--sample-interval",
+                args.sample_interval.is_some(),
+                path,
+                "population.profile",
+            )?;
+            if let Some(d) = args.duration {
+                check_shortened(&scenario, d)?;
+            }
+            let seed = crate::seed::resolve(args.seed.or(scenario.seed));
+            let c = MeshConfig::from_scenario(&scenario, program, seed);
+            if args.broker.is_some() {
+                if let Some(s) = c
+                    .schedule
+                    .iter()
+                    .find(|s| matches!(s.action, Action::RestartBroker))
+                {
+                    bail!(
+                        "--broker: {} in '{}' restarts the broker, which only the embedded one can do",
+                        s.origin,
+                        path.display()
+                    );
+                }
+            }
+            c
+        }
+        None => {
+            let mut c = MeshConfig::new(program);
+            c.seed = crate::seed::resolve(args.seed);
+            let nodes = args.nodes.unwrap_or(c.population.nodes());
+            let wards = args.wards.unwrap_or(c.population.wards);
+            c.set_nodes(nodes, wards);
+            if let Some(k) = args.aggregators {
+                c.aggregators = k;
+            }
+            if let Some(p) = args.partitions {
+                c.partitions = p;
+            }
+            if let Some(i) = args.sample_interval {
+                c.node.sample_interval = i;
+            }
+            c
+        }
+    };
     if let Some(d) = args.duration {
         config.duration = d;
-    }
-    let nodes = args.nodes.unwrap_or(config.population.nodes());
-    let wards = args.wards.unwrap_or(config.population.wards);
-    config.set_nodes(nodes, wards);
-    if let Some(k) = args.aggregators {
-        config.aggregators = k;
-    }
-    if let Some(p) = args.partitions {
-        config.partitions = p;
-    }
-    if let Some(i) = args.sample_interval {
-        config.node.sample_interval = i;
     }
     if let Some(r) = args.connect_rate {
         config.connect_rate = r;
@@ -88,9 +169,30 @@ fn build_config(args: &RunArgs) -> Result<MeshConfig> {
     Ok(config)
 }
 
+/// A `--duration` that would cut off scheduled actions is refused, as the
+/// same file with that duration would be.
+fn check_shortened(s: &Scenario, d: Duration) -> Result<()> {
+    if let Some(late) = s
+        .load
+        .iter()
+        .chain(&s.events)
+        .filter(|e| e.at >= d)
+        .min_by_key(|e| e.at)
+    {
+        bail!(
+            "--duration: '{}' ends before {} at '{}' in '{}'; expected a duration longer than its last scheduled action",
+            duration::format(d),
+            late.origin,
+            duration::format(late.at),
+            s.file
+        );
+    }
+    Ok(())
+}
+
 fn progress_line(s: &Snapshot) -> String {
     format!(
-        "[{:>5.0}s/{:.0}s] {:<8} {}/{} connected | produced {} delivered {} ({}/s) | buffered {} | e2e p99 {:.1} ms (10 s) | alerts {}",
+        "[{:>5.0}s/{:.0}s] {:<8} {}/{} connected | produced {} delivered {} ({}/s) | buffered {} | e2e p99 {:.1} ms (10 s) | alerts {} | events {}",
         s.elapsed.as_secs_f64(),
         s.planned.as_secs_f64(),
         format!("{:?}", s.phase).to_lowercase(),
@@ -101,7 +203,8 @@ fn progress_line(s: &Snapshot) -> String {
         s.rate.delivered,
         s.buffered,
         s.latency_recent.p99_ms,
-        s.alerts.len()
+        s.alerts.len(),
+        s.timeline.len(),
     )
 }
 
@@ -112,15 +215,24 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .thread_name("vitalmesh")
         .build()
         .context("starting the async runtime")?;
-    let nodes = config.population.nodes();
+    let control_socket = args
+        .control
+        .clone()
+        .unwrap_or_else(vitalmesh_mesh::control::default_socket);
     eprintln!(
-        "vitalmesh: {} nodes in {} wards, {} aggregators, {} partitions, {} — seed {}",
-        nodes,
+        "vitalmesh: '{}' — {} nodes in {} wards, {} aggregators, {} partitions, {}, {} scheduled actions — seed {}",
+        config.scenario,
+        config.population.nodes(),
         config.population.wards,
         config.aggregators,
         config.partitions,
-        crate::duration::format(config.duration),
+        duration::format(config.duration),
+        config.schedule.len(),
         config.seed
+    );
+    eprintln!(
+        "control: {} (vitalmesh inject <action> ...)",
+        control_socket.display()
     );
     let outcome = runtime.block_on(async {
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -139,10 +251,20 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         let every = Duration::from_secs(args.progress_every.max(1));
         let printer = tokio::spawn(async move {
             let mut last: Option<Duration> = None;
+            // Timeline entries already printed, by time (the snapshot carries
+            // the most recent hundred).
+            let mut printed_until = f64::NEG_INFINITY;
             while let Some(s) = snap_rx.recv().await {
+                let mut err = std::io::stderr().lock();
+                for e in s.timeline.iter().filter(|e| e.at_s > printed_until) {
+                    let _ = writeln!(err, "[{:>5.0}s] {}: {}", e.at_s, e.source, e.description);
+                }
+                printed_until = s
+                    .timeline
+                    .last()
+                    .map_or(printed_until, |e| e.at_s.max(printed_until));
                 if last.is_none_or(|l| s.elapsed >= l + every) {
                     last = Some(s.elapsed);
-                    let mut err = std::io::stderr().lock();
                     let _ = writeln!(err, "{}", progress_line(&s));
                 }
             }
@@ -151,6 +273,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             stop: stop_rx,
             snapshots: Some(snap_tx),
             commands: None,
+            control_socket: Some(control_socket),
         };
         let outcome = vitalmesh_mesh::run(config, control).await;
         let _ = printer.await;
@@ -174,9 +297,138 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             "error: {} samples are unexplained: produced but neither delivered, buffered, dropped nor lost",
             report.ledger.total.unexplained
         );
-        return Ok(ExitCode::from(2));
+        return Ok(ExitCode::from(EXIT_UNEXPLAINED));
+    }
+    if !report.slo_passed() {
+        let failed: Vec<&str> = report
+            .slo
+            .iter()
+            .filter(|r| !r.passed)
+            .map(|r| r.name)
+            .collect();
+        eprintln!("error: SLO failed: {}", failed.join(", "));
+        return Ok(ExitCode::from(EXIT_SLO_FAILED));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `vitalmesh validate`.
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// Scenario files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+pub(crate) fn validate(args: &ValidateArgs) -> Result<ExitCode> {
+    let mut bad = 0;
+    for file in &args.files {
+        match vitalmesh_scenario::load(file) {
+            Ok(s) => println!(
+                "ok  {} — '{}': {} nodes in {} wards, {} aggregators, {}, {} load steps, {} events, {} SLOs",
+                file.display(),
+                s.name,
+                s.population.nodes(),
+                s.population.wards,
+                s.aggregators,
+                duration::format(s.duration),
+                s.load.len(),
+                s.events.len(),
+                s.slos.len()
+            ),
+            Err(e) => {
+                bad += 1;
+                eprintln!("{e}");
+            }
+        }
+    }
+    if bad > 0 {
+        eprintln!("{bad} of {} files invalid", args.files.len());
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Options of `vitalmesh inject`.
+#[derive(Debug, Args)]
+pub(crate) struct InjectArgs {
+    /// The run's control socket or process id (the only running run by default).
+    #[arg(long, value_name = "SOCKET|PID")]
+    run: Option<String>,
+    /// The action, named as in [[event]] entries: partition, kill_nodes,
+    /// kill_aggregator, restart_broker, outbreak, sensor_fault, rogue, …
+    action: String,
+    /// The action's fields as key=value, e.g. ward=3 for=30s fraction=0.5.
+    #[arg(value_name = "KEY=VALUE")]
+    fields: Vec<String>,
+}
+
+/// Turns `key=value` pairs into TOML lines: values that are TOML stay as
+/// they are (`3`, `0.5`, `[1, 2]`), anything else becomes a string (`30s`).
+pub(crate) fn fields_to_toml(action: &str, fields: &[String]) -> Result<String> {
+    let mut toml = format!("action = {}\n", toml_string(action));
+    for f in fields {
+        let Some((key, value)) = f.split_once('=') else {
+            bail!("'{f}' is not a field; expected key=value, e.g. ward=3 or for=30s");
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let literal = format!("{key} = {value}\n");
+        if value.parse::<toml::Table>().is_err() && toml::from_str::<toml::Table>(&literal).is_ok()
+        {
+            toml.push_str(&literal);
+        } else {
+            toml.push_str(&format!("{key} = {}\n", toml_string(value)));
+        }
+    }
+    Ok(toml)
+}
+
+fn toml_string(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+async fn find_run(choice: Option<&str>) -> Result<PathBuf> {
+    let dir = vitalmesh_mesh::control::socket_dir();
+    if let Some(c) = choice {
+        if let Ok(pid) = c.parse::<u32>() {
+            return Ok(dir.join(format!("run-{pid}.sock")));
+        }
+        return Ok(PathBuf::from(c));
+    }
+    let live = vitalmesh_mesh::control::live_runs(&dir).await;
+    match live.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!(
+            "no running `vitalmesh run` found in '{}'; start one, or pass --run SOCKET",
+            dir.display()
+        ),
+        many => {
+            let list: Vec<String> = many.iter().map(|p| p.display().to_string()).collect();
+            bail!(
+                "several runs are going; pick one with --run: {}",
+                list.join(", ")
+            )
+        }
+    }
+}
+
+pub(crate) fn inject(args: &InjectArgs) -> Result<ExitCode> {
+    let toml = fields_to_toml(&args.action, &args.fields)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let socket = find_run(args.run.as_deref()).await?;
+        let reply = vitalmesh_mesh::control::send(&socket, &toml).await?;
+        if reply.ok {
+            let at = reply.entry.as_ref().map_or(0.0, |e| e.at_s);
+            println!("injected at {at:.1} s: {}", reply.message);
+            Ok(ExitCode::SUCCESS)
+        } else {
+            eprintln!("{}", reply.message);
+            Ok(ExitCode::FAILURE)
+        }
+    })
 }
 
 /// Options of the hidden `vitalmesh broker` (the embedded broker process).
@@ -201,4 +453,33 @@ pub(crate) fn broker(args: &BrokerArgs) -> Result<ExitCode> {
         canary_interval: Duration::from_secs(1),
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_values_become_the_same_toml_a_scenario_would_hold() {
+        let toml = fields_to_toml(
+            "partition",
+            &[
+                "ward=3".into(),
+                "for=30s".into(),
+                "nodes=[1, 2]".into(),
+                "fraction=0.5".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            toml,
+            "action = \"partition\"\nward = 3\nfor = \"30s\"\nnodes = [1, 2]\nfraction = 0.5\n"
+        );
+        assert!(
+            fields_to_toml("partition", &["ward".into()])
+                .unwrap_err()
+                .to_string()
+                .contains("expected key=value")
+        );
+    }
 }

@@ -19,10 +19,10 @@ pub(crate) struct VitalsArgs {
     #[arg(long, default_value_t = 3)]
     nodes: u32,
     /// Simulated time span.
-    #[arg(long, default_value = "1h", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "1h", value_parser = vitalmesh_scenario::duration::parse)]
     duration: Duration,
     /// Time between samples.
-    #[arg(long, default_value = "5m", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "5m", value_parser = vitalmesh_scenario::duration::parse)]
     interval: Duration,
     /// Master seed (drawn and printed when absent).
     #[arg(long)]

@@ -11,8 +11,9 @@ use tokio::time::{Instant, sleep};
 use vitalmesh_mesh::broker::BrokerSpec;
 use vitalmesh_mesh::mqtt::codec::{ConnectOptions, write_connect};
 use vitalmesh_mesh::report::Report;
-use vitalmesh_mesh::{Mesh, MeshCommand, MeshConfig, NodeCommand};
-use vitalmesh_wire::{AggregatorId, Body, NodeId, TopicScheme, WireTopic, decode};
+use vitalmesh_mesh::{Mesh, MeshConfig};
+use vitalmesh_scenario::{Action, NodeSelector, Pick};
+use vitalmesh_wire::{Body, TopicScheme, WireTopic, decode};
 
 /// Mesh tests measure timing-sensitive behaviour (failure detection) on a
 /// two-core machine: one at a time.
@@ -108,9 +109,8 @@ async fn a_killed_aggregators_partitions_move_to_their_standbys_and_nothing_is_l
         .clone();
     assert!(!victim.primary.is_empty());
     let standby_of = |p: u16| before.iter().find(|a| a.standby.contains(&p)).map(|a| a.id);
-    mesh.command(MeshCommand::KillAggregator(AggregatorId(1)))
-        .await
-        .unwrap();
+    mesh.apply(&Action::KillAggregator { aggregator: 1 }, "test", None)
+        .await;
     run_for(&mut mesh, Duration::from_secs(2)).await;
     let after = mesh.snapshot().aggregators;
     for &p in &victim.primary {
@@ -148,10 +148,19 @@ async fn killed_nodes_are_reported_down_and_no_other_node_is() {
     let _serial = SERIAL.lock().await;
     let mut mesh = start(config(200, 3)).await;
     run_for(&mut mesh, Duration::from_secs(4)).await;
-    let victims = vec![NodeId(3), NodeId(50), NodeId(51), NodeId(120), NodeId(199)];
-    mesh.command(MeshCommand::Nodes(victims.clone(), NodeCommand::Crash))
-        .await
-        .unwrap();
+    let victims = vec![3, 50, 51, 120, 199];
+    let kill = Action::KillNodes {
+        target: NodeSelector {
+            ward: None,
+            nodes: Some(victims.clone()),
+            pick: Pick::All,
+        },
+    };
+    let entry = mesh.apply(&kill, "test", None).await;
+    assert_eq!(
+        entry.nodes, victims,
+        "the timeline records exactly the victims"
+    );
     let killed_at = Instant::now();
     // φ = 8 on 1 s samples detects in about 4.5 s.
     loop {
@@ -165,8 +174,8 @@ async fn killed_nodes_are_reported_down_and_no_other_node_is() {
     let detected_after = killed_at.elapsed();
     run_for(&mut mesh, Duration::from_secs(3)).await;
     let r = mesh.finish(false).await.report;
-    let want: Vec<u32> = victims.iter().map(|n| n.0).collect();
-    assert_eq!(r.alerts.nodes_reported_down, want, "seed {}", r.seed);
+    assert_eq!(r.alerts.nodes_reported_down, victims, "seed {}", r.seed);
+    assert!(r.alerts.false_node_down.is_empty());
     assert!(
         detected_after >= Duration::from_secs(3) && detected_after <= Duration::from_secs(8),
         "detected after {detected_after:?} (seed {})",
@@ -252,9 +261,8 @@ async fn against_mosquitto_the_same_ledger_guarantees_hold_through_a_failover() 
     c.broker = BrokerSpec::parse_url(&format!("mqtt://127.0.0.1:{}", mosquitto.port)).unwrap();
     let mut mesh = start(c).await;
     run_for(&mut mesh, Duration::from_secs(4)).await;
-    mesh.command(MeshCommand::KillAggregator(AggregatorId(0)))
-        .await
-        .unwrap();
+    mesh.apply(&Action::KillAggregator { aggregator: 0 }, "test", None)
+        .await;
     run_for(&mut mesh, Duration::from_secs(6)).await;
     let r = mesh.finish(false).await.report;
     assert_eq!(r.broker.kind, "external");

@@ -104,6 +104,9 @@ pub enum Power {
     Crashed,
     /// Battery empty. Needs [`Node::restart`] (a charged battery).
     Flat,
+    /// Switched off cleanly after delivering its backlog
+    /// ([`Node::shut_down`]). [`Node::restart`] switches it on again.
+    Off,
 }
 
 /// The node's view of its broker connection.
@@ -186,6 +189,8 @@ pub struct Node {
     /// Whether the node takes samples (off at the end of a run, while the
     /// backlog drains).
     sampling: bool,
+    /// Switching off once the buffer is empty.
+    leaving: bool,
     next_sample_at: Timestamp,
     next_seq: u64,
     /// Next sequence number to send on this connection.
@@ -231,6 +236,7 @@ impl Node {
             link: Link::Offline { retry_at: now },
             phase,
             sampling: true,
+            leaving: false,
             next_sample_at: now,
             next_seq: 0,
             send_cursor: 0,
@@ -377,12 +383,13 @@ impl Node {
         self.send_cursor = self.send_cursor.max(self.held_from());
         self.retransmit_at =
             (self.send_cursor > self.held_from()).then(|| now + self.ack_timeout());
+        self.maybe_switch_off();
     }
 
     /// Power fails: RAM (and the buffer) is lost, the socket drops without a
     /// goodbye. Nothing happens until [`Node::restart`].
     pub fn crash(&mut self, _now: Timestamp) {
-        if matches!(self.power, Power::Crashed | Power::Flat) {
+        if matches!(self.power, Power::Crashed | Power::Flat | Power::Off) {
             return;
         }
         for sample in self.buffer.take_all() {
@@ -408,12 +415,34 @@ impl Node {
     /// it resumes sampling on its grid and connects at once.
     pub fn restart(&mut self, now: Timestamp) {
         match self.power {
-            Power::Crashed => self.boot(now),
+            Power::Crashed | Power::Off => {
+                self.sampling = true;
+                self.boot(now);
+            }
             Power::Flat => {
                 self.battery = Battery::new(self.config.battery);
                 self.boot(now);
             }
             Power::On | Power::Rebooting { .. } => {}
+        }
+    }
+
+    /// Leaves the mesh cleanly: stops sampling, keeps delivering its backlog,
+    /// and once everything is acknowledged says goodbye and switches off.
+    pub fn shut_down(&mut self, _now: Timestamp) {
+        if self.power != Power::On {
+            return;
+        }
+        self.sampling = false;
+        self.leaving = true;
+        self.maybe_switch_off();
+    }
+
+    fn maybe_switch_off(&mut self) {
+        if self.leaving && self.power == Power::On && self.buffer.is_empty() {
+            self.leaving = false;
+            self.power = Power::Off;
+            self.go_offline(true);
         }
     }
 
@@ -530,7 +559,7 @@ impl Node {
         let mut next = match self.power {
             Power::On => self.sampling.then_some(self.next_sample_at),
             Power::Rebooting { until } => return Some(until),
-            Power::Crashed | Power::Flat => return None,
+            Power::Crashed | Power::Flat | Power::Off => return None,
         };
         let mut consider = |t: Option<Timestamp>| {
             if let Some(t) = t {

@@ -26,6 +26,9 @@ pub enum Purpose {
     Scenario = 4,
     /// Parameters of health episodes given to this patient.
     Episode = 5,
+    /// Choices made by scenario events (which nodes, outbreak onsets); the
+    /// stream id is the event's index, not a node.
+    Events = 6,
 }
 
 /// The stream for `purpose` of `node` under `seed`.

@@ -447,3 +447,21 @@ fn a_node_that_stops_sampling_still_delivers_its_backlog() {
         .collect();
     assert_eq!(seqs.len() as u64, produced, "the whole backlog went out");
 }
+
+#[test]
+fn a_node_that_leaves_delivers_its_backlog_then_switches_off() {
+    let mut n = node_with(13, 1, NodeConfig::default());
+    let t = T0 + Duration::from_secs(10);
+    drive_offline(&mut n, t);
+    let produced = n.next_seq();
+    n.shut_down(t);
+    assert_eq!(n.status(t).power, Power::On, "still holding its backlog");
+    let sent = drive_acked(&mut n, t, t + Duration::from_secs(30));
+    assert_eq!(n.next_seq(), produced, "no new samples");
+    assert_eq!(sent.iter().map(|x| x.samples as u64).sum::<u64>(), produced);
+    assert_eq!(n.status(t).power, Power::Off);
+    assert_eq!(n.poll_timeout(), None);
+    assert!(n.ledger().balances(0));
+    n.restart(t + Duration::from_secs(60));
+    assert_eq!(n.status(t).power, Power::On);
+}

@@ -71,9 +71,10 @@ pub struct AggregatorConfig {
     pub peer_phi: PhiConfig,
     /// φ-accrual for nodes (`first_interval` = the nodes' sample interval).
     pub node_phi: PhiConfig,
-    /// A risk band must hold for this many consecutive scored samples before
-    /// it raises an alert, so one noisy reading does not page anyone.
-    pub risk_persistence: usize,
+    /// A risk band must hold this long (in sample time, every decided score
+    /// at or above it) before it raises an alert, so noise and one odd
+    /// reading do not page anyone.
+    pub risk_persistence: Duration,
 }
 
 impl AggregatorConfig {
@@ -94,7 +95,7 @@ impl AggregatorConfig {
             liveness_interval: Duration::from_millis(250),
             peer_phi: PhiConfig::default(),
             node_phi: PhiConfig::default(),
-            risk_persistence: 3,
+            risk_persistence: Duration::from_secs(60),
         }
     }
 }
@@ -175,6 +176,18 @@ pub enum Rejection {
     },
 }
 
+impl Rejection {
+    /// A short, stable name for the kind of rejection, for counting.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Wire(e) => e.kind(),
+            Self::WrongTopic { .. } => "wrong_topic",
+            Self::UnexpectedBody { .. } => "unexpected_body",
+            Self::UnknownTopic { .. } => "unknown_topic",
+        }
+    }
+}
+
 /// What happened, for the observer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
@@ -230,9 +243,13 @@ struct NodeTrack {
     above: SeqSet,
     detector: PhiDetector,
     down_since: Option<Timestamp>,
-    /// Recent decided risks, newest last.
-    recent_risks: VecDeque<Risk>,
+    /// Per alerting band (low-medium, medium, high): since when every decided
+    /// score has been at or above it.
+    band_since: [Option<Timestamp>; 3],
+    /// The band last alerted on; it re-arms only after the risk has stayed
+    /// below it for the persistence time (`calm_since`).
     alerted: Option<Risk>,
+    calm_since: Option<Timestamp>,
     /// As standby: `(seq, sample time)` of samples ingested here that the
     /// primary has not yet acknowledged. If the primary dies, these may never
     /// have reached it; on promotion they are reported as delivered.
@@ -265,12 +282,31 @@ impl NodeTrack {
         }
     }
 
-    /// The lowest of the last `k` decided risks, once there are `k`.
-    fn persistent_risk(&self, k: usize) -> Option<Risk> {
-        (self.recent_risks.len() >= k)
-            .then(|| self.recent_risks.iter().copied().min().unwrap_or(Risk::Low))
+    /// Records a decided risk from a sample taken at `t`.
+    fn observe_risk(&mut self, risk: Risk, t: Timestamp) {
+        for (since, band) in self.band_since.iter_mut().zip(ALERT_BANDS) {
+            if risk >= band {
+                since.get_or_insert(t);
+            } else {
+                *since = None;
+            }
+        }
+    }
+
+    /// The highest band held for at least `hold` up to `t` (Low if none).
+    fn persistent_risk(&self, t: Timestamp, hold: Duration) -> Risk {
+        ALERT_BANDS
+            .into_iter()
+            .zip(self.band_since)
+            .filter(|(_, since)| since.is_some_and(|s| t.saturating_duration_since(s) >= hold))
+            .map(|(band, _)| band)
+            .next_back()
+            .unwrap_or(Risk::Low)
     }
 }
+
+/// Risk bands that raise patient alerts, lowest first.
+const ALERT_BANDS: [Risk; 3] = [Risk::LowMedium, Risk::Medium, Risk::High];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Link {
@@ -303,6 +339,10 @@ pub struct Aggregator {
     /// nodes are not all woken by acks in the same instant.
     ack_cursor: usize,
     next_liveness: Timestamp,
+    /// When our own heartbeat last came back through the broker.
+    heard_myself: Timestamp,
+    /// Whether we are cut off (and have said so).
+    isolated: bool,
     beat: u64,
     stats: AggregatorStats,
 }
@@ -327,6 +367,8 @@ impl Aggregator {
             next_ack_flush: Timestamp::MAX,
             ack_cursor: 0,
             next_liveness: Timestamp::MAX,
+            heard_myself: Timestamp::EPOCH,
+            isolated: false,
             beat: 0,
             stats: AggregatorStats::default(),
             config,
@@ -407,6 +449,8 @@ impl Aggregator {
         self.outputs
             .push_back(Output::Subscribe(self.config.topics.status_filter()));
         self.publish_status(AggregatorState::Alive);
+        self.heard_myself = now;
+        self.isolated = false;
         self.next_heartbeat = now + self.config.heartbeat_interval;
         self.next_liveness = now + self.config.liveness_interval;
         self.next_ack_flush = now + self.ack_slot();
@@ -469,14 +513,17 @@ impl Aggregator {
         }
         if now >= self.next_liveness {
             self.next_liveness = now + self.config.liveness_interval;
-            let changes = self.membership.check(now);
-            if !changes.is_empty() {
-                for change in changes {
-                    self.on_peer_change(change, now);
+            self.check_isolation(now);
+            if !self.isolated {
+                let changes = self.membership.check(now);
+                if !changes.is_empty() {
+                    for change in changes {
+                        self.on_peer_change(change, now);
+                    }
+                    self.rebalance(now);
                 }
-                self.rebalance(now);
+                self.check_nodes(now);
             }
-            self.check_nodes(now);
         }
         // Catch up on every slot that has passed, so a caller with a coarse
         // clock (or virtual time in big steps) still acks every partition.
@@ -568,6 +615,9 @@ impl Aggregator {
             }
             Err(e) => return self.reject(e.into()),
         };
+        if status.aggregator == self.config.id && status.incarnation == self.config.incarnation {
+            self.heard_myself = now;
+        }
         if let Some(change) = self.membership.handle_status(&status, now) {
             self.on_peer_change(change, now);
             if self.link == Link::Active {
@@ -626,7 +676,7 @@ impl Aggregator {
         let node = batch.node;
         let ward = self.config.population.ward_of(node);
         let node_phi = self.config.node_phi;
-        let persistence = self.config.risk_persistence.max(1);
+        let persistence = self.config.risk_persistence;
         let track = self.nodes.entry(node).or_insert_with(|| NodeTrack {
             partition,
             ward,
@@ -634,8 +684,9 @@ impl Aggregator {
             above: SeqSet::new(),
             detector: PhiDetector::new(&node_phi),
             down_since: None,
-            recent_risks: VecDeque::with_capacity(persistence),
+            band_since: [None; 3],
             alerted: None,
+            calm_since: None,
             unconfirmed: VecDeque::new(),
         });
         track.detector.heartbeat(now, &node_phi);
@@ -671,25 +722,31 @@ impl Aggregator {
                 &sample.vitals,
                 ParameterSet::from_device_faults(sample.faults),
             );
-            if let Some(risk) = score.risk() {
-                if track.recent_risks.len() == persistence {
-                    track.recent_risks.pop_front();
+            let Some(now_risk) = score.risk() else {
+                continue; // a partial score decides nothing
+            };
+            track.observe_risk(now_risk, sample.time);
+            let held = track.persistent_risk(sample.time, persistence);
+            if held > Risk::Low && track.alerted.is_none_or(|a| held > a) {
+                track.alerted = Some(held);
+                track.calm_since = None;
+                alerts.push(AlertKind::PatientRisk {
+                    node,
+                    ward,
+                    risk: held,
+                    news2: score.known_total,
+                    sampled_at: sample.time,
+                });
+            } else if let Some(alerted) = track.alerted {
+                if now_risk < alerted {
+                    let calm = *track.calm_since.get_or_insert(sample.time);
+                    if sample.time.saturating_duration_since(calm) >= persistence {
+                        track.alerted = None;
+                        track.calm_since = None;
+                    }
+                } else {
+                    track.calm_since = None;
                 }
-                track.recent_risks.push_back(risk);
-            }
-            match track.persistent_risk(persistence) {
-                Some(Risk::Low) => track.alerted = None,
-                Some(risk) if track.alerted.is_none_or(|a| risk > a) => {
-                    track.alerted = Some(risk);
-                    alerts.push(AlertKind::PatientRisk {
-                        node,
-                        ward,
-                        risk,
-                        news2: score.known_total,
-                        sampled_at: sample.time,
-                    });
-                }
-                _ => {}
             }
         }
         if role == Role::Primary {
@@ -708,6 +765,35 @@ impl Aggregator {
             for kind in alerts {
                 self.alert(now, kind);
             }
+        }
+    }
+
+    /// Not hearing our own heartbeats through the broker means *we* are cut
+    /// off, and every node and peer would look silent. Judge nobody until we
+    /// hear ourselves again, and then measure silence from that moment.
+    fn check_isolation(&mut self, now: Timestamp) {
+        let deaf = now.saturating_duration_since(self.heard_myself)
+            > self.config.heartbeat_interval * 5 / 2;
+        if deaf == self.isolated {
+            return;
+        }
+        self.isolated = deaf;
+        if deaf {
+            let last_heard = self.heard_myself;
+            self.alert(
+                now,
+                AlertKind::AggregatorIsolated {
+                    aggregator: self.config.id,
+                    last_heard,
+                },
+            );
+        } else {
+            let node_phi = self.config.node_phi;
+            for track in self.nodes.values_mut() {
+                track.detector = PhiDetector::new(&node_phi);
+                track.detector.heartbeat(now, &node_phi);
+            }
+            self.membership.restart_clocks(now);
         }
     }
 
@@ -1364,6 +1450,76 @@ mod tests {
     }
 
     #[test]
+    fn a_cut_off_aggregator_blames_itself_not_its_nodes_or_peers() {
+        let mut bus = Bus::new(2);
+        bus.advance(Duration::from_secs(3));
+        let start = bus.now;
+        for step in 0..100u64 {
+            bus.now = start + Duration::from_millis(100 * step);
+            if step % 10 == 0 {
+                for n in 0..20 {
+                    let (topic, payload) = uplink(n, 0, &[step / 10], healthy());
+                    bus.publish(&topic, &payload);
+                }
+            }
+            for i in 0..2 {
+                bus.aggs[i].handle_timeout(bus.now);
+            }
+            bus.pump();
+        }
+        bus.take_events();
+        // Aggregator 0 stops receiving anything (a partition): no messages,
+        // not even its own heartbeats, reach it; it keeps its connection.
+        bus.subs[0].clear();
+        // The nodes carry on; aggregator 1 still hears them.
+        let cut_at = bus.now;
+        for step in 1..=200u64 {
+            bus.now = cut_at + Duration::from_millis(100 * step);
+            if step % 10 == 0 {
+                for n in 0..20 {
+                    let (topic, payload) = uplink(n, 0, &[10 + step / 10], healthy());
+                    bus.publish(&topic, &payload);
+                }
+            }
+            for i in 0..2 {
+                bus.aggs[i].handle_timeout(bus.now);
+            }
+            // Aggregator 0 hears nothing: keep re-clearing what it re-subscribes.
+            bus.pump();
+            bus.subs[0].clear();
+        }
+        let alerts: Vec<(AggregatorId, AlertKind)> = bus
+            .take_events()
+            .into_iter()
+            .filter_map(|(by, e)| match e {
+                Event::Alert(a) => Some((by, a.kind)),
+                _ => None,
+            })
+            .collect();
+        // Aggregator 0 says it is cut off, once, and accuses no node or peer;
+        // aggregator 1 sees its peer's heartbeats stop (that is true) but no
+        // node, which all kept talking.
+        let from_0: Vec<_> = alerts
+            .iter()
+            .filter(|(by, _)| *by == AggregatorId(0))
+            .collect();
+        assert_eq!(from_0.len(), 1, "{alerts:?}");
+        assert!(matches!(
+            from_0[0].1,
+            AlertKind::AggregatorIsolated {
+                aggregator: AggregatorId(0),
+                ..
+            }
+        ));
+        assert!(
+            !alerts
+                .iter()
+                .any(|(_, k)| matches!(k, AlertKind::NodeDown { .. })),
+            "{alerts:?}"
+        );
+    }
+
+    #[test]
     fn a_silent_node_is_reported_down_once_and_up_when_it_returns() {
         let mut bus = Bus::new(1);
         bus.advance(Duration::from_secs(3));
@@ -1421,22 +1577,15 @@ mod tests {
         sick.resp_rate = Some(26);
         sick.systolic = Some(88);
         sick.consciousness = Some(Acvpu::Confusion);
-        // One sick reading between healthy ones: no alert.
+        // Samples 20 s apart (sample time = seq seconds). One sick reading
+        // between healthy ones: no alert; 60 s of sickness: one alert, not
+        // repeated while it lasts, and not re-armed by one good reading.
+        let h = healthy();
         let seq_vitals = [
-            healthy(),
-            healthy(),
-            healthy(),
-            sick,
-            healthy(),
-            healthy(),
-            sick,
-            sick,
-            sick,
-            sick,
-            sick,
+            h, h, sick, h, sick, sick, sick, sick, sick, h, sick, sick, sick, sick,
         ];
-        for (s, v) in seq_vitals.iter().enumerate() {
-            let (topic, payload) = uplink(1, 0, &[s as u64], *v);
+        for (i, v) in seq_vitals.iter().enumerate() {
+            let (topic, payload) = uplink(1, 0, &[20 * i as u64], *v);
             bus.publish(&topic, &payload);
         }
         bus.pump();
@@ -1456,8 +1605,8 @@ mod tests {
             .collect();
         assert_eq!(
             alerts,
-            [(Risk::High, T0 + Duration::from_secs(8))],
-            "after three consecutive high scores, once"
+            [(Risk::High, T0 + Duration::from_secs(20 * 7))],
+            "after 60 s of high scores, once"
         );
     }
 

@@ -68,6 +68,15 @@ pub enum AlertKind {
         /// The aggregator.
         aggregator: AggregatorId,
     },
+    /// An aggregator cannot hear its own heartbeats through the broker: it
+    /// is cut off, so it stops judging nodes and peers (their silence is
+    /// its own) until it hears itself again.
+    AggregatorIsolated {
+        /// The aggregator.
+        aggregator: AggregatorId,
+        /// When it last heard itself.
+        last_heard: Timestamp,
+    },
 }
 
 /// An alert.
@@ -91,7 +100,8 @@ impl Alert {
             } => Severity::Critical,
             AlertKind::PatientRisk { .. }
             | AlertKind::NodeDown { .. }
-            | AlertKind::AggregatorDown { .. } => Severity::Warning,
+            | AlertKind::AggregatorDown { .. }
+            | AlertKind::AggregatorIsolated { .. } => Severity::Warning,
             AlertKind::NodeUp { .. } | AlertKind::AggregatorUp { .. } => Severity::Info,
         }
     }

@@ -119,6 +119,16 @@ impl Membership {
         self.peers.iter().filter(|(_, p)| p.up).map(|(&id, _)| id)
     }
 
+    /// Measures every peer's silence from `now`: after we were cut off,
+    /// their quiet was ours.
+    pub fn restart_clocks(&mut self, now: Timestamp) {
+        let config = self.config;
+        for peer in self.peers.values_mut() {
+            peer.detector = PhiDetector::new(&config);
+            peer.detector.heartbeat(now, &config);
+        }
+    }
+
     /// Forgets every peer: after our own reconnect we rebuild the view from
     /// fresh heartbeats rather than trust a stale one.
     pub fn reset(&mut self) {

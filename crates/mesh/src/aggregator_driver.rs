@@ -15,7 +15,7 @@ use vitalmesh_wire::AggregatorId;
 use crate::broker::MAX_PACKET;
 use crate::clock::RunClock;
 use crate::collector::{AggregatorStatusUpdate, Collector};
-use crate::mqtt::{ConnectOptions, Connection, Incoming, QoS, Will};
+use crate::mqtt::{ConnectOptions, Connection, Incoming, LinkConditions, QoS, Will};
 
 /// What every aggregator task shares.
 #[derive(Debug)]
@@ -72,7 +72,7 @@ fn publish_events(agg: &mut Aggregator, collector: &Mutex<Collector>) {
     for e in others {
         match e {
             Event::Alert(a) => c.alert(a),
-            Event::Rejected(r) => c.rejected(r.to_string()),
+            Event::Rejected(r) => c.rejected(r.kind(), r.to_string()),
             Event::Ownership { primary, standby } => c.ownership(id, &primary, &standby),
             Event::Delivered(_) => {}
         }
@@ -93,6 +93,7 @@ pub(crate) async fn run_aggregator(
     mut agg: Aggregator,
     rt: Arc<AggregatorRuntime>,
     control: Arc<AggregatorControl>,
+    link: Arc<LinkConditions>,
 ) {
     let id: AggregatorId = agg.id();
     let addr = rt.broker[usize::from(id.0) % rt.broker.len()];
@@ -134,7 +135,15 @@ pub(crate) async fn run_aggregator(
             return;
         }
         if conn.is_none() && Instant::now() >= retry_at {
-            match Connection::connect(addr, &options, rt.connect_timeout, MAX_PACKET).await {
+            match Connection::connect_over(
+                addr,
+                &options,
+                rt.connect_timeout,
+                MAX_PACKET,
+                Some(link.clone()),
+            )
+            .await
+            {
                 Ok(c) => {
                     conn = Some(c);
                     agg.handle_connected(rt.clock.now());

@@ -68,7 +68,10 @@ pub struct Collector {
     pub(crate) nodes_down: BTreeSet<NodeId>,
     /// Every node ever reported down.
     pub(crate) nodes_ever_down: BTreeSet<NodeId>,
-    pub(crate) rejected: BTreeMap<String, u64>,
+    /// Refused messages by kind.
+    pub(crate) rejected: BTreeMap<&'static str, u64>,
+    /// The first few messages of each kind, to show what was refused.
+    pub(crate) rejected_examples: BTreeMap<&'static str, Vec<String>>,
     pub(crate) aggregators: BTreeMap<u16, AggregatorView>,
 }
 
@@ -87,6 +90,7 @@ impl Collector {
             nodes_down: BTreeSet::new(),
             nodes_ever_down: BTreeSet::new(),
             rejected: BTreeMap::new(),
+            rejected_examples: BTreeMap::new(),
             aggregators: BTreeMap::new(),
         }
     }
@@ -121,6 +125,7 @@ impl Collector {
             }
             AlertKind::AggregatorDown { .. } => "aggregator_down",
             AlertKind::AggregatorUp { .. } => "aggregator_up",
+            AlertKind::AggregatorIsolated { .. } => "aggregator_isolated",
         };
         *self.alert_counts.entry(kind).or_default() += 1;
         if self.alerts.len() == ALERTS_KEPT {
@@ -129,10 +134,12 @@ impl Collector {
         self.alerts.push_back(alert);
     }
 
-    pub(crate) fn rejected(&mut self, reason: String) {
-        // Group by the kind of rejection, not by every distinct message.
-        let key = reason.split(':').next().unwrap_or("other").to_owned();
-        *self.rejected.entry(key).or_default() += 1;
+    pub(crate) fn rejected(&mut self, kind: &'static str, message: String) {
+        *self.rejected.entry(kind).or_default() += 1;
+        let examples = self.rejected_examples.entry(kind).or_default();
+        if examples.len() < 3 {
+            examples.push(message);
+        }
     }
 
     pub(crate) fn aggregator_status(&mut self, s: AggregatorStatusUpdate) {

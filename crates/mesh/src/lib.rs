@@ -26,6 +26,7 @@ pub mod aggregator_driver;
 pub mod broker;
 pub mod clock;
 pub mod collector;
+pub mod control;
 mod error;
 pub mod ledger;
 pub mod limits;
@@ -33,8 +34,11 @@ pub mod metrics;
 pub mod mqtt;
 pub mod node_driver;
 pub mod report;
+pub mod rogue;
 pub mod run;
 
 pub use error::MeshError;
 pub use node_driver::NodeCommand;
-pub use run::{Mesh, MeshCommand, MeshConfig, Outcome, Phase, RunControl, Snapshot, run};
+pub use run::{
+    Mesh, MeshCommand, MeshConfig, Outcome, Phase, RunControl, Snapshot, TimelineEntry, run,
+};

@@ -27,7 +27,7 @@ use crate::MeshError;
 use crate::broker::MAX_PACKET;
 use crate::clock::RunClock;
 use crate::metrics::{DisconnectReason, LiveCounters, NodeHealth};
-use crate::mqtt::{ConnectOptions, Connection, Incoming, QoS};
+use crate::mqtt::{ConnectOptions, Connection, Incoming, LinkConditions, QoS};
 
 /// What every node task shares.
 #[derive(Debug)]
@@ -59,14 +59,19 @@ pub enum NodeCommand {
     InjectFault(SensorFault),
     /// Repair the sensor.
     ClearFaults,
-    /// The patient develops a fever now.
-    Fever,
+    /// The patient develops a fever starting at `onset`.
+    Fever {
+        /// When the temperature starts to rise.
+        onset: vitalmesh_wire::Timestamp,
+    },
     /// The patient starts deteriorating now.
     Deteriorate,
     /// New sample interval.
     SetSampleInterval(Duration),
     /// Stop sampling; keep delivering the backlog.
     StopSampling,
+    /// Leave the mesh: deliver the backlog, then switch off.
+    ShutDown,
     /// End the task and report.
     Stop,
 }
@@ -111,6 +116,7 @@ async fn connect(
     addr: SocketAddr,
     id: NodeId,
     generation: u32,
+    link: Arc<LinkConditions>,
 ) -> Result<Connection, MeshError> {
     let _permit = rt
         .connect_gate
@@ -118,7 +124,7 @@ async fn connect(
         .await
         .map_err(|_| MeshError::ConnectionClosed)?;
     let options = ConnectOptions::new(rt.topics.node_client_id(id, generation), rt.keep_alive_secs);
-    Connection::connect(addr, &options, rt.connect_timeout, MAX_PACKET).await
+    Connection::connect_over(addr, &options, rt.connect_timeout, MAX_PACKET, Some(link)).await
 }
 
 /// Keeps the shared counters in step with one node, by deltas.
@@ -137,6 +143,7 @@ fn health_of(node: &Node, now: vitalmesh_wire::Timestamp) -> NodeHealth {
     match s.power {
         Power::Crashed => NodeHealth::Crashed,
         Power::Flat => NodeHealth::Flat,
+        Power::Off => NodeHealth::Stopped,
         Power::Rebooting { .. } => NodeHealth::Offline,
         Power::On if s.battery_pct < vitalmesh_firmware::battery::LOW_BATTERY_PCT => {
             NodeHealth::LowBattery
@@ -160,6 +167,7 @@ pub(crate) async fn run_node(
     mut node: Node,
     rt: Arc<NodeRuntime>,
     mailbox: Arc<Mailbox>,
+    link: Arc<LinkConditions>,
 ) -> NodeOutcome {
     let id = node.id();
     let index = id.0 as usize;
@@ -179,7 +187,13 @@ pub(crate) async fn run_node(
             match action {
                 LinkAction::Connect => {
                     counters.connect_attempts.fetch_add(1, Ordering::Relaxed);
-                    connecting = Some(Box::pin(connect(rt.clone(), addr, id, id_generation)));
+                    connecting = Some(Box::pin(connect(
+                        rt.clone(),
+                        addr,
+                        id,
+                        id_generation,
+                        link.clone(),
+                    )));
                 }
                 LinkAction::Disconnect { graceful } => {
                     connecting = None;
@@ -231,10 +245,11 @@ pub(crate) async fn run_node(
                         NodeCommand::Reboot => node.reboot(now),
                         NodeCommand::InjectFault(f) => node.inject_fault(f),
                         NodeCommand::ClearFaults => node.clear_faults(),
-                        NodeCommand::Fever => { node.start_fever(now); }
+                        NodeCommand::Fever { onset } => { node.start_fever(onset); }
                         NodeCommand::Deteriorate => { node.start_deterioration(now); }
                         NodeCommand::SetSampleInterval(d) => node.set_sample_interval(d, now),
                         NodeCommand::StopSampling => node.set_sampling(false, now),
+                        NodeCommand::ShutDown => node.shut_down(now),
                     }
                 }
             }

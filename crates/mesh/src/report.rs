@@ -14,9 +14,13 @@ use serde::Serialize;
 use vitalmesh_core::Alert;
 
 use crate::MeshError;
+use vitalmesh_scenario::slo::SloResult;
+
 use crate::broker::BrokerReport;
 use crate::collector::AggregatorView;
 use crate::ledger::Ledger;
+use crate::rogue::RogueReport;
+use crate::run::TimelineEntry;
 
 /// Identifies the JSON layout; bumped on incompatible changes.
 pub const REPORT_SCHEMA: &str = "vitalmesh-report/1";
@@ -144,6 +148,8 @@ pub struct AlertsReport {
     pub counts: BTreeMap<&'static str, u64>,
     /// Nodes reported down at least once.
     pub nodes_reported_down: Vec<u32>,
+    /// Of those, nodes no fault had touched: false alarms.
+    pub false_node_down: Vec<u32>,
     /// The most recent alerts, oldest first.
     pub recent: Vec<Alert>,
 }
@@ -183,8 +189,17 @@ pub struct Report {
     pub aggregators: Vec<AggregatorView>,
     /// Alerts.
     pub alerts: AlertsReport,
-    /// Messages the aggregators refused, by reason.
-    pub rejected: BTreeMap<String, u64>,
+    /// Messages the aggregators refused, by kind (`bad_tag`, `too_large`,
+    /// `malformed`, `wrong_topic`, …).
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Up to three refused messages of each kind, as the aggregators saw them.
+    pub rejected_examples: BTreeMap<&'static str, Vec<String>>,
+    /// Pass/fail thresholds and their verdicts.
+    pub slo: Vec<SloResult>,
+    /// Everything done to the mesh on purpose, in order: the ground truth.
+    pub timeline: Vec<TimelineEntry>,
+    /// Rogue clients and what they sent.
+    pub rogue: Vec<RogueReport>,
 }
 
 fn thousands(n: u64) -> String {
@@ -197,6 +212,14 @@ fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
+}
+
+fn trim_float(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.4}").trim_end_matches('0').to_owned()
+    }
 }
 
 fn mb(bytes: u64) -> String {
@@ -364,15 +387,68 @@ impl Report {
                 counts.join(", ")
             }
         );
+        if !self.alerts.false_node_down.is_empty() {
+            let _ = writeln!(
+                s,
+                "             {} node-down reports for nodes no fault touched",
+                self.alerts.false_node_down.len()
+            );
+        }
         if !self.rejected.is_empty() {
             let r: Vec<String> = self
                 .rejected
                 .iter()
-                .map(|(k, v)| format!("{v} × {k}"))
+                .map(|(k, v)| format!("{v} {}", k.replace('_', " ")))
                 .collect();
             let _ = writeln!(s, "Rejected     {}", r.join(", "));
         }
+        for r in &self.rogue {
+            let _ = writeln!(
+                s,
+                "Rogue        {:?} at {:.0} s: {} messages, {} connections, dropped by the broker {} times",
+                r.kind, r.started_at_s, r.messages_sent, r.connections_opened, r.dropped_by_broker
+            );
+        }
+        if !self.timeline.is_empty() {
+            let _ = writeln!(s);
+            let _ = writeln!(s, "Timeline");
+            for e in self.timeline.iter().take(40) {
+                let failed = e
+                    .error
+                    .as_deref()
+                    .map(|x| format!("  [failed: {x}]"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    s,
+                    "  {:>8.1} s  {:<14} {}{failed}",
+                    e.at_s, e.source, e.description
+                );
+            }
+            if self.timeline.len() > 40 {
+                let _ = writeln!(s, "  … {} more in the report", self.timeline.len() - 40);
+            }
+        }
+        if !self.slo.is_empty() {
+            let _ = writeln!(s);
+            let _ = writeln!(s, "SLO");
+            for r in &self.slo {
+                let _ = writeln!(
+                    s,
+                    "  {} {:<32} {:>12} {} {:<12}",
+                    if r.passed { "pass" } else { "FAIL" },
+                    r.name,
+                    trim_float(r.actual),
+                    r.comparison,
+                    trim_float(r.limit)
+                );
+            }
+        }
         s
+    }
+
+    /// Whether every threshold held.
+    pub fn slo_passed(&self) -> bool {
+        self.slo.iter().all(|r| r.passed)
     }
 }
 

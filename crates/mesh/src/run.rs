@@ -11,18 +11,23 @@
 //! at the end nodes stop sampling and drain their buffers for a moment →
 //! nodes and aggregators stop → the ledger is computed.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
-use tokio::sync::{Semaphore, mpsc, watch};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use vitalmesh_core::{Aggregator, AggregatorConfig, Alert, Population};
-use vitalmesh_firmware::{Node, NodeConfig, PatientOptions};
+use vitalmesh_firmware::{Node, NodeConfig, PatientOptions, SensorFault};
+use vitalmesh_scenario::slo::{Slo, SloFigures};
+use vitalmesh_scenario::{
+    Action, BrokerChoice, Group, Limits, NodeSelector, RogueKind, Scenario, Scheduled, resolve,
+};
 use vitalmesh_wire::envelope::{Keyring, Principal};
 use vitalmesh_wire::{AggregatorId, NodeId, Partitioning, TopicScheme};
 
@@ -35,11 +40,13 @@ use crate::clock::RunClock;
 use crate::collector::{AggregatorView, Collector};
 use crate::ledger;
 use crate::metrics::{DisconnectReason, LiveCounters, NodeHealth};
+use crate::mqtt::LinkConditions;
 use crate::node_driver::{Mailbox, NodeCommand, NodeOutcome, NodeRuntime, run_node};
 use crate::report::{
     AlertsReport, ConfigSummary, ConnectionsReport, LatencyReport, MemoryReport, Percentiles,
     REPORT_SCHEMA, Report, Throughput,
 };
+use crate::rogue::{self, RogueCounters, RogueReport, RogueTarget};
 
 /// Everything a run needs to know.
 #[derive(Debug, Clone)]
@@ -66,7 +73,8 @@ pub struct MeshConfig {
     pub scale2_share: f64,
     /// Which broker.
     pub broker: BrokerSpec,
-    /// New node connections per second during the ramp.
+    /// New node connections per second when nodes start (without `ramp`
+    /// entries every node starts at this rate from time zero).
     pub connect_rate: u32,
     /// Connection handshakes in progress at once, at most.
     pub connect_concurrency: usize,
@@ -74,6 +82,10 @@ pub struct MeshConfig {
     pub topic_root: String,
     /// Keep per-second latency histograms for an HdrHistogram log.
     pub keep_intervals: bool,
+    /// Load changes and faults, by time from the start of the nodes.
+    pub schedule: Vec<Scheduled>,
+    /// Pass/fail thresholds.
+    pub slos: Vec<Slo>,
 }
 
 impl MeshConfig {
@@ -104,17 +116,75 @@ impl MeshConfig {
             connect_concurrency: 256,
             topic_root: "vm".into(),
             keep_intervals: false,
+            schedule: Vec::new(),
+            slos: Vec::new(),
         }
     }
 
-    /// Spreads `nodes` over `wards` (the last ward may be smaller... no: every
-    /// ward gets the same number, rounded up, so ids stay ward-contiguous).
+    /// A run of `scenario`, with `seed` (the scenario's own, or one drawn).
+    pub fn from_scenario(scenario: &Scenario, program: PathBuf, seed: u64) -> Self {
+        let mut c = Self::new(program);
+        c.scenario = scenario.name.clone();
+        c.seed = seed;
+        c.population = scenario.population;
+        c.aggregators = scenario.aggregators;
+        c.partitions = scenario.partitions;
+        c.duration = scenario.duration;
+        c.drain = scenario.drain;
+        c.oxygen_share = scenario.oxygen_share;
+        c.scale2_share = scenario.scale2_share;
+        c.connect_rate = scenario.connect_rate;
+        let p = &scenario.profile;
+        c.node.sample_interval = p.sample_interval;
+        c.node.buffer_bytes = p.buffer_bytes;
+        c.node.drop_policy = p.drop_policy;
+        c.node.ack_timeout = p.ack_timeout;
+        c.node.battery = p.battery;
+        c.broker = match &scenario.broker {
+            BrokerChoice::Embedded { listeners } => match c.broker {
+                BrokerSpec::Embedded { program, .. } => BrokerSpec::Embedded {
+                    program,
+                    listeners: listeners.map_or(1, usize::from),
+                    max_connections: 0,
+                    ports: None,
+                },
+                external => external,
+            },
+            BrokerChoice::External { host, port } => BrokerSpec::External {
+                host: host.clone(),
+                port: *port,
+            },
+        };
+        let mut schedule: Vec<Scheduled> = scenario
+            .load
+            .iter()
+            .chain(&scenario.events)
+            .cloned()
+            .collect();
+        schedule.sort_by_key(|s| s.at);
+        c.schedule = schedule;
+        c.slos = scenario.slos.clone();
+        c
+    }
+
+    /// Spreads `nodes` over `wards` (every ward gets the same number, rounded
+    /// up, so node ids stay ward-contiguous).
     pub fn set_nodes(&mut self, nodes: u32, wards: u16) {
         let wards = wards.max(1);
         self.population = Population {
             wards,
             nodes_per_ward: nodes.div_ceil(u32::from(wards)).max(1),
         };
+    }
+
+    /// What injected actions are checked against.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            wards: self.population.wards,
+            nodes_per_ward: self.population.nodes_per_ward,
+            aggregators: self.aggregators,
+            external_broker: matches!(self.broker, BrokerSpec::External { .. }),
+        }
     }
 
     /// Checks values that would make the run meaningless.
@@ -205,6 +275,37 @@ pub struct RatePoint {
     pub acked: u64,
 }
 
+/// Something that happened to the mesh on purpose: the ground truth that
+/// detectors are scored against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// Seconds since the nodes started.
+    pub at_s: f64,
+    /// `event[3]`, `load[0]`, `inject`, `dashboard`, or `scheduled end`.
+    pub source: String,
+    /// The action's name.
+    pub action: String,
+    /// What happened, in words.
+    pub description: String,
+    /// Nodes affected, by id.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub nodes: Vec<u32>,
+    /// Wards affected.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub wards: Vec<u16>,
+    /// Aggregator affected.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub aggregator: Option<u16>,
+    /// For outbreaks: (node, onset in seconds since the nodes started).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub onsets: Vec<(u32, f64)>,
+    /// The action as data.
+    pub detail: serde_json::Value,
+    /// Why it could not be applied, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub error: Option<String>,
+}
+
 /// The state of a run at one moment, for progress lines and dashboards.
 #[derive(Debug, Clone, Serialize)]
 pub struct Snapshot {
@@ -224,6 +325,8 @@ pub struct Snapshot {
     pub planned: Duration,
     /// Nodes.
     pub nodes: u32,
+    /// Nodes started so far.
+    pub started: u32,
     /// Nodes connected now.
     pub connected: i64,
     /// Samples taken.
@@ -242,6 +345,8 @@ pub struct Snapshot {
     pub dropped_overflow: u64,
     /// Lost in crashes so far.
     pub lost_on_crash: u64,
+    /// Messages refused by aggregators so far.
+    pub rejected: u64,
     /// Last second.
     pub rate: RatePoint,
     /// The last two minutes, oldest first.
@@ -250,6 +355,10 @@ pub struct Snapshot {
     pub latency_recent: Percentiles,
     /// End-to-end latency over the whole run.
     pub latency_total: Percentiles,
+    /// Latency distribution over the last ten seconds: (upper bound ms, count).
+    pub latency_recent_buckets: Vec<(f64, u64)>,
+    /// Latency distribution over the whole run.
+    pub latency_total_buckets: Vec<(f64, u64)>,
     /// Node→broker PUBACK latency over the whole run.
     pub publish_ack: Percentiles,
     /// Health of every node, by id.
@@ -262,6 +371,8 @@ pub struct Snapshot {
     pub aggregators: Vec<AggregatorView>,
     /// Most recent alerts, newest last.
     pub alerts: Vec<Alert>,
+    /// Most recent timeline entries, newest last.
+    pub timeline: Vec<TimelineEntry>,
     /// Broker restarts and canary figures.
     pub broker: BrokerReport,
     /// This process's RSS.
@@ -271,27 +382,62 @@ pub struct Snapshot {
 }
 
 /// Orders a running mesh accepts.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum MeshCommand {
-    /// Kill an aggregator (its will fires).
-    KillAggregator(AggregatorId),
-    /// Start a killed aggregator again (new incarnation).
-    RestartAggregator(AggregatorId),
-    /// Kill the broker and start it on the same ports.
-    RestartBroker,
-    /// Send a command to nodes.
-    Nodes(Vec<NodeId>, NodeCommand),
+    /// Apply an action now and record it.
+    Apply {
+        /// What.
+        action: Action,
+        /// Who asked (`inject`, `dashboard`, …).
+        source: String,
+        /// Where to send the timeline entry or the error.
+        reply: Option<oneshot::Sender<Result<TimelineEntry, String>>>,
+    },
 }
 
 struct NodeSlot {
     mailbox: Arc<Mailbox>,
     task: Option<JoinHandle<NodeOutcome>>,
+    link: Arc<LinkConditions>,
+    interval: Duration,
 }
 
 struct AggregatorSlot {
     control: Arc<AggregatorControl>,
     task: Option<JoinHandle<()>>,
     incarnation: u64,
+    link: Arc<LinkConditions>,
+}
+
+/// Starts nodes at a steady rate.
+#[derive(Debug)]
+struct Ramp {
+    start: Instant,
+    count: usize,
+    over: Duration,
+    started: usize,
+}
+
+/// Undoes a timed fault.
+enum Restore {
+    Heal(Vec<Arc<LinkConditions>>),
+    ClearLatency(Vec<Arc<LinkConditions>>),
+    ClearLoss(Vec<Arc<LinkConditions>>),
+    Intervals(Vec<(usize, Duration)>),
+}
+
+struct PendingRestore {
+    at: Instant,
+    restore: Restore,
+    description: String,
+    action: &'static str,
+}
+
+struct RogueRun {
+    kind: RogueKind,
+    started_at_s: f64,
+    counters: Arc<RogueCounters>,
+    task: JoinHandle<()>,
 }
 
 /// Per-second sampling state.
@@ -321,6 +467,28 @@ fn rss_of(pid: &str) -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// Log-spaced latency buckets for display: upper bounds 0.1 ms … ~6.5 s.
+fn buckets(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    let mut out = Vec::new();
+    let mut lower = 0u64;
+    let mut upper = 100u64; // µs
+    while upper <= 6_553_600 {
+        let n = h.count_between(lower, upper.saturating_sub(1));
+        out.push((upper as f64 / 1000.0, n));
+        lower = upper;
+        upper *= 2;
+    }
+    let rest = h.count_between(lower, u64::MAX);
+    if let Some(last) = out.last_mut() {
+        last.1 += rest;
+    }
+    out
+}
+
+/// Key for the random choices of injected actions (scenario entries use
+/// their own index, so a scenario picks the same nodes every run).
+const INJECTED_KEYS: u32 = 1 << 30;
+
 /// A running mesh.
 pub struct Mesh {
     config: MeshConfig,
@@ -333,9 +501,19 @@ pub struct Mesh {
     node_rt: Arc<NodeRuntime>,
     agg_rt: Arc<AggregatorRuntime>,
     nodes: Vec<NodeSlot>,
+    next_node: usize,
     aggregators: Vec<AggregatorSlot>,
     phase: Phase,
     nodes_started_at: Option<Instant>,
+    ramps: Vec<Ramp>,
+    restores: Vec<PendingRestore>,
+    timeline: Vec<TimelineEntry>,
+    /// Nodes a fault silenced or disconnected on purpose: their node-down
+    /// reports are true positives.
+    touched: BTreeSet<u32>,
+    injected_broker_restarts: u64,
+    injections: u32,
+    rogues: Vec<RogueRun>,
     sampler: Sampler,
 }
 
@@ -366,7 +544,7 @@ impl Mesh {
             } => BrokerSpec::Embedded {
                 program,
                 // Spread clients so each listener sees a few thousand at most.
-                listeners: listeners.max((nodes as usize).div_ceil(2500)).clamp(1, 8),
+                listeners: listeners.max((nodes as usize).div_ceil(2500)).clamp(1, 16),
                 max_connections: max_connections.max(nodes as usize * 5 / 4 + 1024),
                 ports,
             },
@@ -399,18 +577,23 @@ impl Mesh {
             keep_alive_secs: 5,
             connect_timeout: Duration::from_secs(3),
         });
+        let interval = config.node.sample_interval;
         let mut mesh = Self {
             nodes: (0..nodes)
                 .map(|_| NodeSlot {
                     mailbox: Arc::new(Mailbox::default()),
                     task: None,
+                    link: Arc::new(LinkConditions::default()),
+                    interval,
                 })
                 .collect(),
+            next_node: 0,
             aggregators: (0..config.aggregators)
                 .map(|_| AggregatorSlot {
                     control: Arc::new(AggregatorControl::default()),
                     task: None,
                     incarnation: 0,
+                    link: Arc::new(LinkConditions::default()),
                 })
                 .collect(),
             config,
@@ -424,6 +607,13 @@ impl Mesh {
             agg_rt,
             phase: Phase::Starting,
             nodes_started_at: None,
+            ramps: Vec::new(),
+            restores: Vec::new(),
+            timeline: Vec::new(),
+            touched: BTreeSet::new(),
+            injected_broker_restarts: 0,
+            injections: 0,
+            rogues: Vec::new(),
             sampler: Sampler::default(),
         };
         for id in 0..mesh.config.aggregators {
@@ -447,6 +637,7 @@ impl Mesh {
             agg,
             self.agg_rt.clone(),
             slot.control.clone(),
+            slot.link.clone(),
         )));
     }
 
@@ -502,35 +693,113 @@ impl Mesh {
         &self.broker
     }
 
-    /// Since the first node started (zero before).
+    /// Since the nodes' time zero (zero before).
     pub fn elapsed(&self) -> Duration {
         self.nodes_started_at
             .map_or(Duration::ZERO, |t| t.elapsed())
     }
 
-    /// Starts every node, `connect_rate` per second, calling `tick` about
-    /// every 100 ms (so a caller can sample and watch while the ramp runs).
-    /// Returns early, with the nodes started so far, if `stop` turns true.
-    pub async fn start_nodes(&mut self, stop: &mut watch::Receiver<bool>) {
-        self.phase = Phase::Ramping;
+    /// What happened on purpose so far.
+    pub fn timeline(&self) -> &[TimelineEntry] {
+        &self.timeline
+    }
+
+    /// Starts the nodes' clock. Without `ramp` entries in the schedule,
+    /// every node starts at the configured connect rate from now.
+    pub fn begin(&mut self) {
+        if self.nodes_started_at.is_some() {
+            return;
+        }
         self.nodes_started_at = Some(Instant::now());
-        let rate = f64::from(self.config.connect_rate);
-        let start = Instant::now();
-        let total = self.nodes.len();
-        let mut started = 0;
-        while started < total {
-            if *stop.borrow() {
-                break;
-            }
-            let due = ((start.elapsed().as_secs_f64() * rate) as usize + 1).min(total);
-            while started < due {
-                self.spawn_node(started);
-                started += 1;
-            }
+        self.phase = Phase::Ramping;
+        let ramps_scheduled = self
+            .config
+            .schedule
+            .iter()
+            .any(|s| matches!(s.action, Action::Ramp { .. }));
+        if !ramps_scheduled {
+            let count = self.nodes.len();
+            let over = Duration::from_secs_f64(count as f64 / f64::from(self.config.connect_rate));
+            self.ramps.push(Ramp {
+                start: Instant::now(),
+                count,
+                over,
+                started: 0,
+            });
+        }
+    }
+
+    /// Starts every node at the connect rate and waits until all have
+    /// started, sampling on the way. Returns early if `stop` turns true.
+    pub async fn start_nodes(&mut self, stop: &mut watch::Receiver<bool>) {
+        self.begin();
+        while self.next_node < self.nodes.len() && !*stop.borrow() {
+            self.step();
             self.maybe_tick();
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        self.phase = Phase::Running;
+    }
+
+    /// Starts nodes that ramps have made due and undoes timed faults that
+    /// have run their course. Call often (every few tens of milliseconds).
+    pub fn step(&mut self) {
+        let now = Instant::now();
+        let mut due_total = 0;
+        for ramp in &mut self.ramps {
+            let fraction = if ramp.over.is_zero() {
+                1.0
+            } else {
+                (now.saturating_duration_since(ramp.start).as_secs_f64() / ramp.over.as_secs_f64())
+                    .min(1.0)
+            };
+            let due = ((fraction * ramp.count as f64).ceil() as usize).min(ramp.count);
+            due_total += due - ramp.started;
+            ramp.started = due;
+        }
+        self.ramps.retain(|r| r.started < r.count);
+        for _ in 0..due_total {
+            if self.next_node >= self.nodes.len() {
+                break;
+            }
+            self.spawn_node(self.next_node);
+            self.next_node += 1;
+        }
+        if self.phase == Phase::Ramping && self.ramps.is_empty() {
+            self.phase = Phase::Running;
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.restores)
+            .into_iter()
+            .partition(|r| r.at <= now);
+        self.restores = later;
+        for r in due {
+            match &r.restore {
+                Restore::Heal(links) => links.iter().for_each(|l| l.heal()),
+                Restore::ClearLatency(links) => links
+                    .iter()
+                    .for_each(|l| l.set_latency(Duration::ZERO, Duration::ZERO)),
+                Restore::ClearLoss(links) => links.iter().for_each(|l| l.set_loss(0.0)),
+                Restore::Intervals(list) => {
+                    for &(i, d) in list {
+                        self.nodes[i].interval = d;
+                        self.nodes[i]
+                            .mailbox
+                            .send(NodeCommand::SetSampleInterval(d));
+                    }
+                }
+            }
+            self.record(TimelineEntry {
+                at_s: self.elapsed().as_secs_f64(),
+                source: "scheduled end".into(),
+                action: r.action.into(),
+                description: r.description,
+                nodes: Vec::new(),
+                wards: Vec::new(),
+                aggregator: None,
+                onsets: Vec::new(),
+                detail: serde_json::Value::Null,
+                error: None,
+            });
+        }
     }
 
     fn spawn_node(&mut self, index: usize) {
@@ -543,6 +812,7 @@ impl Mesh {
             self.config.oxygen_share,
             self.config.scale2_share,
         );
+        config.sample_interval = self.nodes[index].interval;
         let key = self.keys.derive(Principal::Node(id));
         let node = Node::new(
             id,
@@ -557,46 +827,335 @@ impl Mesh {
             node,
             self.node_rt.clone(),
             slot.mailbox.clone(),
+            slot.link.clone(),
         )));
     }
 
-    /// Applies a command.
-    pub async fn command(&mut self, command: MeshCommand) -> Result<(), MeshError> {
-        match command {
-            MeshCommand::KillAggregator(id) => {
-                let slot = self.aggregators.get_mut(usize::from(id.0)).ok_or_else(|| {
-                    MeshError::config("aggregator", format!("'{}' does not exist", id.0))
-                })?;
-                if let Some(task) = slot.task.take() {
-                    slot.control.stop(AggregatorStop::Kill);
-                    let _ = task.await;
-                    self.collector
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .aggregator_restarted(id);
-                }
-            }
-            MeshCommand::RestartAggregator(id) => {
-                if usize::from(id.0) >= self.aggregators.len() {
-                    return Err(MeshError::config(
-                        "aggregator",
-                        format!("'{}' does not exist", id.0),
-                    ));
-                }
-                if self.aggregators[usize::from(id.0)].task.is_none() {
-                    self.spawn_aggregator(id);
-                }
-            }
-            MeshCommand::RestartBroker => self.broker.restart("injected").await?,
-            MeshCommand::Nodes(ids, command) => {
-                for id in ids {
-                    if let Some(slot) = self.nodes.get(id.0 as usize) {
-                        slot.mailbox.send(command.clone());
-                    }
-                }
+    fn record(&mut self, entry: TimelineEntry) {
+        self.timeline.push(entry);
+    }
+
+    fn send(&self, nodes: &[NodeId], command: &NodeCommand) {
+        for n in nodes {
+            if let Some(slot) = self.nodes.get(n.0 as usize) {
+                slot.mailbox.send(command.clone());
             }
         }
-        Ok(())
+    }
+
+    /// The links of a group, and who they belong to.
+    fn links_of(
+        &self,
+        group: &Group,
+        rng: &mut rand_chacha::ChaCha8Rng,
+    ) -> (Vec<Arc<LinkConditions>>, Vec<NodeId>, Option<u16>) {
+        match group {
+            Group::Nodes(selector) => {
+                let nodes = resolve::resolve(selector, &self.config.population, rng);
+                (
+                    nodes
+                        .iter()
+                        .map(|n| self.nodes[n.0 as usize].link.clone())
+                        .collect(),
+                    nodes,
+                    None,
+                )
+            }
+            Group::Aggregator(a) => (
+                vec![self.aggregators[usize::from(*a)].link.clone()],
+                Vec::new(),
+                Some(*a),
+            ),
+        }
+    }
+
+    /// Applies an action now, records it in the timeline and returns the entry.
+    /// `key` seeds its random choices (scenario entries pass their index).
+    pub async fn apply(
+        &mut self,
+        action: &Action,
+        source: &str,
+        key: Option<u32>,
+    ) -> TimelineEntry {
+        let key = key.unwrap_or_else(|| {
+            self.injections += 1;
+            INJECTED_KEYS + self.injections
+        });
+        let mut rng = resolve::event_rng(self.config.seed, key);
+        let now = Instant::now();
+        let now_ts = self.clock.now();
+        let at_s = self.elapsed().as_secs_f64();
+        let mut entry = TimelineEntry {
+            at_s,
+            source: source.into(),
+            action: action.name().into(),
+            description: action.to_string(),
+            nodes: Vec::new(),
+            wards: Vec::new(),
+            aggregator: None,
+            onsets: Vec::new(),
+            detail: serde_json::to_value(action).unwrap_or_default(),
+            error: None,
+        };
+        let population = self.config.population;
+        let node_targets = |s: &NodeSelector, rng: &mut rand_chacha::ChaCha8Rng| {
+            resolve::resolve(s, &population, rng)
+        };
+        let timed = |for_: &Duration| now + *for_;
+        match action {
+            Action::Ramp { count, over } => {
+                let remaining = self.nodes.len()
+                    - self.next_node
+                    - self
+                        .ramps
+                        .iter()
+                        .map(|r| r.count - r.started)
+                        .sum::<usize>();
+                let count = count.map_or(remaining, |c| (c as usize).min(remaining));
+                self.ramps.push(Ramp {
+                    start: now,
+                    count,
+                    over: *over,
+                    started: 0,
+                });
+                entry.description = format!(
+                    "start {count} nodes over {}",
+                    vitalmesh_scenario::duration::format(*over)
+                );
+            }
+            Action::Leave { target } => {
+                let nodes = node_targets(target, &mut rng);
+                self.send(&nodes, &NodeCommand::ShutDown);
+                self.touched.extend(nodes.iter().map(|n| n.0));
+                entry.nodes = nodes.iter().map(|n| n.0).collect();
+            }
+            Action::SampleRate { target, interval } => {
+                let nodes = node_targets(target, &mut rng);
+                for n in &nodes {
+                    self.nodes[n.0 as usize].interval = *interval;
+                }
+                self.send(&nodes, &NodeCommand::SetSampleInterval(*interval));
+                entry.nodes = nodes.iter().map(|n| n.0).collect();
+            }
+            Action::Burst {
+                target,
+                interval,
+                for_,
+            } => {
+                let nodes = node_targets(target, &mut rng);
+                let before: Vec<(usize, Duration)> = nodes
+                    .iter()
+                    .map(|n| (n.0 as usize, self.nodes[n.0 as usize].interval))
+                    .collect();
+                self.send(&nodes, &NodeCommand::SetSampleInterval(*interval));
+                self.restores.push(PendingRestore {
+                    at: timed(for_),
+                    restore: Restore::Intervals(before),
+                    description: format!("burst of {} nodes ended", nodes.len()),
+                    action: "burst",
+                });
+                entry.nodes = nodes.iter().map(|n| n.0).collect();
+            }
+            Action::KillNodes { target } | Action::RebootNodes { target } => {
+                let nodes = node_targets(target, &mut rng);
+                let command = if matches!(action, Action::KillNodes { .. }) {
+                    NodeCommand::Crash
+                } else {
+                    NodeCommand::Reboot
+                };
+                self.send(&nodes, &command);
+                self.touched.extend(nodes.iter().map(|n| n.0));
+                entry.nodes = nodes.iter().map(|n| n.0).collect();
+            }
+            Action::RestartNodes { target } => {
+                let nodes = node_targets(target, &mut rng);
+                self.send(&nodes, &NodeCommand::Restart);
+                entry.nodes = nodes.iter().map(|n| n.0).collect();
+            }
+            Action::Deterioration { target } => {
+                let nodes = node_targets(target, &mut rng);
+                self.send(&nodes, &NodeCommand::Deteriorate);
+                entry.nodes = nodes.iter().map(|n| n.0).collect();
+            }
+            Action::SensorFault {
+                target,
+                sign,
+                mode,
+                for_,
+            } => {
+                let nodes = node_targets(target, &mut rng);
+                let fault = SensorFault {
+                    sign: *sign,
+                    mode: *mode,
+                    since: now_ts,
+                    until: for_.map(|d| now_ts + d),
+                };
+                self.send(&nodes, &NodeCommand::InjectFault(fault));
+                entry.nodes = nodes.iter().map(|n| n.0).collect();
+            }
+            Action::Outbreak {
+                ward,
+                attack_rate,
+                onset_median,
+                onset_spread,
+            } => {
+                let cases = resolve::outbreak_onsets(
+                    *ward,
+                    *attack_rate,
+                    *onset_median,
+                    *onset_spread,
+                    &population,
+                    &mut rng,
+                );
+                for (node, after) in &cases {
+                    self.send(
+                        &[*node],
+                        &NodeCommand::Fever {
+                            onset: now_ts + *after,
+                        },
+                    );
+                }
+                entry.wards = vec![*ward];
+                entry.nodes = cases.iter().map(|(n, _)| n.0).collect();
+                entry.onsets = cases
+                    .iter()
+                    .map(|(n, d)| (n.0, at_s + d.as_secs_f64()))
+                    .collect();
+            }
+            Action::KillAggregator { aggregator } => {
+                let id = AggregatorId(*aggregator);
+                let slot = &mut self.aggregators[usize::from(*aggregator)];
+                match slot.task.take() {
+                    Some(task) => {
+                        slot.control.stop(AggregatorStop::Kill);
+                        let _ = task.await;
+                        self.collector
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .aggregator_restarted(id);
+                    }
+                    None => entry.error = Some(format!("aggregator {aggregator} is not running")),
+                }
+                entry.aggregator = Some(*aggregator);
+            }
+            Action::RestartAggregator { aggregator } => {
+                if self.aggregators[usize::from(*aggregator)].task.is_none() {
+                    self.spawn_aggregator(AggregatorId(*aggregator));
+                } else {
+                    entry.error = Some(format!("aggregator {aggregator} is already running"));
+                }
+                entry.aggregator = Some(*aggregator);
+            }
+            Action::RestartBroker => {
+                // Every connection drops: true for every started node.
+                self.touched.extend(0..self.next_node as u32);
+                match self.broker.restart("injected").await {
+                    Ok(()) => self.injected_broker_restarts += 1,
+                    Err(e) => entry.error = Some(e.to_string()),
+                }
+            }
+            Action::Partition { group, for_ } => {
+                let (links, nodes, aggregator) = self.links_of(group, &mut rng);
+                links.iter().for_each(|l| l.partition());
+                self.touched.extend(nodes.iter().map(|n| n.0));
+                self.restores.push(PendingRestore {
+                    at: timed(for_),
+                    restore: Restore::Heal(links),
+                    description: format!("partition of {group} ended"),
+                    action: "partition",
+                });
+                entry.nodes = nodes.iter().map(|n| n.0).collect();
+                entry.aggregator = aggregator;
+            }
+            Action::Latency {
+                group,
+                latency,
+                jitter,
+                for_,
+            } => {
+                let (links, nodes, aggregator) = self.links_of(group, &mut rng);
+                links.iter().for_each(|l| l.set_latency(*latency, *jitter));
+                self.touched.extend(nodes.iter().map(|n| n.0));
+                self.restores.push(PendingRestore {
+                    at: timed(for_),
+                    restore: Restore::ClearLatency(links),
+                    description: format!("added latency on {group} ended"),
+                    action: "latency",
+                });
+                entry.nodes = nodes.iter().map(|n| n.0).collect();
+                entry.aggregator = aggregator;
+            }
+            Action::PacketLoss { group, share, for_ } => {
+                let (links, nodes, aggregator) = self.links_of(group, &mut rng);
+                links.iter().for_each(|l| l.set_loss(*share));
+                self.touched.extend(nodes.iter().map(|n| n.0));
+                self.restores.push(PendingRestore {
+                    at: timed(for_),
+                    restore: Restore::ClearLoss(links),
+                    description: format!("packet loss on {group} ended"),
+                    action: "packet_loss",
+                });
+                entry.nodes = nodes.iter().map(|n| n.0).collect();
+                entry.aggregator = aggregator;
+            }
+            Action::Rogue {
+                kind,
+                messages,
+                connections,
+                rate,
+            } => {
+                let counters = Arc::new(RogueCounters::default());
+                let target = RogueTarget {
+                    broker: self.broker.addrs()[0],
+                    topics: self.node_rt.topics.clone(),
+                    partitioning: Partitioning::new(self.config.partitions).expect("validated"),
+                    nodes: self.config.population.nodes(),
+                };
+                let seed = self.config.seed ^ u64::from(key);
+                let task = tokio::spawn(rogue::run(
+                    *kind,
+                    *messages,
+                    *connections,
+                    *rate,
+                    target,
+                    seed,
+                    counters.clone(),
+                ));
+                self.rogues.push(RogueRun {
+                    kind: *kind,
+                    started_at_s: at_s,
+                    counters,
+                    task,
+                });
+            }
+        }
+        if let Some(ward) = match action {
+            Action::Leave { target }
+            | Action::SampleRate { target, .. }
+            | Action::Burst { target, .. }
+            | Action::KillNodes { target }
+            | Action::RebootNodes { target }
+            | Action::RestartNodes { target }
+            | Action::Deterioration { target }
+            | Action::SensorFault { target, .. } => target.ward,
+            Action::Partition {
+                group: Group::Nodes(t),
+                ..
+            }
+            | Action::Latency {
+                group: Group::Nodes(t),
+                ..
+            }
+            | Action::PacketLoss {
+                group: Group::Nodes(t),
+                ..
+            } => t.ward,
+            _ => None,
+        } {
+            entry.wards = vec![ward];
+        }
+        self.record(entry.clone());
+        entry
     }
 
     /// Samples once a second (calls more often are ignored).
@@ -607,6 +1166,7 @@ impl Mesh {
         let seconds_done = self.sampler.throughput.produced.len();
         if started.elapsed() < Duration::from_secs(seconds_done as u64 + 1) {
             if self.sampler.all_connected_after.is_none()
+                && self.next_node == self.nodes.len()
                 && self.counters.connected.load(Ordering::Relaxed) >= self.nodes.len() as i64
             {
                 self.sampler.all_connected_after = Some(started.elapsed());
@@ -660,6 +1220,7 @@ impl Mesh {
     pub fn snapshot(&self) -> Snapshot {
         let c = &self.counters;
         let col = self.collector.lock().unwrap_or_else(|p| p.into_inner());
+        let recent = col.window_histogram();
         Snapshot {
             scenario: self.config.scenario.clone(),
             seed: self.config.seed,
@@ -669,6 +1230,7 @@ impl Mesh {
             elapsed: self.elapsed(),
             planned: self.config.duration,
             nodes: self.nodes.len() as u32,
+            started: self.next_node as u32,
             connected: c.connected.load(Ordering::Relaxed),
             produced: LiveCounters::get(&c.produced),
             published: LiveCounters::get(&c.published),
@@ -678,16 +1240,27 @@ impl Mesh {
             buffered: c.buffered.load(Ordering::Relaxed),
             dropped_overflow: LiveCounters::get(&c.dropped_overflow),
             lost_on_crash: LiveCounters::get(&c.lost_on_crash),
+            rejected: col.rejected.values().sum(),
             rate: self.sampler.rate,
             history: self.sampler.history.iter().copied().collect(),
-            latency_recent: Percentiles::of(&col.window_histogram()),
+            latency_recent: Percentiles::of(&recent),
             latency_total: Percentiles::of(&col.e2e_total),
+            latency_recent_buckets: buckets(&recent),
+            latency_total_buckets: buckets(&col.e2e_total),
             publish_ack: Percentiles::of(&c.publish_ack_latency.snapshot()),
             node_health: c.health(),
             nodes_down: col.nodes_down.iter().map(|n| n.0).collect(),
             population: self.config.population,
             aggregators: col.aggregators.values().cloned().collect(),
             alerts: col.alerts.iter().rev().take(100).rev().copied().collect(),
+            timeline: self
+                .timeline
+                .iter()
+                .rev()
+                .take(100)
+                .rev()
+                .cloned()
+                .collect(),
             broker: self.broker.report(),
             rss_bytes: self.sampler.rss,
             broker_rss_bytes: self.sampler.broker_rss,
@@ -698,6 +1271,17 @@ impl Mesh {
     pub async fn finish(mut self, interrupted: bool) -> Outcome {
         let ran_for = self.elapsed();
         self.phase = Phase::Draining;
+        // Heal every network fault: the drain must be able to deliver.
+        for r in std::mem::take(&mut self.restores) {
+            match r.restore {
+                Restore::Heal(links) => links.iter().for_each(|l| l.heal()),
+                Restore::ClearLatency(links) => links
+                    .iter()
+                    .for_each(|l| l.set_latency(Duration::ZERO, Duration::ZERO)),
+                Restore::ClearLoss(links) => links.iter().for_each(|l| l.set_loss(0.0)),
+                Restore::Intervals(_) => {}
+            }
+        }
         for slot in &self.nodes {
             slot.mailbox.send(NodeCommand::StopSampling);
         }
@@ -722,6 +1306,9 @@ impl Mesh {
                 slot.control.stop(AggregatorStop::Leave);
                 let _ = task.await;
             }
+        }
+        for rogue in &self.rogues {
+            rogue.task.abort();
         }
         self.phase = Phase::Done;
         let report = self.build_report(&outcomes, ran_for, interrupted);
@@ -754,6 +1341,40 @@ impl Mesh {
         let nodes = u64::from(self.config.population.nodes()).max(1);
         let process_peak = self.sampler.process_peak.max(rss_of("self"));
         let c = &self.counters;
+        let broker = self.broker.report();
+        let false_node_down: Vec<u32> = col
+            .nodes_ever_down
+            .iter()
+            .map(|n| n.0)
+            .filter(|n| !self.touched.contains(n))
+            .collect();
+        let latency = LatencyReport {
+            end_to_end: Percentiles::of(&col.e2e_total),
+            publish_ack: Percentiles::of(&c.publish_ack_latency.snapshot()),
+        };
+        let rejected: u64 = col.rejected.values().sum();
+        let l = &ledger.total;
+        let figures = SloFigures {
+            unexplained: l.unexplained,
+            delivered_share: if l.produced == 0 {
+                0.0
+            } else {
+                l.delivered as f64 / l.produced as f64
+            },
+            p50_ms: latency.end_to_end.p50_ms,
+            p99_ms: latency.end_to_end.p99_ms,
+            p999_ms: latency.end_to_end.p99_9_ms,
+            max_ms: latency.end_to_end.max_ms,
+            dropped_overflow: l.dropped_overflow,
+            lost_on_crash: l.lost_on_crash,
+            duplicates: l.duplicates,
+            connect_failures: LiveCounters::get(&c.connect_failures),
+            false_node_down: false_node_down.len() as u64,
+            rejected,
+            unplanned_broker_restarts: broker
+                .process_restarts
+                .saturating_sub(self.injected_broker_restarts),
+        };
         Report {
             schema: REPORT_SCHEMA,
             vitalmesh_version: env!("CARGO_PKG_VERSION"),
@@ -772,12 +1393,10 @@ impl Mesh {
                 connect_rate: self.config.connect_rate,
                 duration_s: self.config.duration.as_secs_f64(),
             },
-            broker: self.broker.report(),
+            broker,
+            slo: vitalmesh_scenario::slo::evaluate(&self.config.slos, &figures),
             ledger,
-            latency: LatencyReport {
-                end_to_end: Percentiles::of(&col.e2e_total),
-                publish_ack: Percentiles::of(&c.publish_ack_latency.snapshot()),
-            },
+            latency,
             throughput: self.sampler.throughput.clone(),
             connections: ConnectionsReport {
                 attempts: LiveCounters::get(&c.connect_attempts),
@@ -806,9 +1425,23 @@ impl Mesh {
             alerts: AlertsReport {
                 counts: col.alert_counts.clone(),
                 nodes_reported_down: col.nodes_ever_down.iter().map(|n| n.0).collect(),
+                false_node_down,
                 recent: col.alerts.iter().rev().take(200).rev().copied().collect(),
             },
             rejected: col.rejected.clone(),
+            rejected_examples: col.rejected_examples.clone(),
+            timeline: self.timeline.clone(),
+            rogue: self
+                .rogues
+                .iter()
+                .map(|r| RogueReport {
+                    kind: r.kind,
+                    started_at_s: r.started_at_s,
+                    messages_sent: r.counters.messages.load(Ordering::Relaxed),
+                    connections_opened: r.counters.connections.load(Ordering::Relaxed),
+                    dropped_by_broker: r.counters.dropped_by_broker.load(Ordering::Relaxed),
+                })
+                .collect(),
         }
     }
 }
@@ -832,36 +1465,77 @@ pub struct RunControl {
     /// Receives a snapshot about every second (dropped when the receiver
     /// lags: the latest matters).
     pub snapshots: Option<mpsc::Sender<Snapshot>>,
-    /// Commands to apply while running.
+    /// Commands to apply while running (the dashboard's keys).
     pub commands: Option<mpsc::Receiver<MeshCommand>>,
+    /// Serve live injection on this Unix socket.
+    pub control_socket: Option<PathBuf>,
 }
 
-/// Runs a mesh for its planned duration, or until stopped.
+/// Runs a mesh for its planned duration, or until stopped: scheduled
+/// actions fire on time, injected ones as they come.
 pub async fn run(config: MeshConfig, mut control: RunControl) -> Result<Outcome, MeshError> {
-    let mut mesh = Mesh::start(config).await?;
-    mesh.start_nodes(&mut control.stop).await;
-    let end = Instant::now() + mesh.config.duration.saturating_sub(mesh.elapsed());
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_snapshot = Instant::now();
-    let mut interrupted = *control.stop.borrow();
-    while !interrupted && Instant::now() < end {
-        tokio::select! {
-            _ = tick.tick() => {}
-            changed = control.stop.changed() => {
-                interrupted = changed.is_err() || *control.stop.borrow();
+    let schedule = config.schedule.clone();
+    let limits = config.limits();
+    let (inject_tx, mut inject_rx) = mpsc::channel::<MeshCommand>(16);
+    let server = match &control.control_socket {
+        Some(path) => Some(tokio::spawn(crate::control::serve(
+            crate::control::bind(path)?,
+            limits,
+            inject_tx.clone(),
+        ))),
+        None => None,
+    };
+    drop(inject_tx);
+    let result = async {
+        let mut mesh = Mesh::start(config).await?;
+        mesh.begin();
+        let end = Instant::now() + mesh.config.duration;
+        let mut next = 0;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_snapshot: Option<Instant> = None;
+        let mut interrupted = *control.stop.borrow();
+        while !interrupted && Instant::now() < end {
+            let command = tokio::select! {
+                _ = tick.tick() => None,
+                changed = control.stop.changed() => {
+                    interrupted = changed.is_err() || *control.stop.borrow();
+                    None
+                }
+                Some(cmd) = inject_rx.recv() => Some(cmd),
+                Some(cmd) = async { control.commands.as_mut()?.recv().await }, if control.commands.is_some() => Some(cmd),
+            };
+            if let Some(MeshCommand::Apply { action, source, reply }) = command {
+                let entry = mesh.apply(&action, &source, None).await;
+                if let Some(reply) = reply {
+                    let _ = reply.send(match &entry.error {
+                        Some(e) => Err(e.clone()),
+                        None => Ok(entry),
+                    });
+                }
             }
-            Some(cmd) = async { control.commands.as_mut()?.recv().await }, if control.commands.is_some() => {
-                let _ = mesh.command(cmd).await;
+            while let Some(s) = schedule.get(next).filter(|s| s.at <= mesh.elapsed()) {
+                let index = next as u32;
+                mesh.apply(&s.action, &s.origin, Some(index)).await;
+                next += 1;
+            }
+            mesh.step();
+            mesh.maybe_tick();
+            if let Some(tx) = &control.snapshots {
+                if last_snapshot.is_none_or(|t| t.elapsed() >= Duration::from_millis(500)) {
+                    last_snapshot = Some(Instant::now());
+                    let _ = tx.try_send(mesh.snapshot());
+                }
             }
         }
-        mesh.maybe_tick();
-        if let Some(tx) = &control.snapshots {
-            if last_snapshot.elapsed() >= Duration::from_millis(900) {
-                last_snapshot = Instant::now();
-                let _ = tx.try_send(mesh.snapshot());
-            }
-        }
+        Ok(mesh.finish(interrupted).await)
     }
-    Ok(mesh.finish(interrupted).await)
+    .await;
+    if let Some(server) = server {
+        server.abort();
+    }
+    if let Some(path) = &control.control_socket {
+        let _ = std::fs::remove_file(path);
+    }
+    result
 }

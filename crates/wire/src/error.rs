@@ -54,6 +54,20 @@ pub enum WireError {
 }
 
 impl WireError {
+    /// A short, stable name for the kind of error, for counting.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "too_large",
+            Self::Truncated { .. } => "truncated",
+            Self::UnsupportedVersion { .. } => "unsupported_version",
+            Self::Malformed(_) => "malformed",
+            Self::TrailingBytes { .. } => "trailing_bytes",
+            Self::Invalid { .. } => "invalid",
+            Self::UnknownSender(_) => "unknown_sender",
+            Self::BadTag(_) => "bad_tag",
+        }
+    }
+
     pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::Invalid {
             field: field.into(),

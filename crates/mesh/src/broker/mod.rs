@@ -2,10 +2,11 @@
 //! process of this binary) or external (any MQTT 3.1.1 broker).
 //!
 //! The supervisor watches the embedded broker three ways: the child's exit
-//! (a crash), the child's own per-listener canary (it restarts listeners
-//! and reports it), and a canary from this process through the same path
-//! the nodes use (three failures in a row: the broker is killed and started
-//! again on the same ports). Every restart is counted and timestamped for
+//! (a crash), the child's own per-listener canary (it restarts a listener
+//! after two failures and reports it), and a canary from this process
+//! through the same path the nodes use (eight failures in a row, with no
+//! listener restart in between: the broker is killed and started again on
+//! the same ports). Healing escalates: listener first, process second. Every restart is counted and timestamped for
 //! the report. An external broker gets the canary only.
 
 pub mod child;
@@ -54,41 +55,17 @@ pub enum BrokerSpec {
 impl BrokerSpec {
     /// Parses `mqtt://host:port` (port 1883 if absent).
     pub fn parse_url(url: &str) -> Result<Self, MeshError> {
-        let expected = "expected 'mqtt://host:port', for example 'mqtt://127.0.0.1:1883'";
-        let rest = url
-            .strip_prefix("mqtt://")
-            .or_else(|| url.strip_prefix("tcp://"))
-            .ok_or_else(|| {
-                MeshError::config(
-                    "broker",
-                    format!("'{url}' has no mqtt:// scheme; {expected}"),
-                )
-            })?;
-        let rest = rest.trim_end_matches('/');
-        let (host, port) = match rest.rsplit_once(':') {
-            Some((h, p)) => (
-                h,
-                p.parse::<u16>().map_err(|_| {
-                    MeshError::config(
-                        "broker",
-                        format!("'{p}' in '{url}' is not a port; {expected}"),
-                    )
-                })?,
-            ),
-            None => (rest, 1883),
-        };
-        if host.is_empty() {
-            return Err(MeshError::config(
-                "broker",
-                format!("'{url}' has no host; {expected}"),
-            ));
-        }
-        Ok(Self::External {
-            host: host.to_owned(),
-            port,
-        })
+        let (host, port) = vitalmesh_scenario::broker_url::parse(url)
+            .map_err(|e| MeshError::config("broker", e))?;
+        Ok(Self::External { host, port })
     }
 }
+
+/// Failed canaries in a row (one a second) before the broker process is
+/// restarted. The broker restarts a poisoned listener itself within about
+/// three seconds; the whole process is restarted only when that did not
+/// help: a listener restart first, a process restart second.
+const PROCESS_RESTART_AFTER: u32 = 8;
 
 /// Largest MQTT packet the runtime accepts or sends.
 pub const MAX_PACKET: usize = 64 * 1024;
@@ -353,6 +330,8 @@ impl BrokerHandle {
                                 if let Ok(Some(line)) = line {
                                     if let Some(rest) = line.strip_prefix("listener_restart ") {
                                         stats2.listener_restarts.fetch_add(1, Ordering::Relaxed);
+                                        // The broker is healing itself: give it the time.
+                                        failures_in_a_row = 0;
                                         // The broker's own panic message says what broke the listener.
                                         let cause = proc.stderr_tail.lock().unwrap_or_else(|p| p.into_inner())
                                             .iter().rev().find(|l| l.contains("panicked at")).cloned();
@@ -373,7 +352,9 @@ impl BrokerHandle {
                                         stats2.canary_failures.fetch_add(1, Ordering::Relaxed);
                                         failures_in_a_row += 1;
                                         event("canary_failed", format!("{addr}: {e}"));
-                                        (failures_in_a_row >= 3).then(|| ("unresponsive to three canaries in a row".to_owned(), None))
+                                        (failures_in_a_row >= PROCESS_RESTART_AFTER).then(|| {
+                                            (format!("unresponsive to {PROCESS_RESTART_AFTER} canaries in a row"), None)
+                                        })
                                     }
                                 }
                             }

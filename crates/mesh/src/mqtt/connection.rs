@@ -7,10 +7,14 @@
 //! [`Connection::next_incoming`]. Writes are queued by [`Connection::publish`]
 //! and friends and go out on the following `drive`s, so a slow or stalled
 //! socket never blocks the caller's own work.
+//!
+//! With [`LinkConditions`] attached, partitions, latency and loss act on the
+//! bytes here, at the socket (see [`super::link`]).
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -18,6 +22,7 @@ use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
 use super::codec::{self, ConnectOptions, Packet, QoS};
+use super::link::LinkConditions;
 use crate::MeshError;
 
 /// Something the broker sent, after the connection's own bookkeeping.
@@ -50,8 +55,17 @@ pub struct Connection {
     stream: TcpStream,
     rbuf: Vec<u8>,
     rpos: usize,
+    /// Queued by the application, not yet released to the socket.
     wbuf: Vec<u8>,
+    /// Released to the socket, from `wpos` on not yet written.
+    obuf: Vec<u8>,
     wpos: usize,
+    link: Option<Arc<LinkConditions>>,
+    /// Shaped bytes waiting for their time: (due, bytes), in order.
+    outbound: VecDeque<(Instant, Vec<u8>)>,
+    inbound: VecDeque<(Instant, Vec<u8>)>,
+    shaping_rng: u64,
+    lost_in_a_row: u32,
     max_packet: usize,
     keep_alive: Duration,
     last_sent: Instant,
@@ -70,15 +84,37 @@ impl Connection {
         timeout: Duration,
         max_packet: usize,
     ) -> Result<Self, MeshError> {
+        Self::connect_over(addr, options, timeout, max_packet, None).await
+    }
+
+    /// [`Connection::connect`] over a link with settable conditions.
+    pub async fn connect_over(
+        addr: SocketAddr,
+        options: &ConnectOptions,
+        timeout: Duration,
+        max_packet: usize,
+        link: Option<Arc<LinkConditions>>,
+    ) -> Result<Self, MeshError> {
         tokio::time::timeout(timeout, async {
+            // A partitioned client cannot reach the broker at all.
+            while link.as_ref().is_some_and(|l| l.is_partitioned()) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
+            let seed = stream.local_addr().map_or(1, |a| u64::from(a.port())) ^ 0x5DEE_CE66;
             let mut c = Self {
                 stream,
                 rbuf: Vec::new(),
                 rpos: 0,
                 wbuf: Vec::with_capacity(64),
+                obuf: Vec::new(),
                 wpos: 0,
+                link,
+                outbound: VecDeque::new(),
+                inbound: VecDeque::new(),
+                shaping_rng: seed,
+                lost_in_a_row: 0,
                 max_packet,
                 keep_alive: Duration::from_secs(u64::from(options.keep_alive_secs)),
                 last_sent: Instant::now(),
@@ -118,7 +154,55 @@ impl Connection {
 
     /// Bytes queued but not yet written.
     pub fn pending_bytes(&self) -> usize {
-        self.wbuf.len() - self.wpos
+        self.wbuf.len()
+            + (self.obuf.len() - self.wpos)
+            + self.outbound.iter().map(|(_, b)| b.len()).sum::<usize>()
+    }
+
+    fn socket_pending(&self) -> bool {
+        self.obuf.len() > self.wpos
+    }
+
+    /// Moves queued bytes towards the socket: straight through, or into the
+    /// delay queue when the link is shaped; releases delayed bytes that are
+    /// due, in both directions.
+    fn stage(&mut self, now: Instant) {
+        let shaping = self.link.as_ref().is_some_and(|l| l.is_shaping());
+        if !self.wbuf.is_empty() {
+            if shaping {
+                let delay = self.link_delay();
+                let due = self
+                    .outbound
+                    .back()
+                    .map_or(now + delay, |(last, _)| (*last).max(now + delay));
+                let chunk = std::mem::take(&mut self.wbuf);
+                self.outbound.push_back((due, chunk));
+            } else if self.obuf.len() == self.wpos && self.outbound.is_empty() {
+                // Fast path: swap buffers rather than copy.
+                self.obuf.clear();
+                self.wpos = 0;
+                std::mem::swap(&mut self.obuf, &mut self.wbuf);
+            } else {
+                let chunk = std::mem::take(&mut self.wbuf);
+                self.outbound.push_back((now, chunk));
+            }
+        }
+        while self.outbound.front().is_some_and(|(due, _)| *due <= now) {
+            let (_, chunk) = self.outbound.pop_front().expect("checked");
+            self.obuf.extend_from_slice(&chunk);
+        }
+        while self.inbound.front().is_some_and(|(due, _)| *due <= now) {
+            let (_, chunk) = self.inbound.pop_front().expect("checked");
+            self.compact_rbuf();
+            self.rbuf.extend_from_slice(&chunk);
+        }
+    }
+
+    fn link_delay(&mut self) -> Duration {
+        match &self.link {
+            Some(l) => l.delay(&mut self.shaping_rng, &mut self.lost_in_a_row),
+            None => Duration::ZERO,
+        }
     }
 
     fn alloc_pkid(&mut self) -> u16 {
@@ -157,26 +241,52 @@ impl Connection {
         let _ = tokio::time::timeout(timeout, self.flush()).await;
     }
 
-    /// Writes everything queued.
+    /// Writes everything queued, delayed bytes included (not while
+    /// partitioned: those bytes could not leave).
     pub async fn flush(&mut self) -> Result<(), MeshError> {
-        while self.pending_bytes() > 0 {
+        if self.link.as_ref().is_some_and(|l| l.is_partitioned()) {
+            return Ok(());
+        }
+        for (_, chunk) in std::mem::take(&mut self.outbound) {
+            self.obuf.extend_from_slice(&chunk);
+        }
+        let queued = std::mem::take(&mut self.wbuf);
+        self.obuf.extend_from_slice(&queued);
+        while self.socket_pending() {
             self.stream.writable().await?;
             self.write_some()?;
         }
         Ok(())
     }
 
-    /// Waits for the socket or the keep-alive deadline, then does what it
-    /// can without blocking. Cancel-safe.
+    /// Waits for the socket, a delayed chunk or the keep-alive deadline,
+    /// then does what it can without blocking. Cancel-safe.
     pub async fn drive(&mut self) -> Result<(), MeshError> {
-        let interest = if self.pending_bytes() > 0 {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
+        let now = Instant::now();
+        self.stage(now);
         let deadline = match self.ping_sent {
             Some(sent) => sent + self.keep_alive,
             None => self.last_sent + self.keep_alive,
+        };
+        if self.link.as_ref().is_some_and(|l| l.is_partitioned()) {
+            // No byte moves. Keep-alive still runs, and fails, as it would.
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                () = sleep_until(deadline) => self.on_keep_alive()?,
+            }
+            return Ok(());
+        }
+        let next_due = self
+            .outbound
+            .front()
+            .map(|(d, _)| *d)
+            .into_iter()
+            .chain(self.inbound.front().map(|(d, _)| *d))
+            .min();
+        let interest = if self.socket_pending() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
         };
         tokio::select! {
             ready = self.stream.ready(interest) => {
@@ -184,22 +294,28 @@ impl Connection {
                 if ready.is_readable() || ready.is_read_closed() {
                     self.read_some()?;
                 }
-                if ready.is_writable() && self.pending_bytes() > 0 {
+                if ready.is_writable() && self.socket_pending() {
                     self.write_some()?;
                 }
             }
-            () = sleep_until(deadline) => {
-                if self.ping_sent.is_some() {
-                    return Err(MeshError::Timeout("keep-alive: no PINGRESP"));
-                }
-                codec::write_pingreq(&mut self.wbuf);
-                self.ping_sent = Some(Instant::now());
-            }
+            () = async { sleep_until(next_due.expect("guarded")).await }, if next_due.is_some() => {}
+            () = sleep_until(deadline) => self.on_keep_alive()?,
         }
+        // Release what fell due while waiting, so the caller can parse it now.
+        self.stage(Instant::now());
         Ok(())
     }
 
-    fn read_some(&mut self) -> Result<(), MeshError> {
+    fn on_keep_alive(&mut self) -> Result<(), MeshError> {
+        if self.ping_sent.is_some() {
+            return Err(MeshError::Timeout("keep-alive: no PINGRESP"));
+        }
+        codec::write_pingreq(&mut self.wbuf);
+        self.ping_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    fn compact_rbuf(&mut self) {
         if self.rpos == self.rbuf.len() {
             self.rbuf.clear();
             self.rpos = 0;
@@ -211,6 +327,28 @@ impl Connection {
             self.rbuf.drain(..self.rpos);
             self.rpos = 0;
         }
+    }
+
+    fn read_some(&mut self) -> Result<(), MeshError> {
+        if self.link.as_ref().is_some_and(|l| l.is_shaping()) {
+            let mut chunk = Vec::with_capacity(4096);
+            return match self.stream.try_read_buf(&mut chunk) {
+                Ok(0) => Err(MeshError::ConnectionClosed),
+                Ok(_) => {
+                    let now = Instant::now();
+                    let delay = self.link_delay();
+                    let due = self
+                        .inbound
+                        .back()
+                        .map_or(now + delay, |(last, _)| (*last).max(now + delay));
+                    self.inbound.push_back((due, chunk));
+                    Ok(())
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+                Err(e) => Err(e.into()),
+            };
+        }
+        self.compact_rbuf();
         self.rbuf.reserve(1024);
         match self.stream.try_read_buf(&mut self.rbuf) {
             Ok(0) => Err(MeshError::ConnectionClosed),
@@ -221,11 +359,11 @@ impl Connection {
     }
 
     fn write_some(&mut self) -> Result<(), MeshError> {
-        match self.stream.try_write(&self.wbuf[self.wpos..]) {
+        match self.stream.try_write(&self.obuf[self.wpos..]) {
             Ok(n) => {
                 self.wpos += n;
-                if self.wpos == self.wbuf.len() {
-                    self.wbuf.clear();
+                if self.wpos == self.obuf.len() {
+                    self.obuf.clear();
                     self.wpos = 0;
                 }
                 self.last_sent = Instant::now();

@@ -12,6 +12,8 @@
 
 pub mod codec;
 pub mod connection;
+pub mod link;
 
 pub use codec::{ConnectOptions, QoS, Will};
 pub use connection::{Connection, Incoming};
+pub use link::LinkConditions;

@@ -1,10 +1,10 @@
-//! Human durations on the command line: `250ms`, `90s`, `5m`, `1h30m`, `2d`.
-
+//! Human durations: `250ms`, `90s`, `5m`, `1h30m`, `2d` — in scenario files
+//! and on the command line alike.
 use std::time::Duration;
 
 /// Parses a duration made of `<number><unit>` parts, units `ms`, `s`, `m`,
 /// `h`, `d`, largest first, each at most once (`1h30m`, not `30m1h`).
-pub(crate) fn parse(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, String> {
     let expected = "expected a duration such as '250ms', '90s', '5m', '1h30m' or '2d'";
     let mut rest = text.trim();
     if rest.is_empty() {
@@ -56,7 +56,7 @@ pub(crate) fn parse(text: &str) -> Result<Duration, String> {
 }
 
 /// Formats a duration the way [`parse`] reads it.
-pub(crate) fn format(d: Duration) -> String {
+pub fn format(d: Duration) -> String {
     let mut ms = d.as_millis();
     if ms == 0 {
         return "0s".into();

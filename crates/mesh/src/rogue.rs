@@ -1,0 +1,324 @@
+//! Misbehaving clients. Each really does what its name says, over its own
+//! TCP connections to the same broker the mesh uses:
+//!
+//! - **garbage**: random bytes published on real node topics;
+//! - **oversized**: payloads above the largest valid message, and every
+//!   tenth one above the broker's packet limit (the broker drops the
+//!   connection; the rogue reconnects under a new id and goes on);
+//! - **impersonate**: well-formed batches in a node's name, on its topic,
+//!   without its key;
+//! - **replay**: genuine node messages captured off the broker and published
+//!   again;
+//! - **connect flood**: many connections at once — a third complete the
+//!   handshake, a third send client ids brokers refuse (twice each: the
+//!   sequence that poisons a rumqttd 0.20 listener), a third open TCP and
+//!   never send CONNECT.
+//!
+//! What they achieve is measured elsewhere: aggregators count what they
+//! refuse, the ledger shows nothing was delivered that should not be, and
+//! the broker supervisor counts listener restarts.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep};
+use vitalmesh_scenario::RogueKind;
+use vitalmesh_wire::envelope::{DeviceKey, encode_to_vec};
+use vitalmesh_wire::{
+    Batch, Body, FaultFlags, NodeId, Partitioning, Sample, Timestamp, TopicScheme, Vitals,
+};
+
+use crate::broker::MAX_PACKET;
+use crate::mqtt::codec::{ConnectOptions, write_connect};
+use crate::mqtt::{Connection, Incoming, QoS};
+
+/// What a rogue client did.
+#[derive(Debug, Default)]
+pub(crate) struct RogueCounters {
+    pub(crate) messages: AtomicU64,
+    pub(crate) connections: AtomicU64,
+    pub(crate) dropped_by_broker: AtomicU64,
+}
+
+/// A rogue client's figures for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct RogueReport {
+    /// What kind.
+    pub kind: RogueKind,
+    /// Seconds into the run it started.
+    pub started_at_s: f64,
+    /// Messages published.
+    pub messages_sent: u64,
+    /// Connections opened.
+    pub connections_opened: u64,
+    /// Times the broker closed its connection.
+    pub dropped_by_broker: u64,
+}
+
+/// Everything a rogue needs to know about the mesh.
+#[derive(Debug, Clone)]
+pub(crate) struct RogueTarget {
+    pub(crate) broker: SocketAddr,
+    pub(crate) topics: TopicScheme,
+    pub(crate) partitioning: Partitioning,
+    pub(crate) nodes: u32,
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Runs one rogue client to completion.
+pub(crate) async fn run(
+    kind: RogueKind,
+    messages: u32,
+    connections: u32,
+    rate: f64,
+    target: RogueTarget,
+    seed: u64,
+    counters: Arc<RogueCounters>,
+) {
+    let mut rng = Rng(seed ^ 0xBAD_C0DE);
+    let pause = Duration::from_secs_f64(1.0 / rate.max(0.001));
+    match kind {
+        RogueKind::ConnectFlood => flood(connections, pause, &target, &mut rng, &counters).await,
+        RogueKind::Replay => replay(messages, pause, &target, &counters).await,
+        _ => publish_loop(kind, messages, pause, &target, &mut rng, &counters).await,
+    }
+}
+
+async fn connect(target: &RogueTarget, id: String, counters: &RogueCounters) -> Option<Connection> {
+    counters.connections.fetch_add(1, Ordering::Relaxed);
+    Connection::connect(
+        target.broker,
+        &ConnectOptions::new(id, 30),
+        Duration::from_secs(5),
+        MAX_PACKET * 4,
+    )
+    .await
+    .ok()
+}
+
+fn random_node_topic(target: &RogueTarget, rng: &mut Rng) -> (NodeId, String) {
+    let node = NodeId(rng.below(u64::from(target.nodes)) as u32);
+    (
+        node,
+        target
+            .topics
+            .data(target.partitioning.partition_of(node), node),
+    )
+}
+
+fn forged_batch(node: NodeId, rng: &mut Rng) -> Vec<u8> {
+    let sample = Sample {
+        node,
+        seq: rng.below(1000),
+        time: Timestamp::from_secs(1_767_225_600 + rng.below(86_400)),
+        vitals: Vitals {
+            heart_rate: Some(72),
+            resp_rate: Some(16),
+            spo2: Some(97),
+            temp_decicelsius: Some(370),
+            systolic: Some(120),
+            diastolic: Some(80),
+            consciousness: None,
+            on_oxygen: false,
+            spo2_scale: Default::default(),
+        },
+        battery_pct: 90,
+        faults: FaultFlags::empty(),
+    };
+    let body = Body::Batch(Batch {
+        node,
+        held_from: sample.seq,
+        samples: vec![sample],
+    });
+    // A key the rogue made up: it does not hold the node's.
+    let key = DeviceKey::from_bytes(rng.bytes(16).try_into().expect("16 bytes"));
+    encode_to_vec(&body, &key).expect("a one-sample batch is valid")
+}
+
+async fn publish_loop(
+    kind: RogueKind,
+    messages: u32,
+    pause: Duration,
+    target: &RogueTarget,
+    rng: &mut Rng,
+    counters: &RogueCounters,
+) {
+    let mut generation = 0u32;
+    let mut conn: Option<Connection> = None;
+    let mut sent = 0;
+    let mut next = Instant::now();
+    while sent < messages {
+        if conn.is_none() {
+            generation += 1;
+            conn = connect(
+                target,
+                format!("vm-rogue-{}-{generation}", rng.below(1 << 30)),
+                counters,
+            )
+            .await;
+            if conn.is_none() {
+                sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        }
+        let c = conn.as_mut().expect("connected above");
+        let (node, topic) = random_node_topic(target, rng);
+        let payload = match kind {
+            RogueKind::Garbage => {
+                let len = 1 + rng.below(300) as usize;
+                rng.bytes(len)
+            }
+            RogueKind::Oversized if sent % 10 == 9 => rng.bytes(MAX_PACKET + 1024),
+            RogueKind::Oversized => {
+                let len =
+                    vitalmesh_wire::envelope::MAX_MESSAGE_BYTES + 1 + rng.below(4096) as usize;
+                rng.bytes(len)
+            }
+            RogueKind::Impersonate => forged_batch(node, rng),
+            RogueKind::Replay | RogueKind::ConnectFlood => unreachable!("handled elsewhere"),
+        };
+        c.publish(&topic, &payload, QoS::AtMostOnce);
+        sent += 1;
+        counters.messages.fetch_add(1, Ordering::Relaxed);
+        next += pause;
+        // Push the bytes out and notice a broker that hung up on us.
+        let deadline = next.max(Instant::now() + Duration::from_millis(1));
+        loop {
+            tokio::select! {
+                r = c.drive() => {
+                    let ok = r.and_then(|()| { while c.next_incoming()?.is_some() {} Ok(()) });
+                    if ok.is_err() {
+                        counters.dropped_by_broker.fetch_add(1, Ordering::Relaxed);
+                        conn = None;
+                        break;
+                    }
+                    if c.pending_bytes() == 0 && Instant::now() >= deadline {
+                        break;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    if c.pending_bytes() == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if let Some(c) = conn {
+        c.close_gracefully(Duration::from_millis(500)).await;
+    }
+}
+
+async fn replay(messages: u32, pause: Duration, target: &RogueTarget, counters: &RogueCounters) {
+    let Some(mut c) = connect(
+        target,
+        format!("vm-rogue-replay-{}", std::process::id()),
+        counters,
+    )
+    .await
+    else {
+        return;
+    };
+    c.subscribe(&[(
+        &format!("{}/v1/p/+/+", target.topics.root()),
+        QoS::AtMostOnce,
+    )]);
+    let mut captured = Vec::new();
+    let until = Instant::now() + Duration::from_secs(10);
+    while captured.len() < messages as usize && Instant::now() < until {
+        let r = tokio::time::timeout(Duration::from_millis(200), c.drive()).await;
+        if matches!(r, Ok(Err(_))) {
+            return;
+        }
+        while let Ok(Some(incoming)) = c.next_incoming() {
+            if let Incoming::Message { topic, payload } = incoming {
+                captured.push((topic, payload));
+            }
+        }
+    }
+    c.unsubscribe(&[&format!("{}/v1/p/+/+", target.topics.root())]);
+    for (topic, payload) in captured {
+        c.publish(&topic, &payload, QoS::AtMostOnce);
+        counters.messages.fetch_add(1, Ordering::Relaxed);
+        let _ = tokio::time::timeout(pause, async {
+            loop {
+                if c.drive().await.is_err() {
+                    break;
+                }
+                while let Ok(Some(_)) = c.next_incoming() {}
+            }
+        })
+        .await;
+    }
+    c.close_gracefully(Duration::from_millis(500)).await;
+}
+
+async fn flood(
+    connections: u32,
+    pause: Duration,
+    target: &RogueTarget,
+    rng: &mut Rng,
+    counters: &RogueCounters,
+) {
+    let mut held = Vec::new();
+    for n in 0..connections {
+        counters.connections.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut s) = TcpStream::connect(target.broker).await else {
+            sleep(pause).await;
+            continue;
+        };
+        match n % 3 {
+            0 => {
+                let mut out = Vec::new();
+                write_connect(
+                    &mut out,
+                    &ConnectOptions::new(format!("vm-flood-{}-{n}", rng.below(1 << 30)), 30),
+                );
+                let _ = s.write_all(&out).await;
+                held.push(s);
+            }
+            1 => {
+                // An id with '/': refused without a CONNACK; then the same id
+                // again, which is what poisons a rumqttd 0.20 listener.
+                let id = format!("rogue/flood/{n}");
+                let mut out = Vec::new();
+                write_connect(&mut out, &ConnectOptions::new(id.clone(), 30));
+                let _ = s.write_all(&out).await;
+                drop(s);
+                if let Ok(mut again) = TcpStream::connect(target.broker).await {
+                    counters.connections.fetch_add(1, Ordering::Relaxed);
+                    let _ = again.write_all(&out).await;
+                }
+            }
+            _ => held.push(s), // connected, never says anything
+        }
+        sleep(pause).await;
+    }
+    // Keep the idle ones open a while, as a slowloris would, then go.
+    sleep(Duration::from_secs(5)).await;
+    drop(held);
+}

@@ -1,0 +1,39 @@
+//! Scenario files for vitalmesh: one reviewable TOML timeline of the
+//! population, the load and the faults of an experiment.
+//!
+//! # Promises
+//!
+//! - **Pure.** No I/O besides reading the file ([`load`]); no clock, no
+//!   global RNG. Selections and outbreak onsets come from the master seed
+//!   ([`resolve`]), so a scenario is the same experiment every time.
+//! - **Two-stage validation with precise errors.** Stage one is serde with
+//!   unknown fields refused; stage two checks meaning. Every problem names
+//!   the file, line, field path, the bad value in quotes and what was
+//!   expected — all problems of a file at once.
+//! - **One vocabulary.** `[[event]]` entries, `[[load]]` entries, live
+//!   injection ([`parse_injection`]) and dashboard keys build the same
+//!   [`Action`]s through the same checks.
+//!
+//! # Layout
+//!
+//! - [`validate`]: [`Scenario`], [`load`], [`parse`], [`parse_injection`].
+//! - [`action`]: [`Action`] and selectors.
+//! - [`resolve`]: selectors to nodes, outbreak onsets.
+//! - [`slo`]: thresholds and their evaluation.
+//! - [`duration`], [`broker_url`]: small parsers shared with the CLI.
+
+#![warn(missing_docs)]
+
+pub mod action;
+pub mod broker_url;
+pub mod duration;
+mod error;
+mod raw;
+pub mod resolve;
+pub mod slo;
+pub mod validate;
+
+pub use action::{Action, Group, Limits, NodeSelector, Pick, RogueKind};
+pub use error::{ScenarioError, ScenarioErrors};
+pub use raw::RawEntry;
+pub use validate::{BrokerChoice, NodeProfile, Scenario, Scheduled, load, parse, parse_injection};

@@ -1,0 +1,721 @@
+//! Stage two: from the shape to a [`Scenario`] that makes sense, with every
+//! problem reported (not just the first), each naming file, line, field
+//! path, the bad value and what was expected.
+
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+use vitalmesh_core::Population;
+use vitalmesh_firmware::battery::BatteryConfig;
+use vitalmesh_firmware::buffer::{DropPolicy, RECORD_BYTES};
+
+use crate::action::{Action, EntryCheck, EntryKind, Limits, parse_entry};
+use crate::error::Source;
+use crate::raw::{RawEntry, RawScenario, RawSlo};
+use crate::slo::{Slo, SloMetric};
+use crate::{ScenarioError, ScenarioErrors, broker_url, duration};
+
+/// Node behaviour every node of the population shares.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeProfile {
+    /// Time between samples.
+    pub sample_interval: Duration,
+    /// Store-and-forward buffer, bytes.
+    pub buffer_bytes: u32,
+    /// What to drop when full.
+    pub drop_policy: DropPolicy,
+    /// Wait for acknowledgement progress before re-sending.
+    pub ack_timeout: Duration,
+    /// Battery, or mains power.
+    pub battery: Option<BatteryConfig>,
+}
+
+impl Default for NodeProfile {
+    fn default() -> Self {
+        Self {
+            sample_interval: Duration::from_secs(1),
+            buffer_bytes: 16 * 1024,
+            drop_policy: DropPolicy::DropOldest,
+            ack_timeout: Duration::from_secs(5),
+            battery: None,
+        }
+    }
+}
+
+/// Which broker a scenario uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BrokerChoice {
+    /// The embedded rumqttd.
+    Embedded {
+        /// Listener count (chosen from the node count if `None`).
+        listeners: Option<u16>,
+    },
+    /// An existing broker.
+    External {
+        /// Host.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+/// An action at a time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scheduled {
+    /// When, from the start of the run.
+    pub at: Duration,
+    /// What.
+    pub action: Action,
+    /// `load[i]` or `event[i]`, for the timeline.
+    pub origin: String,
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// The file it came from.
+    pub file: String,
+    /// Name.
+    pub name: String,
+    /// What it shows.
+    pub description: String,
+    /// Master seed, if fixed.
+    pub seed: Option<u64>,
+    /// How long nodes run.
+    pub duration: Duration,
+    /// How long buffers may drain at the end.
+    pub drain: Duration,
+    /// Wards and nodes.
+    pub population: Population,
+    /// Share of patients on oxygen.
+    pub oxygen_share: f64,
+    /// Share of patients on SpO2 scale 2.
+    pub scale2_share: f64,
+    /// Connections per second when nodes start.
+    pub connect_rate: u32,
+    /// Node behaviour.
+    pub profile: NodeProfile,
+    /// Aggregators.
+    pub aggregators: u16,
+    /// Partitions.
+    pub partitions: u16,
+    /// Broker.
+    pub broker: BrokerChoice,
+    /// `[[load]]` entries, by time.
+    pub load: Vec<Scheduled>,
+    /// `[[event]]` entries, by time.
+    pub events: Vec<Scheduled>,
+    /// Pass/fail thresholds.
+    pub slos: Vec<Slo>,
+}
+
+impl Scenario {
+    /// What an injected action is checked against.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            wards: self.population.wards,
+            nodes_per_ward: self.population.nodes_per_ward,
+            aggregators: self.aggregators,
+            external_broker: matches!(self.broker, BrokerChoice::External { .. }),
+        }
+    }
+}
+
+/// Reads and validates a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioErrors> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError::Read {
+        file: file.clone(),
+        reason: format!("cannot read: {e}"),
+    })?;
+    parse(&file, &text)
+}
+
+/// Validates scenario text; `file` names it in messages.
+pub fn parse(file: &str, text: &str) -> Result<Scenario, ScenarioErrors> {
+    let src = Source::new(file, text);
+    let raw: RawScenario = toml::from_str(text).map_err(|e| syntax_error(&src, text, &e))?;
+    let mut errors = Vec::new();
+    let scenario = check(&src, raw, &mut errors);
+    match scenario {
+        Some(s) if errors.is_empty() => Ok(s),
+        _ => Err(ScenarioErrors(errors)),
+    }
+}
+
+/// Parses one action for live injection: the same fields as an `[[event]]`
+/// or `[[load]]` entry, without `at` (it happens now).
+pub fn parse_injection(text: &str, limits: &Limits) -> Result<Action, ScenarioErrors> {
+    let src = Source::new("inject", text);
+    let raw: RawEntry = toml::from_str(text).map_err(|e| syntax_error(&src, text, &e))?;
+    let mut errors = Vec::new();
+    if let Some(at) = &raw.at {
+        errors.push(src.invalid(
+            at.span().start,
+            "inject.at",
+            format!(
+                "'{}' is not used: an injected action happens now",
+                at.get_ref()
+            ),
+        ));
+    }
+    let mut c = EntryCheck {
+        src: &src,
+        path: "inject".into(),
+        limits,
+        errors: &mut errors,
+        at: 0,
+    };
+    let action = parse_entry(&mut c, &raw, EntryKind::Inject);
+    match action {
+        Some(a) if errors.is_empty() => Ok(a),
+        _ => Err(ScenarioErrors(errors)),
+    }
+}
+
+/// A stage-one (serde) error, with the line and the field path it is at.
+fn syntax_error(src: &Source, text: &str, e: &toml::de::Error) -> ScenarioErrors {
+    let offset = e.span().map_or(0, |s| s.start);
+    let path = e
+        .span()
+        .and_then(|span| path_at(text, &span))
+        .map(|p| format!("{p}: "))
+        .unwrap_or_default();
+    ScenarioError::Syntax {
+        file: src.file.clone(),
+        line: src.line(offset),
+        path,
+        message: readable(e.message()),
+    }
+    .into()
+}
+
+/// serde's wording, with the quoting style of every other message.
+fn readable(message: &str) -> String {
+    let m = message.trim().replace('`', "'");
+    if let Some(rest) = m.strip_prefix("unknown field ") {
+        if let Some((field, expected)) = rest.split_once(", expected ") {
+            return format!("{field} is not a known field; expected {expected}");
+        }
+    }
+    if let Some(rest) = m.strip_prefix("invalid type: ") {
+        if let Some((found, expected)) = rest.split_once(", expected ") {
+            return format!("{found} has the wrong type; expected {expected}");
+        }
+    }
+    m
+}
+
+/// The dotted path (`event[2].at`) of the innermost key or value at
+/// `span`, found by a depth-first search of the spanned document tree (a
+/// `[section]`'s own span covers only its header, so spans cannot prune).
+fn path_at(text: &str, span: &Range<usize>) -> Option<String> {
+    let doc = DeTable::parse(text).ok()?;
+    find_in_table(doc.get_ref(), span.start).map(|parts| parts.concat())
+}
+
+fn contains(s: Range<usize>, offset: usize) -> bool {
+    s.start <= offset && offset < s.end.max(s.start + 1)
+}
+
+fn find_in_table(table: &DeTable<'_>, offset: usize) -> Option<Vec<String>> {
+    for (key, value) in table {
+        let name = key.get_ref().to_string();
+        if let Some(mut inner) = find_in_value(value, offset) {
+            let sep = if inner.first().is_some_and(|f| f.starts_with('[')) {
+                ""
+            } else {
+                "."
+            };
+            inner.insert(0, name);
+            if inner.len() > 1 && sep == "." {
+                inner.insert(1, ".".into());
+            }
+            return Some(inner);
+        }
+        if contains(key.span(), offset) || contains(value.span(), offset) {
+            return Some(vec![name]);
+        }
+    }
+    None
+}
+
+fn find_in_value(value: &Spanned<DeValue<'_>>, offset: usize) -> Option<Vec<String>> {
+    match value.get_ref() {
+        DeValue::Table(t) => find_in_table(t, offset),
+        DeValue::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            let index = format!("[{i}]");
+            match find_in_value(item, offset) {
+                Some(mut inner) => {
+                    inner.insert(0, ".".into());
+                    inner.insert(0, index);
+                    Some(inner)
+                }
+                None => contains(item.span(), offset).then(|| vec![index]),
+            }
+        }),
+        _ => None,
+    }
+}
+
+fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Option<Scenario> {
+    let mut ok = true;
+    let bad = |errors: &mut Vec<ScenarioError>, offset: usize, path: &str, msg: String| {
+        errors.push(src.invalid(offset, path, msg));
+    };
+    let dur =
+        |errors: &mut Vec<ScenarioError>, v: &Spanned<String>, path: &str| -> Option<Duration> {
+            match duration::parse(v.get_ref()) {
+                Ok(d) if !d.is_zero() => Some(d),
+                Ok(_) => {
+                    errors.push(src.invalid(
+                        v.span().start,
+                        path,
+                        format!("'{}' is zero; expected a positive duration", v.get_ref()),
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(src.invalid(v.span().start, path, e));
+                    None
+                }
+            }
+        };
+
+    // [scenario]
+    let meta = &raw.scenario;
+    if meta.name.get_ref().trim().is_empty() {
+        bad(
+            errors,
+            meta.name.span().start,
+            "scenario.name",
+            "'' is empty; expected a name for reports".into(),
+        );
+        ok = false;
+    }
+    let duration = dur(errors, &meta.duration, "scenario.duration");
+    let drain = match &meta.drain {
+        Some(d) => dur(errors, d, "scenario.drain"),
+        None => Some(Duration::from_secs(5)),
+    };
+
+    // [population]
+    let p = &raw.population;
+    let wards = *p.wards.get_ref();
+    let per_ward = *p.nodes_per_ward.get_ref();
+    if wards == 0 {
+        bad(
+            errors,
+            p.wards.span().start,
+            "population.wards",
+            "'0' is not enough; expected at least 1".into(),
+        );
+        ok = false;
+    }
+    if per_ward == 0 {
+        bad(
+            errors,
+            p.nodes_per_ward.span().start,
+            "population.nodes_per_ward",
+            "'0' is not enough; expected at least 1".into(),
+        );
+        ok = false;
+    }
+    let nodes = u64::from(wards) * u64::from(per_ward);
+    if nodes > 1_000_000 {
+        bad(
+            errors,
+            p.nodes_per_ward.span().start,
+            "population.nodes_per_ward",
+            format!("'{per_ward}' makes {nodes} nodes; expected at most 1000000 in total"),
+        );
+        ok = false;
+    }
+    let share = |errors: &mut Vec<ScenarioError>,
+                 v: &Option<Spanned<f64>>,
+                 path: &str,
+                 default: f64|
+     -> f64 {
+        match v {
+            Some(x) if !(0.0..=1.0).contains(x.get_ref()) => {
+                errors.push(src.invalid(
+                    x.span().start,
+                    path,
+                    format!(
+                        "'{}' is not a share; expected a number from 0 to 1",
+                        x.get_ref()
+                    ),
+                ));
+                default
+            }
+            Some(x) => *x.get_ref(),
+            None => default,
+        }
+    };
+    let oxygen_share = share(errors, &p.oxygen_share, "population.oxygen_share", 0.1);
+    let scale2_share = share(errors, &p.scale2_share, "population.scale2_share", 0.02);
+    let connect_rate = match &p.connect_rate {
+        Some(r) if *r.get_ref() == 0 => {
+            bad(
+                errors,
+                r.span().start,
+                "population.connect_rate",
+                "'0' would never connect a node; expected at least 1 per second".into(),
+            );
+            1
+        }
+        Some(r) => *r.get_ref(),
+        None => 1000,
+    };
+    let mut profile = NodeProfile::default();
+    if let Some(pr) = &p.profile {
+        if let Some(v) = &pr.sample_interval {
+            if let Some(d) = dur(errors, v, "population.profile.sample_interval") {
+                if d < Duration::from_millis(10) {
+                    bad(
+                        errors,
+                        v.span().start,
+                        "population.profile.sample_interval",
+                        format!(
+                            "'{}' is faster than any bedside monitor; expected at least '10ms'",
+                            v.get_ref()
+                        ),
+                    );
+                }
+                profile.sample_interval = d;
+            }
+        }
+        if let Some(v) = &pr.buffer_bytes {
+            if *v.get_ref() < RECORD_BYTES {
+                bad(
+                    errors,
+                    v.span().start,
+                    "population.profile.buffer_bytes",
+                    format!(
+                        "'{}' cannot hold one sample; expected at least {RECORD_BYTES} bytes",
+                        v.get_ref()
+                    ),
+                );
+            }
+            profile.buffer_bytes = *v.get_ref();
+        }
+        if let Some(v) = &pr.drop_policy {
+            profile.drop_policy = match v.get_ref().as_str() {
+                "drop_oldest" => DropPolicy::DropOldest,
+                "drop_newest" => DropPolicy::DropNewest,
+                other => {
+                    bad(
+                        errors,
+                        v.span().start,
+                        "population.profile.drop_policy",
+                        format!(
+                            "'{other}' is not a drop policy; expected 'drop_oldest' or 'drop_newest'"
+                        ),
+                    );
+                    DropPolicy::DropOldest
+                }
+            };
+        }
+        if let Some(v) = &pr.ack_timeout {
+            if let Some(d) = dur(errors, v, "population.profile.ack_timeout") {
+                profile.ack_timeout = d;
+            }
+        }
+        match (&pr.battery_capacity_j, &pr.battery_initial_level) {
+            (Some(cap), level) => {
+                if !(*cap.get_ref() > 0.0 && cap.get_ref().is_finite()) {
+                    bad(
+                        errors,
+                        cap.span().start,
+                        "population.profile.battery_capacity_j",
+                        format!(
+                            "'{}' is not a capacity; expected joules above 0",
+                            cap.get_ref()
+                        ),
+                    );
+                }
+                let initial_level = level.as_ref().map_or(1.0, |l| *l.get_ref());
+                if let Some(l) = level {
+                    if !(*l.get_ref() > 0.0 && *l.get_ref() <= 1.0) {
+                        bad(
+                            errors,
+                            l.span().start,
+                            "population.profile.battery_initial_level",
+                            format!(
+                                "'{}' is not a charge level; expected above 0 and at most 1",
+                                l.get_ref()
+                            ),
+                        );
+                    }
+                }
+                profile.battery = Some(BatteryConfig {
+                    capacity_j: *cap.get_ref(),
+                    initial_level,
+                    ..BatteryConfig::default()
+                });
+            }
+            (None, Some(l)) => bad(
+                errors,
+                l.span().start,
+                "population.profile.battery_initial_level",
+                format!(
+                    "'{}' needs battery_capacity_j; nodes without a capacity are mains-powered",
+                    l.get_ref()
+                ),
+            ),
+            (None, None) => {}
+        }
+    }
+
+    // [aggregators], [broker]
+    let (aggregators, partitions) = match &raw.aggregators {
+        Some(a) => {
+            let count = *a.count.get_ref();
+            if count == 0 || count > 256 {
+                bad(
+                    errors,
+                    a.count.span().start,
+                    "aggregators.count",
+                    format!("'{count}' is out of range; expected 1 to 256"),
+                );
+                ok = false;
+            }
+            let partitions = match &a.partitions {
+                Some(p) if *p.get_ref() == 0 || *p.get_ref() > 4096 => {
+                    bad(
+                        errors,
+                        p.span().start,
+                        "aggregators.partitions",
+                        format!("'{}' is out of range; expected 1 to 4096", p.get_ref()),
+                    );
+                    64
+                }
+                Some(p) => *p.get_ref(),
+                None => 64,
+            };
+            (count, partitions)
+        }
+        None => (4, 64),
+    };
+    let broker = match &raw.broker {
+        Some(b) => match (&b.url, &b.listeners) {
+            (Some(url), listeners) => {
+                if let Some(l) = listeners {
+                    bad(
+                        errors,
+                        l.span().start,
+                        "broker.listeners",
+                        format!(
+                            "'{}' is not used with an external broker ([broker] url)",
+                            l.get_ref()
+                        ),
+                    );
+                }
+                match broker_url::parse(url.get_ref()) {
+                    Ok((host, port)) => BrokerChoice::External { host, port },
+                    Err(e) => {
+                        bad(errors, url.span().start, "broker.url", e);
+                        BrokerChoice::Embedded { listeners: None }
+                    }
+                }
+            }
+            (None, Some(l)) if *l.get_ref() == 0 || *l.get_ref() > 16 => {
+                bad(
+                    errors,
+                    l.span().start,
+                    "broker.listeners",
+                    format!("'{}' is out of range; expected 1 to 16", l.get_ref()),
+                );
+                BrokerChoice::Embedded { listeners: None }
+            }
+            (None, listeners) => BrokerChoice::Embedded {
+                listeners: listeners.as_ref().map(|l| *l.get_ref()),
+            },
+        },
+        None => BrokerChoice::Embedded { listeners: None },
+    };
+
+    if !ok {
+        return None;
+    }
+    let limits = Limits {
+        wards,
+        nodes_per_ward: per_ward,
+        aggregators,
+        external_broker: matches!(broker, BrokerChoice::External { .. }),
+    };
+
+    // [[load]] and [[event]]
+    let schedule = |errors: &mut Vec<ScenarioError>,
+                    entries: &[Spanned<RawEntry>],
+                    kind: EntryKind,
+                    name: &str|
+     -> Vec<Scheduled> {
+        let mut out = Vec::new();
+        for (i, entry) in entries.iter().enumerate() {
+            let path = format!("{name}[{i}]");
+            let e = entry.get_ref();
+            let at = match &e.at {
+                None => {
+                    errors.push(src.invalid(
+                        entry.span().start,
+                        format!("{path}.at"),
+                        "missing; expected when it happens, e.g. '90s'".to_owned(),
+                    ));
+                    None
+                }
+                Some(at) => {
+                    match duration::parse(at.get_ref()) {
+                        Err(msg) => {
+                            errors.push(src.invalid(at.span().start, format!("{path}.at"), msg));
+                            None
+                        }
+                        Ok(t) => {
+                            match duration {
+                                Some(end) if t > end => {
+                                    errors.push(src.invalid(
+                                        at.span().start,
+                                        format!("{path}.at"),
+                                        format!(
+                                            "'{}' is after the scenario end '{}'",
+                                            at.get_ref(),
+                                            meta.duration.get_ref()
+                                        ),
+                                    ));
+                                    None
+                                }
+                                Some(end) if t == end => {
+                                    errors.push(src.invalid(at.span().start, format!("{path}.at"), format!("'{}' is at the scenario end; expected a time before '{}'", at.get_ref(), meta.duration.get_ref())));
+                                    None
+                                }
+                                _ => Some(t),
+                            }
+                        }
+                    }
+                }
+            };
+            let mut c = EntryCheck {
+                src,
+                path: path.clone(),
+                limits: &limits,
+                errors,
+                at: entry.span().start,
+            };
+            let action = parse_entry(&mut c, e, kind);
+            if let (Some(at), Some(action)) = (at, action) {
+                out.push(Scheduled {
+                    at,
+                    action,
+                    origin: path,
+                });
+            }
+        }
+        out.sort_by_key(|s| s.at);
+        out
+    };
+    let load = schedule(errors, &raw.load, EntryKind::Load, "load");
+    let events = schedule(errors, &raw.event, EntryKind::Event, "event");
+    let ramped: u64 = load
+        .iter()
+        .map(|s| match s.action {
+            Action::Ramp { count: Some(n), .. } => u64::from(n),
+            _ => 0,
+        })
+        .sum();
+    if ramped > nodes {
+        let first = raw.load.iter().find(|l| {
+            l.get_ref()
+                .action
+                .as_ref()
+                .is_some_and(|a| a.get_ref() == "ramp")
+        });
+        let offset = first.map_or(0, |l| l.span().start);
+        errors.push(src.invalid(
+            offset,
+            "load",
+            format!("ramps start '{ramped}' nodes; the population has {nodes}"),
+        ));
+    }
+
+    let slos = match &raw.slo {
+        Some(s) => check_slo(src, s, errors),
+        None => Vec::new(),
+    };
+
+    Some(Scenario {
+        file: src.file.clone(),
+        name: meta.name.get_ref().clone(),
+        description: meta.description.clone().unwrap_or_default(),
+        seed: meta.seed,
+        duration: duration?,
+        drain: drain?,
+        population: Population {
+            wards,
+            nodes_per_ward: per_ward,
+        },
+        oxygen_share,
+        scale2_share,
+        connect_rate,
+        profile,
+        aggregators,
+        partitions,
+        broker,
+        load,
+        events,
+        slos,
+    })
+}
+
+fn check_slo(src: &Source, s: &RawSlo, errors: &mut Vec<ScenarioError>) -> Vec<Slo> {
+    let mut out = Vec::new();
+    let fields = [
+        (&s.max_unexplained, SloMetric::MaxUnexplained),
+        (&s.min_delivered_share, SloMetric::MinDeliveredShare),
+        (&s.max_latency_p50_ms, SloMetric::MaxLatencyP50Ms),
+        (&s.max_latency_p99_ms, SloMetric::MaxLatencyP99Ms),
+        (&s.max_latency_p999_ms, SloMetric::MaxLatencyP999Ms),
+        (&s.max_latency_max_ms, SloMetric::MaxLatencyMaxMs),
+        (&s.max_dropped_overflow, SloMetric::MaxDroppedOverflow),
+        (&s.max_lost_on_crash, SloMetric::MaxLostOnCrash),
+        (&s.max_duplicates, SloMetric::MaxDuplicates),
+        (&s.max_connect_failures, SloMetric::MaxConnectFailures),
+        (&s.max_false_node_down, SloMetric::MaxFalseNodeDown),
+        (&s.max_rejected, SloMetric::MaxRejected),
+        (&s.min_rejected, SloMetric::MinRejected),
+        (
+            &s.max_unplanned_broker_restarts,
+            SloMetric::MaxUnplannedBrokerRestarts,
+        ),
+    ];
+    for (value, metric) in fields {
+        let Some(v) = value else { continue };
+        let x = *v.get_ref();
+        let valid =
+            x.is_finite() && x >= 0.0 && (metric != SloMetric::MinDeliveredShare || x <= 1.0);
+        if !valid {
+            let expected = if metric == SloMetric::MinDeliveredShare {
+                "a share from 0 to 1"
+            } else {
+                "a number of at least 0"
+            };
+            errors.push(src.invalid(
+                v.span().start,
+                format!("slo.{}", metric.name()),
+                format!("'{x}' is not a threshold; expected {expected}"),
+            ));
+            continue;
+        }
+        out.push(Slo { metric, limit: x });
+    }
+    if let Some(v) = &s.outbreak_detected_within {
+        errors.push(src.invalid(
+            v.span().start,
+            "slo.outbreak_detected_within",
+            format!("'{}' cannot be checked: this version has no population-level outbreak detector yet; remove the threshold", v.get_ref()),
+        ));
+    }
+    out
+}
