@@ -27,7 +27,7 @@ enum Command {
     /// Check scenario files without running them.
     Validate(run_cmd::ValidateArgs),
     /// Apply an action to a running `vitalmesh run` (same names and fields
-    /// as [[event]] entries), e.g. `vitalmesh inject partition ward=3 for=30s`.
+    /// as `[[event]]` entries), e.g. `vitalmesh inject partition ward=3 for=30s`.
     Inject(run_cmd::InjectArgs),
     /// The embedded broker process (started by `run`; not for direct use).
     #[command(hide = true)]

@@ -1,6 +1,6 @@
 //! `vitalmesh run`, `vitalmesh validate` and `vitalmesh inject`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use tokio::sync::{mpsc, watch};
+use vitalmesh_dashboard::Exit;
 use vitalmesh_mesh::broker::BrokerSpec;
-use vitalmesh_mesh::{MeshConfig, RunControl, Snapshot};
+use vitalmesh_mesh::{MeshCommand, MeshConfig, RunControl, Snapshot};
 use vitalmesh_scenario::{Action, Scenario, duration};
 
 /// Exit code when a sample is unexplained.
@@ -23,8 +24,8 @@ pub(crate) struct RunArgs {
     /// Scenario file (TOML). Without one, the default mesh runs: 1,000
     /// nodes, 4 aggregators, 60 s.
     scenario: Option<PathBuf>,
-    /// Plain progress lines instead of the dashboard (the dashboard arrives
-    /// with a later release; runs are headless for now).
+    /// Plain progress lines on stderr instead of the live dashboard (also
+    /// the case when stdout is not a terminal or CI is set).
     #[arg(long)]
     headless: bool,
     /// How long nodes run (overrides the scenario's duration).
@@ -208,6 +209,96 @@ fn progress_line(s: &Snapshot) -> String {
     )
 }
 
+/// Plain progress on stderr: timeline entries as they fire and a status
+/// line every `every`. Runs on its own thread until the run ends.
+fn print_progress(mut snapshots: mpsc::Receiver<Snapshot>, every: Duration) {
+    let mut last: Option<Duration> = None;
+    // Timeline entries already printed, by time (the snapshot carries the
+    // most recent hundred).
+    let mut printed_until = f64::NEG_INFINITY;
+    while let Some(s) = snapshots.blocking_recv() {
+        let mut err = std::io::stderr().lock();
+        for e in s.timeline.iter().filter(|e| e.at_s > printed_until) {
+            let _ = writeln!(err, "[{:>5.0}s] {}: {}", e.at_s, e.source, e.description);
+        }
+        printed_until = s
+            .timeline
+            .last()
+            .map_or(printed_until, |e| e.at_s.max(printed_until));
+        if last.is_none_or(|l| s.elapsed >= l + every) {
+            last = Some(s.elapsed);
+            let _ = writeln!(err, "{}", progress_line(&s));
+        }
+    }
+}
+
+/// Whether this run gets the live dashboard: a terminal on stdout, no
+/// `--headless`, and not under CI.
+fn wants_dashboard(args: &RunArgs) -> bool {
+    !args.headless && std::io::stdout().is_terminal() && std::env::var_os("CI").is_none()
+}
+
+/// `NO_COLOR` set to anything but the empty string turns colour off
+/// (<https://no-color.org>).
+fn color_allowed() -> bool {
+    std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Ctrl-C or SIGTERM stops the run cleanly (the report is still written);
+/// a second one leaves at once, giving the terminal back first.
+async fn stop_on_signal(stop: watch::Sender<bool>, quiet: bool) {
+    let Ok(mut terminate) =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    else {
+        return;
+    };
+    let mut signal = async || {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => r.is_ok(),
+            r = terminate.recv() => r.is_some(),
+        }
+    };
+    if !signal().await {
+        return;
+    }
+    if !quiet {
+        eprintln!("\nstopping: finishing the run and writing the report (Ctrl-C again to abort)");
+    }
+    let _ = stop.send(true);
+    if signal().await {
+        vitalmesh_dashboard::terminal::restore();
+        eprintln!("aborted: no report written");
+        std::process::exit(130);
+    }
+}
+
+/// The dashboard's thread: the dashboard while it holds the terminal, plain
+/// progress if it cannot (or loses the terminal to a panic elsewhere).
+fn spawn_dashboard(
+    mut link: vitalmesh_dashboard::DashboardLink,
+    every: Duration,
+) -> Result<std::thread::JoinHandle<()>> {
+    let color = color_allowed();
+    std::thread::Builder::new()
+        .name("dashboard".into())
+        .spawn(move || match vitalmesh_dashboard::run(&mut link, color) {
+            Ok(Exit::Done) => {}
+            Ok(Exit::Abort) => {
+                eprintln!("aborted: no report written");
+                std::process::exit(130);
+            }
+            Ok(Exit::Detached) => {
+                eprintln!("dashboard: gave the terminal back; plain progress follows");
+                print_progress(link.snapshots, every);
+            }
+            Err(e) => {
+                eprintln!("dashboard: {e}; plain progress follows");
+                print_progress(link.snapshots, every);
+            }
+        })
+        .context("starting the dashboard thread")
+}
+
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let config = build_config(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -234,62 +325,80 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         "control: {} (vitalmesh inject <action> ...)",
         control_socket.display()
     );
+    let dashboard = wants_dashboard(args);
+    let every = Duration::from_secs(args.progress_every.max(1));
+    let limits = config.limits();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (snap_tx, snap_rx) = mpsc::channel::<Snapshot>(4);
+    let (finished_tx, ui, commands) = if dashboard {
+        let (command_tx, command_rx) = mpsc::channel::<MeshCommand>(8);
+        let (finished_tx, finished_rx) = std::sync::mpsc::channel();
+        let link = vitalmesh_dashboard::DashboardLink {
+            snapshots: snap_rx,
+            commands: command_tx,
+            stop: stop_tx.clone(),
+            finished: finished_rx,
+            limits,
+        };
+        (
+            Some(finished_tx),
+            spawn_dashboard(link, every)?,
+            Some(command_rx),
+        )
+    } else {
+        let printer = std::thread::Builder::new()
+            .name("progress".into())
+            .spawn(move || print_progress(snap_rx, every))
+            .context("starting the progress thread")?;
+        (None, printer, None)
+    };
     let outcome = runtime.block_on(async {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let (snap_tx, mut snap_rx) = mpsc::channel::<Snapshot>(4);
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!(
-                    "\nstopping: finishing the run and writing the report (Ctrl-C again to abort)"
-                );
-                let _ = stop_tx.send(true);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        });
-        let every = Duration::from_secs(args.progress_every.max(1));
-        let printer = tokio::spawn(async move {
-            let mut last: Option<Duration> = None;
-            // Timeline entries already printed, by time (the snapshot carries
-            // the most recent hundred).
-            let mut printed_until = f64::NEG_INFINITY;
-            while let Some(s) = snap_rx.recv().await {
-                let mut err = std::io::stderr().lock();
-                for e in s.timeline.iter().filter(|e| e.at_s > printed_until) {
-                    let _ = writeln!(err, "[{:>5.0}s] {}: {}", e.at_s, e.source, e.description);
-                }
-                printed_until = s
-                    .timeline
-                    .last()
-                    .map_or(printed_until, |e| e.at_s.max(printed_until));
-                if last.is_none_or(|l| s.elapsed >= l + every) {
-                    last = Some(s.elapsed);
-                    let _ = writeln!(err, "{}", progress_line(&s));
-                }
-            }
-        });
+        tokio::spawn(stop_on_signal(stop_tx, dashboard));
         let control = RunControl {
             stop: stop_rx,
             snapshots: Some(snap_tx),
-            commands: None,
+            commands,
             control_socket: Some(control_socket),
         };
-        let outcome = vitalmesh_mesh::run(config, control).await;
-        let _ = printer.await;
-        outcome
-    })?;
+        vitalmesh_mesh::run(config, control).await
+    });
+    // Files first, so the dashboard's last screen can say where they went.
+    let written = outcome
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|o| {
+            o.report.write_json(&args.report)?;
+            let report =
+                std::fs::canonicalize(&args.report).unwrap_or_else(|_| args.report.clone());
+            let hdr_log = match (&args.hdr_log, &o.intervals) {
+                (Some(path), Some(intervals)) => {
+                    vitalmesh_mesh::report::write_hdr_log(path, o.started, intervals)?;
+                    Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()))
+                }
+                _ => None,
+            };
+            Ok((report, hdr_log))
+        });
+    if let (Some(tx), Ok(outcome), Ok((report, _))) = (&finished_tx, &outcome, &written) {
+        let _ = tx.send(vitalmesh_dashboard::Finished {
+            ledger: outcome.report.ledger.total,
+            slo: outcome.report.slo.clone(),
+            report: report.clone(),
+            interrupted: outcome.report.interrupted,
+        });
+    }
+    drop(finished_tx);
+    // The dashboard gives the terminal back before anything else prints.
+    let _ = ui.join();
+    let outcome = outcome?;
     let report = &outcome.report;
     println!("{}", report.summary());
-    report.write_json(&args.report)?;
-    let shown = std::fs::canonicalize(&args.report).unwrap_or_else(|_| args.report.clone());
-    println!("Report       {}", shown.display());
-    if let (Some(path), Some(intervals)) = (&args.hdr_log, &outcome.intervals) {
-        vitalmesh_mesh::report::write_hdr_log(path, outcome.started, intervals)?;
-        let shown = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+    let (report_path, hdr_log) = written?;
+    println!("Report       {}", report_path.display());
+    if let Some(path) = hdr_log {
         println!(
             "Latency log  {} (HdrHistogram interval log, µs)",
-            shown.display()
+            path.display()
         );
     }
     if report.ledger.total.unexplained > 0 {
@@ -355,7 +464,7 @@ pub(crate) struct InjectArgs {
     /// The run's control socket or process id (the only running run by default).
     #[arg(long, value_name = "SOCKET|PID")]
     run: Option<String>,
-    /// The action, named as in [[event]] entries: partition, kill_nodes,
+    /// The action, named as in `[[event]]` entries: partition, kill_nodes,
     /// kill_aggregator, restart_broker, outbreak, sensor_fault, rogue, …
     action: String,
     /// The action's fields as key=value, e.g. ward=3 for=30s fraction=0.5.

@@ -406,6 +406,25 @@ impl Aggregator {
         }
     }
 
+    /// Nodes of its primary partitions that are quiet enough to be suspected
+    /// (φ at or above `phi`, e.g. 3: a 0.1 % chance of being wrong) but not
+    /// yet declared down: the stage before a node-down alert.
+    pub fn suspected_nodes(&self, now: Timestamp, phi: f64) -> Vec<NodeId> {
+        if self.link != Link::Active || self.isolated {
+            return Vec::new();
+        }
+        let node_phi = self.config.node_phi;
+        self.nodes
+            .iter()
+            .filter(|(_, t)| {
+                t.down_since.is_none()
+                    && self.roles[usize::from(t.partition.0)] == Some(Role::Primary)
+                    && t.detector.phi(now, &node_phi) >= phi
+            })
+            .map(|(&n, _)| n)
+            .collect()
+    }
+
     /// Its role for `partition`.
     pub fn role(&self, partition: PartitionId) -> Option<Role> {
         self.roles.get(usize::from(partition.0)).copied().flatten()

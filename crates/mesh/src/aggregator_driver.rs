@@ -79,12 +79,21 @@ fn publish_events(agg: &mut Aggregator, collector: &Mutex<Collector>) {
     }
 }
 
-fn status(agg: &Aggregator, up: bool) -> AggregatorStatusUpdate {
+/// φ from which a quiet node shows as suspected (a 0.1 % chance of a wrong
+/// suspicion; it is declared down at 8).
+const SUSPECT_PHI: f64 = 3.0;
+
+fn status(agg: &Aggregator, up: bool, now: vitalmesh_wire::Timestamp) -> AggregatorStatusUpdate {
     AggregatorStatusUpdate {
         id: agg.id(),
         up,
         stats: agg.stats(),
         live_view: agg.live_view().into_iter().map(|a| a.0).collect(),
+        suspected: if up {
+            agg.suspected_nodes(now, SUSPECT_PHI)
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -131,7 +140,7 @@ pub(crate) async fn run_aggregator(
             rt.collector
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .aggregator_status(status(&agg, false));
+                .aggregator_status(status(&agg, false, rt.clock.now()));
             return;
         }
         if conn.is_none() && Instant::now() >= retry_at {
@@ -172,7 +181,7 @@ pub(crate) async fn run_aggregator(
             rt.collector
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .aggregator_status(status(&agg, conn.is_some()));
+                .aggregator_status(status(&agg, conn.is_some(), rt.clock.now()));
         }
 
         let timer = agg

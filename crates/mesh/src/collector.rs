@@ -37,8 +37,9 @@ pub struct AggregatorView {
     pub primary: Vec<u16>,
     /// Partitions it owns as standby.
     pub standby: Vec<u16>,
+    /// Nodes it suspects (φ ≥ 3) but has not declared down.
     #[serde(skip)]
-    last_ingested: u64,
+    pub suspected: Vec<u32>,
 }
 
 /// One aggregator's periodic status.
@@ -48,6 +49,7 @@ pub(crate) struct AggregatorStatusUpdate {
     pub(crate) up: bool,
     pub(crate) stats: AggregatorStats,
     pub(crate) live_view: Vec<u16>,
+    pub(crate) suspected: Vec<NodeId>,
 }
 
 /// The observer's state.
@@ -73,6 +75,8 @@ pub struct Collector {
     /// The first few messages of each kind, to show what was refused.
     pub(crate) rejected_examples: BTreeMap<&'static str, Vec<String>>,
     pub(crate) aggregators: BTreeMap<u16, AggregatorView>,
+    /// Samples each aggregator had ingested at the last tick, for rates.
+    ingested_at_last_tick: BTreeMap<u16, u64>,
 }
 
 impl Collector {
@@ -92,6 +96,7 @@ impl Collector {
             rejected: BTreeMap::new(),
             rejected_examples: BTreeMap::new(),
             aggregators: BTreeMap::new(),
+            ingested_at_last_tick: BTreeMap::new(),
         }
     }
 
@@ -153,6 +158,7 @@ impl Collector {
         view.up = s.up;
         view.stats = s.stats;
         view.live_view = s.live_view;
+        view.suspected = s.suspected.iter().map(|n| n.0).collect();
     }
 
     pub(crate) fn ownership(
@@ -176,7 +182,7 @@ impl Collector {
         if let Some(view) = self.aggregators.get_mut(&id.0) {
             view.restarts += 1;
             view.up = false;
-            view.last_ingested = 0;
+            self.ingested_at_last_tick.insert(id.0, 0);
             view.primary.clear();
             view.standby.clear();
         }
@@ -194,8 +200,9 @@ impl Collector {
         }
         self.e2e_window.push_back(h);
         for view in self.aggregators.values_mut() {
-            view.ingest_rate = view.stats.ingested.saturating_sub(view.last_ingested);
-            view.last_ingested = view.stats.ingested;
+            let last = self.ingested_at_last_tick.entry(view.id).or_default();
+            view.ingest_rate = view.stats.ingested.saturating_sub(*last);
+            *last = view.stats.ingested;
         }
     }
 

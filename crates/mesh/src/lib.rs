@@ -15,7 +15,7 @@
 //!
 //! # Layout
 //!
-//! - [`run`]: a whole run ([`Mesh`], [`run()`], [`MeshConfig`], [`Snapshot`]).
+//! - [`mod@run`]: a whole run ([`Mesh`], [`run()`], [`MeshConfig`], [`Snapshot`]).
 //! - [`broker`]: the embedded rumqttd (a supervised child process) or an
 //!   external broker.
 //! - [`mqtt`]: the device-class MQTT 3.1.1 client.
@@ -33,6 +33,7 @@ pub mod limits;
 pub mod metrics;
 pub mod mqtt;
 pub mod node_driver;
+pub mod procfs;
 pub mod report;
 pub mod rogue;
 pub mod run;

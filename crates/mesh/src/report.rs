@@ -107,6 +107,20 @@ pub struct ConnectionsReport {
     pub all_connected_after_s: Option<f64>,
 }
 
+/// CPU time (user + system).
+#[derive(Debug, Clone, Serialize)]
+pub struct CpuReport {
+    /// User + system seconds of this process (nodes, aggregators, runtime,
+    /// dashboard), from its start to the report.
+    pub process_s: f64,
+    /// Seconds of the embedded broker's processes, restarts included,
+    /// sampled each second (0 for an external broker).
+    pub broker_s: f64,
+    /// This process's seconds by thread name, for the threads alive at the
+    /// end (`vitalmesh` are the runtime's workers, `dashboard` draws).
+    pub threads_s: BTreeMap<String, f64>,
+}
+
 /// Memory figures (resident set size).
 #[derive(Debug, Clone, Serialize)]
 pub struct MemoryReport {
@@ -183,6 +197,8 @@ pub struct Report {
     pub throughput: Throughput,
     /// Connections.
     pub connections: ConnectionsReport,
+    /// CPU time.
+    pub cpu: CpuReport,
     /// Memory.
     pub memory: MemoryReport,
     /// Aggregators at the end.
@@ -202,7 +218,8 @@ pub struct Report {
     pub rogue: Vec<RogueReport>,
 }
 
-fn thousands(n: u64) -> String {
+/// `12345` as `12,345`.
+pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -371,6 +388,15 @@ impl Report {
             mb(m.broker_peak_bytes),
             m.per_node_bytes as f64 / 1024.0,
             m.per_node_bytes_excluding_broker as f64 / 1024.0
+        );
+        let cpu = &self.cpu;
+        let _ = writeln!(
+            s,
+            "CPU          vitalmesh {:.1} s + broker {:.1} s = {:.2} cores over {:.1} s",
+            cpu.process_s,
+            cpu.broker_s,
+            (cpu.process_s + cpu.broker_s) / self.ran_for_s.max(1e-3),
+            self.ran_for_s
         );
         let counts: Vec<String> = self
             .alerts

@@ -42,9 +42,10 @@ use crate::ledger;
 use crate::metrics::{DisconnectReason, LiveCounters, NodeHealth};
 use crate::mqtt::LinkConditions;
 use crate::node_driver::{Mailbox, NodeCommand, NodeOutcome, NodeRuntime, run_node};
+use crate::procfs;
 use crate::report::{
-    AlertsReport, ConfigSummary, ConnectionsReport, LatencyReport, MemoryReport, Percentiles,
-    REPORT_SCHEMA, Report, Throughput,
+    AlertsReport, ConfigSummary, ConnectionsReport, CpuReport, LatencyReport, MemoryReport,
+    Percentiles, REPORT_SCHEMA, Report, Throughput,
 };
 use crate::rogue::{self, RogueCounters, RogueReport, RogueTarget};
 
@@ -321,6 +322,8 @@ pub struct Snapshot {
     pub phase: Phase,
     /// Since nodes started.
     pub elapsed: Duration,
+    /// When the nodes' clock started (alerts carry absolute times).
+    pub origin: vitalmesh_wire::Timestamp,
     /// Planned node run time.
     pub planned: Duration,
     /// Nodes.
@@ -365,6 +368,8 @@ pub struct Snapshot {
     pub node_health: Vec<NodeHealth>,
     /// Nodes the aggregators report down.
     pub nodes_down: Vec<u32>,
+    /// Nodes an aggregator suspects (φ ≥ 3) but has not declared down.
+    pub nodes_suspected: Vec<u32>,
     /// Ward layout.
     pub population: Population,
     /// Aggregators.
@@ -451,20 +456,8 @@ struct Sampler {
     broker_peak: u64,
     rss: u64,
     broker_rss: u64,
+    broker_cpu: procfs::BrokerCpu,
     all_connected_after: Option<Duration>,
-}
-
-/// Resident set size of a process, bytes.
-fn rss_of(pid: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 /// Log-spaced latency buckets for display: upper bounds 0.1 ms … ~6.5 s.
@@ -505,6 +498,7 @@ pub struct Mesh {
     aggregators: Vec<AggregatorSlot>,
     phase: Phase,
     nodes_started_at: Option<Instant>,
+    origin: vitalmesh_wire::Timestamp,
     ramps: Vec<Ramp>,
     restores: Vec<PendingRestore>,
     timeline: Vec<TimelineEntry>,
@@ -607,6 +601,7 @@ impl Mesh {
             agg_rt,
             phase: Phase::Starting,
             nodes_started_at: None,
+            origin: clock.now(),
             ramps: Vec::new(),
             restores: Vec::new(),
             timeline: Vec::new(),
@@ -711,6 +706,7 @@ impl Mesh {
             return;
         }
         self.nodes_started_at = Some(Instant::now());
+        self.origin = self.clock.now();
         self.phase = Phase::Ramping;
         let ramps_scheduled = self
             .config
@@ -1207,13 +1203,14 @@ impl Mesh {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .tick(seconds_done as f64);
-        self.sampler.rss = rss_of("self");
+        self.sampler.rss = procfs::rss_bytes("self");
         self.sampler.process_peak = self.sampler.process_peak.max(self.sampler.rss);
         self.sampler.broker_rss = self
             .broker
             .child_pid()
-            .map_or(0, |pid| rss_of(&pid.to_string()));
+            .map_or(0, |pid| procfs::rss_bytes(&pid.to_string()));
         self.sampler.broker_peak = self.sampler.broker_peak.max(self.sampler.broker_rss);
+        self.sampler.broker_cpu.sample(self.broker.child_pid());
     }
 
     /// The state now.
@@ -1228,6 +1225,7 @@ impl Mesh {
             broker_url: self.broker.report().url,
             phase: self.phase,
             elapsed: self.elapsed(),
+            origin: self.origin,
             planned: self.config.duration,
             nodes: self.nodes.len() as u32,
             started: self.next_node as u32,
@@ -1250,6 +1248,12 @@ impl Mesh {
             publish_ack: Percentiles::of(&c.publish_ack_latency.snapshot()),
             node_health: c.health(),
             nodes_down: col.nodes_down.iter().map(|n| n.0).collect(),
+            nodes_suspected: col
+                .aggregators
+                .values()
+                .filter(|a| a.up)
+                .flat_map(|a| a.suspected.iter().copied())
+                .collect(),
             population: self.config.population,
             aggregators: col.aggregators.values().cloned().collect(),
             alerts: col.alerts.iter().rev().take(100).rev().copied().collect(),
@@ -1339,7 +1343,7 @@ impl Mesh {
         let mut ledger = ledger::compute(outcomes, &col.delivered, &[], &self.config.population);
         ledger.total.duplicates = col.duplicates;
         let nodes = u64::from(self.config.population.nodes()).max(1);
-        let process_peak = self.sampler.process_peak.max(rss_of("self"));
+        let process_peak = self.sampler.process_peak.max(procfs::rss_bytes("self"));
         let c = &self.counters;
         let broker = self.broker.report();
         let false_node_down: Vec<u32> = col
@@ -1414,6 +1418,11 @@ impl Mesh {
                     .collect(),
                 peak_connected: c.peak_connected.load(Ordering::Relaxed),
                 all_connected_after_s: self.sampler.all_connected_after.map(|d| d.as_secs_f64()),
+            },
+            cpu: CpuReport {
+                process_s: procfs::cpu_seconds("self").unwrap_or(0.0),
+                broker_s: self.sampler.broker_cpu.total(),
+                threads_s: procfs::thread_cpu_seconds(),
             },
             memory: MemoryReport {
                 process_peak_bytes: process_peak,

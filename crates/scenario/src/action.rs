@@ -1,6 +1,7 @@
 //! Actions: what `[[load]]` and `[[event]]` entries, `vitalmesh inject` and
 //! the dashboard's keys can do to a running mesh. One vocabulary, one
-//! validator ([`parse_entry`]), so a file, a command line and a key press
+//! validator (`parse_entry`, reached through [`crate::load`] and
+//! [`crate::parse_injection`]), so a file, a command line and a key press
 //! mean exactly the same thing.
 
 use std::fmt;

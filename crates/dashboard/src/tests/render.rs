@@ -1,0 +1,261 @@
+//! Rendering from fixed states with ratatui's `TestBackend`: every panel,
+//! a small and a large terminal, with and without colour.
+
+use std::path::PathBuf;
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::Color;
+use vitalmesh_mesh::ledger::LedgerRow;
+
+use super::fixture::{snapshot, state};
+use crate::Finished;
+use crate::keys::HELP;
+use crate::state::{DashboardState, LatencyWindow};
+use crate::view::draw;
+
+fn render(state: &DashboardState, width: u16, height: u16) -> Buffer {
+    let mut terminal = Terminal::new(TestBackend::new(width, height)).unwrap();
+    terminal.draw(|frame| draw(frame, state)).unwrap();
+    terminal.backend().buffer().clone()
+}
+
+fn lines(buf: &Buffer) -> Vec<String> {
+    (0..buf.area.height)
+        .map(|y| (0..buf.area.width).map(|x| buf[(x, y)].symbol()).collect())
+        .collect()
+}
+
+fn screen(buf: &Buffer) -> String {
+    lines(buf).join("\n")
+}
+
+fn assert_shows(screen: &str, needles: &[&str]) {
+    for n in needles {
+        assert!(screen.contains(n), "expected {n:?} on screen:\n{screen}");
+    }
+}
+
+/// The map row of `ward` (its label starts the row segment).
+fn map_row(buf: &Buffer, ward: u16) -> String {
+    let label = format!("W{ward:<2}");
+    lines(buf)
+        .into_iter()
+        .find_map(|l| l.find(&label).map(|i| l[i..].to_string()))
+        .unwrap_or_else(|| panic!("no map row for {label}:\n{}", screen(buf)))
+}
+
+#[test]
+fn every_panel_fits_an_80_by_24_terminal() {
+    let buf = render(&state(snapshot(3, 20), true), 80, 24);
+    let text = screen(&buf);
+    assert_shows(
+        &text,
+        &[
+            // header
+            "fixture-ward",
+            "1:05 / 10:00",
+            "running",
+            "57/60 connected",
+            // throughput
+            "Throughput/s",
+            "pub 61",
+            "del 60",
+            "ack 59",
+            // latency
+            "last 10 s",
+            "p50 1.5",
+            "p99 3.4",
+            // map
+            "Nodes by ward · 1 down · 1 suspected",
+            // aggregators
+            "Aggregators",
+            "id up   prim stby in/s  down rst",
+            "DOWN",
+            // alerts, newest first
+            "Alerts · 3",
+            "HIGH",
+            // events
+            "Events · 2",
+            "[dashboard] kill aggregator 1",
+            // ledger, abbreviated to fit
+            "prod 12,345",
+            "deliv 12,300",
+            "lost 4",
+            "unexpl at end",
+            // footer
+            "? help",
+        ],
+    );
+    let alerts: Vec<String> = lines(&buf)
+        .into_iter()
+        .filter(|l| l.contains("patient 7") || l.contains("node 25 ("))
+        .collect();
+    assert_eq!(alerts.len(), 2, "{text}");
+    assert!(
+        alerts[0].contains("patient 7"),
+        "newest alert first:\n{text}"
+    );
+    // Ward 1 holds nodes 20..40: node 25 down, 26 suspected, 27 crashed.
+    let w1 = map_row(&buf, 1);
+    assert_eq!(&w1[4..24], ".....X?x............", "{text}");
+    let w0 = map_row(&buf, 0);
+    assert_eq!(&w0[4..24], "...s................", "{text}");
+    assert_eq!(buf.area.height, 24);
+}
+
+#[test]
+fn a_large_terminal_shows_the_seed_the_broker_and_the_whole_legend() {
+    let buf = render(&state(snapshot(3, 20), true), 200, 60);
+    let text = screen(&buf);
+    assert_shows(
+        &text,
+        &[
+            "seed 4242",
+            "broker mqtt://127.0.0.1:41883",
+            "real time",
+            "ok",
+            "suspect",
+            "down",
+            "buffer",
+            "battery",
+            "sensor",
+            "crash",
+            "offline",
+            "broker embedded · 1 restarts",
+            "partition ward 2 for 30s",
+            "produced 12,345 · delivered 12,300 · dup 17 · buffered 45 · dropped 0 · lost 4 · unexplained at end · rejected 2",
+            "? help · q quit · ←→ ward 0 · ↑↓ aggregator 0 · l latency",
+        ],
+    );
+    assert!(
+        !text.contains("worst of"),
+        "one cell per node when there is room:\n{text}"
+    );
+    // The 80×24 header drops the seed and broker rather than cut them.
+    let small = screen(&render(&state(snapshot(3, 20), true), 80, 24));
+    let header = small.lines().next().unwrap();
+    assert!(
+        !header.contains("seed 42") || header.contains("seed 4242"),
+        "{header}"
+    );
+    assert!(header.contains("1:05 / 10:00"), "{header}");
+}
+
+#[test]
+fn ten_thousand_nodes_are_grouped_and_a_single_failure_still_shows() {
+    let mut s = snapshot(10, 1000);
+    // Ward 7 fully healthy except one down node.
+    s.nodes_down = vec![7_500];
+    s.nodes_suspected.clear();
+    let buf = render(&state(s, true), 80, 24);
+    let text = screen(&buf);
+    assert_shows(&text, &["worst of"]);
+    let w7 = map_row(&buf, 7);
+    assert_eq!(w7.matches('X').count(), 1, "{text}");
+    let w6 = map_row(&buf, 6);
+    assert!(
+        !w6[..w6.find("W7").unwrap_or(w6.len())].contains('X'),
+        "{text}"
+    );
+    for ward in 0..10 {
+        map_row(&buf, ward);
+    }
+}
+
+#[test]
+fn no_color_leaves_every_cell_uncoloured() {
+    let coloured = render(&state(snapshot(3, 20), true), 120, 40);
+    let plain = render(&state(snapshot(3, 20), false), 120, 40);
+    let colours = |b: &Buffer| {
+        b.content()
+            .iter()
+            .filter(|c| c.fg != Color::Reset || c.bg != Color::Reset)
+            .count()
+    };
+    assert!(colours(&coloured) > 50, "the coloured render uses colour");
+    assert_eq!(colours(&plain), 0, "NO_COLOR: no colour at all");
+    // Without colour the glyphs alone still tell the states apart.
+    assert_eq!(&map_row(&plain, 1)[4..9], ".....");
+    assert_eq!(screen(&coloured), screen(&plain), "same text either way");
+}
+
+#[test]
+fn the_latency_window_switches_between_recent_and_whole_run() {
+    let mut st = state(snapshot(3, 20), true);
+    let recent = screen(&render(&st, 100, 30));
+    assert_shows(&recent, &["last 10 s", "p99 3.4"]);
+    st.latency_window = LatencyWindow::Whole;
+    let whole = screen(&render(&st, 100, 30));
+    assert_shows(&whole, &["whole run", "p99 7.9"]);
+    assert!(!whole.contains("p99 3.4"));
+}
+
+#[test]
+fn help_lists_every_key_and_pause_is_marked() {
+    let mut st = state(snapshot(3, 20), true);
+    st.help = true;
+    st.paused = true;
+    let text = screen(&render(&st, 80, 24));
+    for (key, what) in HELP {
+        assert!(text.contains(key), "help shows {key:?}:\n{text}");
+        assert!(text.contains(what), "help says {what:?}:\n{text}");
+    }
+    assert!(text.lines().next().unwrap().contains("PAUSED"), "{text}");
+}
+
+#[test]
+fn the_final_screen_shows_the_settled_ledger_and_the_report() {
+    let mut st = state(snapshot(3, 20), true);
+    st.finished = Some(Finished {
+        ledger: LedgerRow {
+            produced: 12_400,
+            delivered: 12_396,
+            duplicates: 17,
+            dropped_overflow: 0,
+            lost_on_crash: 4,
+            still_buffered: 0,
+            unexplained: 0,
+        },
+        slo: Vec::new(),
+        report: PathBuf::from("/tmp/run/report.json"),
+        interrupted: true,
+    });
+    let text = screen(&render(&st, 80, 24));
+    assert_shows(
+        &text,
+        &[
+            "Run stopped early",
+            "12,396",
+            "every sample accounted for",
+            "/tmp/run/report.json",
+            "unexpl 0",
+            "done",
+        ],
+    );
+    st.finished.as_mut().unwrap().ledger.unexplained = 3;
+    let text = screen(&render(&st, 80, 24));
+    assert_shows(&text, &["SAMPLES UNACCOUNTED FOR", "UNEXPL 3"]);
+    let wide = screen(&render(&st, 160, 40));
+    assert_shows(&wide, &["UNEXPLAINED 3"]);
+}
+
+#[test]
+fn before_the_first_snapshot_it_says_what_it_is_waiting_for() {
+    let text = screen(&render(&DashboardState::new(true), 80, 24));
+    assert_shows(&text, &["starting the broker"]);
+}
+
+#[test]
+fn any_terminal_size_renders_without_panicking() {
+    let st = state(snapshot(4, 250), true);
+    let mut help = st.clone();
+    help.help = true;
+    for width in (1..=130).step_by(7) {
+        for height in (1..=45).step_by(4) {
+            render(&st, width, height);
+            render(&help, width, height);
+        }
+    }
+}
