@@ -407,13 +407,22 @@ impl Aggregator {
     }
 
     /// Nodes of its primary partitions that are quiet enough to be suspected
-    /// (φ at or above `phi`, e.g. 3: a 0.1 % chance of being wrong) but not
-    /// yet declared down: the stage before a node-down alert.
+    /// but not yet declared down: the stage before a node-down alert.
+    ///
+    /// Suspected means φ at or above `phi` (3: a 0.1 % chance of being
+    /// wrong) *without* the acceptable pause. Down uses the pause (3 s by
+    /// default), and with regular 1 Hz samples φ climbs from 3 to 8 within a
+    /// quarter of a second once the pause is spent; without it, a node that
+    /// has missed a sample or two is suspected for the seconds before it is
+    /// declared down — which is what a dashboard should show.
     pub fn suspected_nodes(&self, now: Timestamp, phi: f64) -> Vec<NodeId> {
         if self.link != Link::Active || self.isolated {
             return Vec::new();
         }
-        let node_phi = self.config.node_phi;
+        let node_phi = PhiConfig {
+            acceptable_pause: Duration::ZERO,
+            ..self.config.node_phi
+        };
         self.nodes
             .iter()
             .filter(|(_, t)| {
@@ -1535,6 +1544,67 @@ mod tests {
                 .iter()
                 .any(|(_, k)| matches!(k, AlertKind::NodeDown { .. })),
             "{alerts:?}"
+        );
+    }
+
+    #[test]
+    fn a_silent_node_is_suspected_before_it_is_declared_down() {
+        let mut bus = Bus::new(1);
+        bus.advance(Duration::from_secs(3));
+        let start = bus.now;
+        for s in 0..20u64 {
+            bus.now = start + Duration::from_secs(s);
+            for node in [2, 3] {
+                let (topic, payload) = uplink(node, 0, &[s], healthy());
+                bus.publish(&topic, &payload);
+            }
+            bus.aggs[0].handle_timeout(bus.now);
+            bus.pump();
+        }
+        let suspected = |bus: &Bus| bus.aggs[0].suspected_nodes(bus.now, 3.0);
+        assert_eq!(suspected(&bus), [], "both talking: nobody suspected");
+        // Node 3 carries on; node 2 falls silent.
+        let mut first_suspected = None;
+        let mut down_at = None;
+        for s in 20..40u64 {
+            bus.now = start + Duration::from_secs(s);
+            let (topic, payload) = uplink(3, 0, &[s], healthy());
+            bus.publish(&topic, &payload);
+            bus.aggs[0].handle_timeout(bus.now);
+            bus.pump();
+            let now_suspected = suspected(&bus);
+            assert!(
+                !now_suspected.contains(&NodeId(3)),
+                "a talking node is never suspected"
+            );
+            if now_suspected.contains(&NodeId(2)) && first_suspected.is_none() {
+                first_suspected = Some(s);
+                assert_eq!(
+                    bus.aggs[0].stats().nodes_down,
+                    0,
+                    "suspected comes before down"
+                );
+            }
+            if bus.aggs[0].stats().nodes_down == 1 && down_at.is_none() {
+                down_at = Some(s);
+            }
+        }
+        // Last heard at 19 s: suspected once a second sample is missing,
+        // down once the acceptable pause (3 s) is spent too.
+        assert_eq!(
+            first_suspected,
+            Some(21),
+            "suspected after two missed samples"
+        );
+        assert_eq!(
+            down_at,
+            Some(24),
+            "declared down after the acceptable pause"
+        );
+        assert_eq!(
+            suspected(&bus),
+            [],
+            "a node declared down is no longer merely suspected"
         );
     }
 

@@ -59,7 +59,7 @@ pub enum MapCell {
     Down,
     /// Crashed or battery flat.
     Crashed,
-    /// Quiet long enough to be suspected (φ ≥ 3).
+    /// Missing samples: suspected, not yet declared down.
     Suspected,
     /// A sensor fault is active.
     SensorFault,

@@ -80,7 +80,8 @@ fn publish_events(agg: &mut Aggregator, collector: &Mutex<Collector>) {
 }
 
 /// φ from which a quiet node shows as suspected (a 0.1 % chance of a wrong
-/// suspicion; it is declared down at 8).
+/// suspicion, not counting the acceptable pause; see
+/// `Aggregator::suspected_nodes`). It is declared down at 8 with the pause.
 const SUSPECT_PHI: f64 = 3.0;
 
 fn status(agg: &Aggregator, up: bool, now: vitalmesh_wire::Timestamp) -> AggregatorStatusUpdate {

@@ -37,7 +37,7 @@ pub struct AggregatorView {
     pub primary: Vec<u16>,
     /// Partitions it owns as standby.
     pub standby: Vec<u16>,
-    /// Nodes it suspects (φ ≥ 3) but has not declared down.
+    /// Nodes it suspects (samples missing) but has not declared down.
     #[serde(skip)]
     pub suspected: Vec<u32>,
 }

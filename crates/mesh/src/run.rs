@@ -368,7 +368,7 @@ pub struct Snapshot {
     pub node_health: Vec<NodeHealth>,
     /// Nodes the aggregators report down.
     pub nodes_down: Vec<u32>,
-    /// Nodes an aggregator suspects (φ ≥ 3) but has not declared down.
+    /// Nodes an aggregator suspects (samples missing) but has not declared down.
     pub nodes_suspected: Vec<u32>,
     /// Ward layout.
     pub population: Population,
