@@ -60,7 +60,7 @@ fn the_dashboard_runs_in_a_real_terminal_takes_keys_and_gives_the_terminal_back(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios/valid/inject-target.toml");
     let command = format!(
         "env -u CI NO_COLOR=1 {bin} run {scenario} --seed 11 --report {report} --control {control}; \
-         echo \"vitalmesh exited with $?\"; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; sleep 600",
+         echo \"vitalmesh exited with $?\"; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; echo 'stty checked'; sleep 600",
         bin = shell_quote(Path::new(env!("CARGO_BIN_EXE_vitalmesh"))),
         scenario = shell_quote(&scenario),
         report = shell_quote(&report),
@@ -128,7 +128,7 @@ fn the_dashboard_runs_in_a_real_terminal_takes_keys_and_gives_the_terminal_back(
     assert!(screen.contains("report.json"), "{screen}");
     tmux.keys("q");
     let screen = tmux.wait_for("the process to exit", Duration::from_secs(20), |s| {
-        s.contains("vitalmesh exited with")
+        s.contains("stty checked")
     });
     assert!(screen.contains("vitalmesh exited with 0"), "{screen}");
     assert!(
