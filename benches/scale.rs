@@ -10,11 +10,13 @@
 //!
 //! Results are printed and written to `target/scale-bench.json`.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+#[path = "../tests/support/mosquitto.rs"]
+mod mosquitto;
+
+use mosquitto::Mosquitto;
 use tokio::sync::watch;
 use vitalmesh_mesh::broker::BrokerSpec;
 use vitalmesh_mesh::report::Report;
@@ -75,26 +77,6 @@ fn run(broker: BrokerSpec, a: &Args) -> Report {
         .expect("run")
         .report
     })
-}
-
-struct Mosquitto(Child);
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mosquitto_pid_rss(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
 }
 
 fn line(name: &str, r: &Report, broker_rss: u64) -> serde_json::Value {
@@ -165,42 +147,16 @@ fn main() {
         results.push(line("embedded", &r, broker));
     }
     if a.only.as_deref().is_none_or(|o| o == "mosquitto") {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("vitalmesh-scale-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
-            ),
-        )
-        .unwrap();
+        // mosquitto inherits the raised descriptor limit.
         vitalmesh_mesh::limits::raise_fd_limit();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        match child {
-            Ok(child) => {
-                let m = Mosquitto(child);
-                std::thread::sleep(Duration::from_millis(500));
-                let r = run(
-                    BrokerSpec::parse_url(&format!("mqtt://127.0.0.1:{port}")).unwrap(),
-                    &a,
-                );
-                let broker = mosquitto_pid_rss(m.0.id());
+        match Mosquitto::try_start() {
+            Ok(m) => {
+                let r = run(BrokerSpec::parse_url(&m.url()).unwrap(), &a);
+                let broker = vitalmesh_mesh::procfs::peak_rss_bytes(&m.pid().to_string());
                 results.push(line("mosquitto", &r, broker));
             }
-            Err(e) => println!("mosquitto       not run: {e} (apt-get install -y mosquitto)"),
+            Err(e) => println!("mosquitto       not run: {e}"),
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/scale-bench.json");
     let _ = std::fs::write(&out, serde_json::to_vec_pretty(&results).unwrap());

@@ -185,8 +185,8 @@ aggregator = 2
             .any(|e| e.kind == "restarted" && e.detail == "injected")
     );
     assert_eq!(
-        r.alerts.counts.get("aggregator_down"),
-        Some(&1),
+        r.alerts.count("aggregator_down"),
+        1,
         "{:?}",
         r.alerts.counts
     );
@@ -230,11 +230,7 @@ ward = 3
     let killed: Vec<u32> = r.timeline[0].nodes.clone();
     assert_eq!(killed.len(), 4);
     assert_eq!(r.alerts.nodes_reported_down, killed, "seed {}", r.seed);
-    assert!(
-        r.alerts.counts.get("node_up").copied().unwrap_or(0) >= 4,
-        "{:?}",
-        r.alerts.counts
-    );
+    assert!(r.alerts.count("node_up") >= 4, "{:?}", r.alerts.counts);
     // A crash loses what was in RAM, unacknowledged: at most a few samples each.
     assert!(ward(&r, 3).lost_on_crash <= 4 * 3, "{:?}", ward(&r, 3));
     assert_eq!(
@@ -300,17 +296,12 @@ for = "15s"
     accounted(&r);
     assert_eq!(r.ledger.total.lost_on_crash, 0);
     assert!(
-        r.alerts
-            .counts
-            .get("aggregator_isolated")
-            .copied()
-            .unwrap_or(0)
-            >= 1,
+        r.alerts.count("aggregator_isolated") >= 1,
         "{:?}",
         r.alerts.counts
     );
     assert!(
-        r.alerts.counts.get("aggregator_down").copied().unwrap_or(0) >= 1,
+        r.alerts.count("aggregator_down") >= 1,
         "{:?}",
         r.alerts.counts
     );

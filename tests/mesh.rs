@@ -1,11 +1,15 @@
 //! The mesh over real TCP and a real broker: what a user must be able to
 //! rely on. Each test prints its seed; `VITALMESH_TEST_SEED=N` repeats it.
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+#[path = "support/mosquitto.rs"]
+mod mosquitto;
+
+use mosquitto::Mosquitto;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 use vitalmesh_mesh::broker::BrokerSpec;
@@ -131,8 +135,8 @@ async fn a_killed_aggregators_partitions_move_to_their_standbys_and_nothing_is_l
     assert_nothing_lost(&r);
     assert_eq!(r.ledger.total.lost_on_crash, 0);
     assert_eq!(
-        r.alerts.counts.get("aggregator_down"),
-        Some(&1),
+        r.alerts.count("aggregator_down"),
+        1,
         "{:?}",
         r.alerts.counts
     );
@@ -184,81 +188,12 @@ async fn killed_nodes_are_reported_down_and_no_other_node_is() {
     assert_nothing_lost(&r);
 }
 
-/// A mosquitto on a free loopback port, killed when dropped.
-struct Mosquitto {
-    child: Child,
-    port: u16,
-    _dir: PathBuf,
-}
-
-impl Mosquitto {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("vitalmesh-mosquitto-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
-            ),
-        )
-        .unwrap();
-        let binary = ["mosquitto", "/usr/sbin/mosquitto"]
-            .into_iter()
-            .find(|b| {
-                Command::new(b)
-                    .arg("-h")
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status()
-                    .is_ok()
-            })
-            .expect(
-                "mosquitto is not installed: `apt-get install -y mosquitto` (.ci/run does this)",
-            );
-        let child = Command::new(binary)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "mosquitto did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Self {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self._dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn against_mosquitto_the_same_ledger_guarantees_hold_through_a_failover() {
     let _serial = SERIAL.lock().await;
     let mosquitto = Mosquitto::start();
     let mut c = config(200, 3);
-    c.broker = BrokerSpec::parse_url(&format!("mqtt://127.0.0.1:{}", mosquitto.port)).unwrap();
+    c.broker = BrokerSpec::parse_url(&mosquitto.url()).unwrap();
     let mut mesh = start(c).await;
     run_for(&mut mesh, Duration::from_secs(4)).await;
     mesh.apply(&Action::KillAggregator { aggregator: 0 }, "test", None)
@@ -269,8 +204,8 @@ async fn against_mosquitto_the_same_ledger_guarantees_hold_through_a_failover() 
     assert_nothing_lost(&r);
     assert_eq!(r.ledger.total.lost_on_crash, 0);
     assert_eq!(
-        r.alerts.counts.get("aggregator_down"),
-        Some(&1),
+        r.alerts.count("aggregator_down"),
+        1,
         "{:?}",
         r.alerts.counts
     );

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -307,6 +307,15 @@ pub(crate) async fn run_node(
     }
 }
 
+/// Adds to a shared total how far a node's own (never decreasing) count
+/// has moved since it was last reported.
+fn add_change(total: &AtomicU64, now: u64, reported: &mut u64) {
+    if now != *reported {
+        total.fetch_add(now - *reported, Ordering::Relaxed);
+        *reported = now;
+    }
+}
+
 fn report(
     node: &Node,
     r: &mut Reported,
@@ -314,34 +323,19 @@ fn report(
     index: usize,
     now: vitalmesh_wire::Timestamp,
 ) {
-    let produced = node.next_seq();
-    if produced != r.produced {
-        counters
-            .produced
-            .fetch_add(produced - r.produced, Ordering::Relaxed);
-        r.produced = produced;
-    }
-    let acked = node.ledger().acked.len();
-    if acked != r.acked {
-        counters
-            .e2e_acked
-            .fetch_add(acked - r.acked, Ordering::Relaxed);
-        r.acked = acked;
-    }
-    let dropped = node.ledger().dropped_overflow.len();
-    if dropped != r.dropped {
-        counters
-            .dropped_overflow
-            .fetch_add(dropped - r.dropped, Ordering::Relaxed);
-        r.dropped = dropped;
-    }
-    let lost = node.ledger().lost_on_crash.len();
-    if lost != r.lost {
-        counters
-            .lost_on_crash
-            .fetch_add(lost - r.lost, Ordering::Relaxed);
-        r.lost = lost;
-    }
+    let ledger = node.ledger();
+    add_change(&counters.produced, node.next_seq(), &mut r.produced);
+    add_change(&counters.e2e_acked, ledger.acked.len(), &mut r.acked);
+    add_change(
+        &counters.dropped_overflow,
+        ledger.dropped_overflow.len(),
+        &mut r.dropped,
+    );
+    add_change(
+        &counters.lost_on_crash,
+        ledger.lost_on_crash.len(),
+        &mut r.lost,
+    );
     let buffered = node.status(now).buffered as i64;
     if buffered != r.buffered {
         counters

@@ -7,11 +7,21 @@ use std::collections::BTreeMap;
 
 /// Resident set size of a process (`"self"` or a pid), bytes.
 pub fn rss_bytes(pid: &str) -> u64 {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// Peak resident set size of a process (`"self"` or a pid), bytes.
+pub fn peak_rss_bytes(pid: &str) -> u64 {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// A `kB` field of `/proc/{pid}/status`, in bytes; 0 if unreadable.
+fn status_bytes(pid: &str, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<u64>().ok())
         })
@@ -120,6 +130,7 @@ mod tests {
         assert!(!threads.is_empty());
         assert!(threads.values().sum::<f64>() <= total + 0.05);
         assert!(rss_bytes("self") > 1 << 20);
+        assert!(peak_rss_bytes("self") >= rss_bytes("self"));
     }
 
     #[test]

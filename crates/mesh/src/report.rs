@@ -168,6 +168,14 @@ pub struct AlertsReport {
     pub recent: Vec<Alert>,
 }
 
+impl AlertsReport {
+    /// How many alerts of `kind` (`node_down`, `aggregator_down`, …) were
+    /// raised; 0 for a kind never seen.
+    pub fn count(&self, kind: &str) -> u64 {
+        self.counts.get(kind).copied().unwrap_or(0)
+    }
+}
+
 /// The report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
