@@ -373,8 +373,16 @@ fn throughput(area: Rect, buf: &mut Buffer, s: &Snapshot, p: Palette) {
             .style(p.fg(Color::Green))
             .data(&delivered),
     ];
+    let span = (history.len().max(2) - 1) as f64;
+    let mut x_axis = Axis::default().bounds([0.0, span]);
+    // A time axis costs two rows; below eight the lines matter more.
+    if inner.height >= 8 {
+        x_axis = x_axis
+            .labels([Line::from(format!("-{span}s")), Line::from("now")])
+            .style(p.fg(Color::DarkGray));
+    }
     Chart::new(datasets)
-        .x_axis(Axis::default().bounds([0.0, (history.len().max(2) - 1) as f64]))
+        .x_axis(x_axis)
         .y_axis(
             Axis::default()
                 .bounds([0.0, max])
@@ -792,7 +800,7 @@ fn ledger(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState, p:
 
 fn footer(area: Rect, buf: &mut Buffer, state: &DashboardState, p: Palette) {
     let hint = format!(
-        "? help · q quit · ←→ ward {} · ↑↓ aggregator {} · l latency · ",
+        "? help · q quit · ←→ ward {} · ↑↓ aggregator {} · l latency",
         state.selected_ward, state.selected_aggregator
     );
     let status = state.status.as_ref().map(|(text, kind)| {
@@ -803,17 +811,20 @@ fn footer(area: Rect, buf: &mut Buffer, state: &DashboardState, p: Palette) {
         Span::styled(text.clone(), p.fg(color).add_modifier(Modifier::BOLD))
     });
     // The outcome of the last key matters more than the reminder of keys.
-    let status_width = status.as_ref().map_or(0, Span::width);
+    let status_width = status.as_ref().map_or(0, |s| s.width() + " · ".len());
     let hint = if hint.chars().count() + status_width > area.width as usize {
         format!(
-            "? help · ward {} · agg {} · ",
+            "? help · ward {} · agg {}",
             state.selected_ward, state.selected_aggregator
         )
     } else {
         hint
     };
     let mut spans = vec![Span::styled(hint, p.fg(Color::DarkGray))];
-    spans.extend(status);
+    if let Some(status) = status {
+        spans.push(Span::styled(" · ", p.fg(Color::DarkGray)));
+        spans.push(status);
+    }
     Paragraph::new(Line::from(spans)).render(area, buf);
 }
 

@@ -133,6 +133,16 @@ fn a_large_terminal_shows_the_seed_the_broker_and_the_whole_legend() {
         !text.contains("worst of"),
         "one cell per node when there is room:\n{text}"
     );
+    // The throughput chart has a time axis when it has the rows for one:
+    // the fixture holds 65 one-second points.
+    let axis = lines(&buf)
+        .into_iter()
+        .find(|l| l.contains("-64s"))
+        .unwrap_or_else(|| panic!("no time axis:\n{text}"));
+    assert!(axis.contains("now"), "{axis}");
+    // Without a status there is no dangling separator after the key hints.
+    let footer = lines(&buf).pop().unwrap();
+    assert!(footer.trim_end().ends_with("l latency"), "{footer:?}");
     // The 80×24 header drops the seed and broker rather than cut them.
     let small = screen(&render(&state(snapshot(3, 20), true), 80, 24));
     let header = small.lines().next().unwrap();
@@ -141,6 +151,10 @@ fn a_large_terminal_shows_the_seed_the_broker_and_the_whole_legend() {
         "{header}"
     );
     assert!(header.contains("1:05 / 10:00"), "{header}");
+    assert!(
+        !small.contains("-64s"),
+        "at 80×24 the chart keeps its rows for lines:\n{small}"
+    );
 }
 
 #[test]
