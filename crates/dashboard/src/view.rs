@@ -29,7 +29,7 @@ use vitalmesh_core::news2::Risk;
 use vitalmesh_core::{Alert, AlertKind};
 use vitalmesh_mesh::metrics::NodeHealth;
 use vitalmesh_mesh::report::thousands;
-use vitalmesh_mesh::{Phase, Snapshot};
+use vitalmesh_mesh::{Phase, Snapshot, TimelineEntry};
 
 use crate::app::Finished;
 use crate::keys::HELP;
@@ -176,6 +176,23 @@ pub fn render(area: Rect, buf: &mut Buffer, state: &DashboardState) {
         .render(area, buf);
         return;
     };
+    if area.width < MIN_PANELS.0 || area.height < MIN_PANELS.1 {
+        compact(area, buf, s, state, p);
+    } else {
+        panels(area, buf, s, state, p);
+    }
+    if let Some(f) = &state.finished {
+        finished(area, buf, f, p);
+    } else if state.help {
+        help(area, buf);
+    }
+}
+
+/// Below this (columns, rows) the panels would hide the alerts and events
+/// behind their borders; the compact view shows them as lines instead.
+pub const MIN_PANELS: (u16, u16) = (60, 20);
+
+fn panels(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState, p: Palette) {
     let rest = area.height.saturating_sub(3);
     let top = (rest * 3 / 12).max(6).min(rest);
     let middle = (rest * 5 / 12).max(7).min(rest - top);
@@ -207,11 +224,63 @@ pub fn render(area: Rect, buf: &mut Buffer, state: &DashboardState) {
     events(events_area, buf, s, p);
     ledger(rows[4], buf, s, state, p);
     footer(rows[5], buf, state, p);
-    if let Some(f) = &state.finished {
-        finished(area, buf, f, p);
-    } else if state.help {
-        help(area, buf);
+}
+
+/// One line per panel, most important first, for a terminal too small for
+/// the panels: the run is still worth watching (and stopping) from there.
+fn compact(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState, p: Palette) {
+    let rows = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Fill(1),
+        Constraint::Length(1),
+        Constraint::Length(1),
+    ])
+    .split(area);
+    header(rows[0], buf, s, state, p);
+    let pct = match state.latency_window {
+        LatencyWindow::Recent => &s.latency_recent,
+        LatencyWindow::Whole => &s.latency_total,
+    };
+    let aggregators_up = s.aggregators.iter().filter(|a| a.up).count();
+    let mut lines = vec![
+        Line::from(format!(
+            "pub {}/s · del {}/s · ack {}/s",
+            thousands(s.rate.published),
+            thousands(s.rate.delivered),
+            thousands(s.rate.acked)
+        )),
+        Line::from(format!(
+            "p50 {:.1} · p99 {:.1} · max {:.1} ms",
+            pct.p50_ms, pct.p99_ms, pct.max_ms
+        )),
+        Line::from(format!(
+            "nodes {} down · {} suspected · aggregators {aggregators_up}/{} up",
+            s.nodes_down.len(),
+            s.nodes_suspected.len(),
+            s.aggregators.len()
+        )),
+    ];
+    if let Some(a) = s.alerts.last() {
+        lines.push(Line::from(format!(
+            "alert {}",
+            alert_line(s, a).trim_start()
+        )));
     }
+    if let Some(e) = s.timeline.last() {
+        lines.push(Line::from(format!("event {}", event_line(e).trim_start())));
+    }
+    lines.push(Line::from(Span::styled(
+        format!(
+            "{}×{} is too small for the panels; they need {}×{}",
+            area.width, area.height, MIN_PANELS.0, MIN_PANELS.1
+        ),
+        p.fg(Color::DarkGray),
+    )));
+    Paragraph::new(lines)
+        .wrap(Wrap { trim: true })
+        .render(rows[1], buf);
+    ledger(rows[2], buf, s, state, p);
+    footer(rows[3], buf, state, p);
 }
 
 fn halves(r: Rect) -> [Rect; 2] {
@@ -698,6 +767,16 @@ fn alerts(area: Rect, buf: &mut Buffer, s: &Snapshot, p: Palette) {
     List::new(items).block(block).render(area, buf);
 }
 
+/// An event as the log shows it: when, who asked (if a person did), what.
+fn event_line(e: &TimelineEntry) -> String {
+    let who = if e.source == "dashboard" || e.source == "inject" {
+        format!("[{}] ", e.source)
+    } else {
+        String::new()
+    };
+    format!("{} {who}{}", run_clock(e.at_s), e.description)
+}
+
 fn events(area: Rect, buf: &mut Buffer, s: &Snapshot, p: Palette) {
     let block = titled(format!(" Events · {} ", s.timeline.len()));
     let items: Vec<ListItem<'_>> = s
@@ -710,15 +789,7 @@ fn events(area: Rect, buf: &mut Buffer, s: &Snapshot, p: Palette) {
             } else {
                 Style::default()
             };
-            let who = if e.source == "dashboard" || e.source == "inject" {
-                format!("[{}] ", e.source)
-            } else {
-                String::new()
-            };
-            ListItem::new(Line::from(Span::styled(
-                format!("{} {who}{}", run_clock(e.at_s), e.description),
-                style,
-            )))
+            ListItem::new(Line::from(Span::styled(event_line(e), style)))
         })
         .collect();
     List::new(items).block(block).render(area, buf);

@@ -273,3 +273,33 @@ fn any_terminal_size_renders_without_panicking() {
         }
     }
 }
+
+#[test]
+fn a_terminal_too_small_for_the_panels_shows_a_line_for_each() {
+    let st = state(snapshot(3, 20), true);
+    let text = screen(&render(&st, 50, 14));
+    assert_shows(
+        &text,
+        &[
+            "1:05 / 10:00",
+            "pub 61/s · del 60/s · ack 59/s",
+            "p50 1.5 · p99 3.4",
+            "nodes 1 down · 1 suspected · aggregators 1/2 up",
+            "alert 1:00 HIGH",
+            "patient 7",
+            "event 0:40 [dashboard] kill aggregator 1",
+            "50×14 is too small for the panels; they need 60×20",
+            "prod 12,345",
+            "? help",
+        ],
+    );
+    assert!(!text.contains("Throughput/s"), "no panels:\n{text}");
+    // From the minimum size up, the panels (and so the alerts) are back.
+    let (w, h) = crate::view::MIN_PANELS;
+    let text = screen(&render(&st, w, h));
+    assert_shows(&text, &["Throughput/s", "Alerts · 3", "1:00 HIGH"]);
+    // Help and the final screen still open over the compact view.
+    let mut help = st.clone();
+    help.help = true;
+    assert_shows(&screen(&render(&help, 50, 14)), &["Keys"]);
+}
