@@ -28,7 +28,7 @@ use ratatui::widgets::{
 use vitalmesh_core::news2::Risk;
 use vitalmesh_core::{Alert, AlertKind};
 use vitalmesh_mesh::metrics::NodeHealth;
-use vitalmesh_mesh::report::thousands;
+use vitalmesh_mesh::report::{Percentiles, thousands};
 use vitalmesh_mesh::{Phase, Snapshot, TimelineEntry};
 
 use crate::app::Finished;
@@ -237,10 +237,7 @@ fn compact(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState, p
     ])
     .split(area);
     header(rows[0], buf, s, state, p);
-    let pct = match state.latency_window {
-        LatencyWindow::Recent => &s.latency_recent,
-        LatencyWindow::Whole => &s.latency_total,
-    };
+    let (pct, _, _) = latency_in_window(s, state);
     let aggregators_up = s.aggregators.iter().filter(|a| a.up).count();
     let mut lines = vec![
         Line::from(format!(
@@ -469,11 +466,19 @@ fn short(n: u64) -> String {
     }
 }
 
-fn latency(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState, p: Palette) {
-    let (pct, buckets, window) = match state.latency_window {
+/// The percentiles, histogram buckets and name of the selected window.
+fn latency_in_window<'s>(
+    s: &'s Snapshot,
+    state: &DashboardState,
+) -> (&'s Percentiles, &'s [(f64, u64)], &'static str) {
+    match state.latency_window {
         LatencyWindow::Recent => (&s.latency_recent, &s.latency_recent_buckets, "last 10 s"),
         LatencyWindow::Whole => (&s.latency_total, &s.latency_total_buckets, "whole run"),
-    };
+    }
+}
+
+fn latency(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState, p: Palette) {
+    let (pct, buckets, window) = latency_in_window(s, state);
     let block = titled(format!(" End-to-end latency (ms) · {window} "));
     let inner = block.inner(area);
     block.render(area, buf);
