@@ -5,6 +5,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[path = "support/ledger.rs"]
+mod ledger;
+
+use ledger::{assert_accounted, assert_no_node_reported_down};
 use tokio::sync::watch;
 use vitalmesh_mesh::report::Report;
 use vitalmesh_mesh::{Mesh, MeshConfig, RunControl, run};
@@ -52,21 +56,6 @@ fn ward(r: &Report, w: u16) -> &vitalmesh_mesh::ledger::LedgerRow {
         .row
 }
 
-fn accounted(r: &Report) {
-    let l = &r.ledger.total;
-    assert!(l.produced > 0);
-    assert_eq!(l.unexplained, 0, "seed {}: {l:?}", r.seed);
-    assert_eq!(
-        l.delivered + l.still_buffered + l.dropped_overflow + l.lost_on_crash,
-        l.produced,
-        "seed {}",
-        r.seed
-    );
-    for w in &r.ledger.wards {
-        assert_eq!(w.row.unexplained, 0, "ward {} (seed {})", w.ward.0, r.seed);
-    }
-}
-
 const HEAD: &str = r#"
 [scenario]
 name = "fault-test"
@@ -94,7 +83,7 @@ for = "15s"
 "#
     ))
     .await;
-    accounted(&r);
+    assert_accounted(&r);
     assert_eq!(r.ledger.total.dropped_overflow, 0, "{:?}", r.ledger.total);
     assert_eq!(r.ledger.total.lost_on_crash, 0);
     // The partitioned nodes went silent: reported down, and rightly so.
@@ -128,7 +117,7 @@ for = "30s"
 "#
     ))
     .await;
-    accounted(&r);
+    assert_accounted(&r);
     // Each of the 20 nodes sampled ~30 times into a 10-sample buffer. Up to
     // 16 publishes per node also wait in its connection's outgoing queue;
     // the broker drops the silent session after 1.5 × keep-alive (22.5 s),
@@ -174,7 +163,7 @@ aggregator = 2
 "#
     ))
     .await;
-    accounted(&r);
+    assert_accounted(&r);
     assert_eq!(r.ledger.total.lost_on_crash, 0);
     assert_eq!(r.ledger.total.dropped_overflow, 0);
     assert_eq!(r.broker.process_restarts, 1, "{:?}", r.broker.events);
@@ -226,7 +215,7 @@ ward = 3
 "#
     ))
     .await;
-    accounted(&r);
+    assert_accounted(&r);
     let killed: Vec<u32> = r.timeline[0].nodes.clone();
     assert_eq!(killed.len(), 4);
     assert_eq!(r.alerts.nodes_reported_down, killed, "seed {}", r.seed);
@@ -262,7 +251,7 @@ for = "30s"
 "#
     ))
     .await;
-    accounted(&r);
+    assert_accounted(&r);
     assert_eq!(r.ledger.total.dropped_overflow, 0);
     // 40 % of nodes see ≥ 250 ms one way (latency) or ~200 ms+ retransmission
     // delays (loss): well over 10 % of samples are slower than 200 ms.
@@ -293,7 +282,7 @@ for = "15s"
 "#
     ))
     .await;
-    accounted(&r);
+    assert_accounted(&r);
     assert_eq!(r.ledger.total.lost_on_crash, 0);
     assert!(
         r.alerts.count("aggregator_isolated") >= 1,
@@ -305,11 +294,7 @@ for = "15s"
         "{:?}",
         r.alerts.counts
     );
-    assert!(
-        r.alerts.nodes_reported_down.is_empty(),
-        "no node was at fault: {:?}",
-        r.alerts.nodes_reported_down
-    );
+    assert_no_node_reported_down(&r, "no node was at fault");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -357,7 +342,7 @@ rate = 100
 "#
     ))
     .await;
-    accounted(&r);
+    assert_accounted(&r);
     assert_eq!(r.ledger.total.dropped_overflow, 0);
     assert_eq!(r.ledger.total.lost_on_crash, 0);
     // Each aggregator owning a partition sees each rogue message on it, so
@@ -496,7 +481,7 @@ nodes = [5]"#;
     );
     assert!(spo2_lost >= 3 && others > 50);
     let r = mesh.finish(false).await.report;
-    accounted(&r);
+    assert_accounted(&r);
     assert_eq!(r.timeline.len(), 2);
     assert_eq!(
         r.timeline[0].nodes,
@@ -528,7 +513,7 @@ onset_spread = 0.5
 "#,
     )
     .await;
-    accounted(&r);
+    assert_accounted(&r);
     let e = &r.timeline[0];
     assert_eq!(e.action, "outbreak");
     assert_eq!(e.wards, [2]);

@@ -6,9 +6,12 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+#[path = "support/ledger.rs"]
+mod ledger;
 #[path = "support/mosquitto.rs"]
 mod mosquitto;
 
+use ledger::{assert_no_node_reported_down, assert_nothing_lost};
 use mosquitto::Mosquitto;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
@@ -59,21 +62,6 @@ async fn run_for(mesh: &mut Mesh, d: Duration) {
 }
 
 /// The ledger guarantees every run must give when nothing drops data on purpose.
-fn assert_nothing_lost(r: &Report) {
-    let l = &r.ledger.total;
-    let ctx = format!("seed {}: {l:?}", r.seed);
-    assert!(l.produced > 0, "{ctx}");
-    assert_eq!(l.unexplained, 0, "{ctx}");
-    assert_eq!(l.dropped_overflow, 0, "{ctx}");
-    assert_eq!(
-        l.delivered + l.still_buffered + l.lost_on_crash,
-        l.produced,
-        "{ctx}"
-    );
-    let wards: u64 = r.ledger.wards.iter().map(|w| w.row.produced).sum();
-    assert_eq!(wards, l.produced, "wards add up ({ctx})");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_few_hundred_nodes_deliver_every_sample() {
     let _serial = SERIAL.lock().await;
@@ -93,11 +81,7 @@ async fn a_few_hundred_nodes_deliver_every_sample() {
     assert_eq!(r.connections.failures, 0, "seed {}", r.seed);
     assert!(r.latency.end_to_end.count == l.delivered);
     assert!(r.latency.end_to_end.p50_ms > 0.0 && r.latency.publish_ack.count > 0);
-    assert!(
-        r.alerts.nodes_reported_down.is_empty(),
-        "no false node-down: {:?}",
-        r.alerts.nodes_reported_down
-    );
+    assert_no_node_reported_down(&r, "no false node-down");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,11 +124,7 @@ async fn a_killed_aggregators_partitions_move_to_their_standbys_and_nothing_is_l
         "{:?}",
         r.alerts.counts
     );
-    assert!(
-        r.alerts.nodes_reported_down.is_empty(),
-        "a failover is not a node failure: {:?}",
-        r.alerts.nodes_reported_down
-    );
+    assert_no_node_reported_down(&r, "a failover is not a node failure");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
