@@ -17,7 +17,6 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 use vitalmesh_mesh::broker::BrokerSpec;
 use vitalmesh_mesh::mqtt::codec::{ConnectOptions, write_connect};
-use vitalmesh_mesh::report::Report;
 use vitalmesh_mesh::{Mesh, MeshConfig};
 use vitalmesh_scenario::{Action, NodeSelector, Pick};
 use vitalmesh_wire::{Body, TopicScheme, WireTopic, decode};
