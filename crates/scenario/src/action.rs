@@ -294,6 +294,79 @@ impl Action {
     }
 }
 
+impl Action {
+    /// The ward an action names, if it names one (for the timeline and for
+    /// scoring ward-level detectors).
+    pub fn ward(&self) -> Option<u16> {
+        match self {
+            Self::Leave { target }
+            | Self::SampleRate { target, .. }
+            | Self::Burst { target, .. }
+            | Self::KillNodes { target }
+            | Self::RebootNodes { target }
+            | Self::RestartNodes { target }
+            | Self::Deterioration { target }
+            | Self::SensorFault { target, .. } => target.ward,
+            Self::Partition {
+                group: Group::Nodes(t),
+                ..
+            }
+            | Self::Latency {
+                group: Group::Nodes(t),
+                ..
+            }
+            | Self::PacketLoss {
+                group: Group::Nodes(t),
+                ..
+            } => t.ward,
+            Self::Outbreak { ward, .. } => Some(*ward),
+            _ => None,
+        }
+    }
+
+    /// Whether the nodes this action touches may fall silent or lose their
+    /// connection because of it: a node-down report for such a node is a
+    /// true positive, for any other node a false alarm. This is the ground
+    /// truth the node-down detector is scored against.
+    ///
+    /// Latency and packet loss count: a 300 ms link with 3.2 s
+    /// retransmission stalls can look like a dead node to φ-accrual, and
+    /// the alarm is then about the network the action degraded.
+    pub fn silences_nodes(&self) -> bool {
+        matches!(
+            self,
+            Self::Leave { .. }
+                | Self::KillNodes { .. }
+                | Self::RebootNodes { .. }
+                | Self::Partition {
+                    group: Group::Nodes(_),
+                    ..
+                }
+                | Self::Latency {
+                    group: Group::Nodes(_),
+                    ..
+                }
+                | Self::PacketLoss {
+                    group: Group::Nodes(_),
+                    ..
+                }
+                | Self::RestartBroker
+        )
+    }
+
+    /// Why the virtual-time driver cannot model this action, if it cannot.
+    /// Such an action is refused when a scenario is checked for a virtual
+    /// run, never silently skipped.
+    pub fn not_modelled_in_virtual_time(&self) -> Option<&'static str> {
+        match self {
+            Self::Rogue { .. } => Some(
+                "rogue clients attack a real broker's sockets and parser, which virtual time does not model; run this scenario without --virtual",
+            ),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = |d: &Duration| duration::format(*d);

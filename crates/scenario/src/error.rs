@@ -28,6 +28,14 @@ pub enum ScenarioError {
         /// What is wrong.
         message: String,
     },
+    /// A command-line flag that overrides or replaces a scenario file.
+    #[error("{flag}: {message}")]
+    Flag {
+        /// The flag, e.g. `--nodes`.
+        flag: String,
+        /// The bad value in quotes and what was expected.
+        message: String,
+    },
     /// Valid shape, invalid meaning: stage two.
     #[error("{file}:{line}: {path}: {message}")]
     Invalid {

@@ -20,6 +20,7 @@
 //! - [`action`]: [`Action`] and selectors.
 //! - [`resolve`]: selectors to nodes, outbreak onsets.
 //! - [`slo`]: thresholds and their evaluation.
+//! - [`flags`]: command-line settings validated as scenario values.
 //! - [`duration`], [`broker_url`]: small parsers shared with the CLI.
 
 #![warn(missing_docs)]
@@ -28,6 +29,7 @@ pub mod action;
 pub mod broker_url;
 pub mod duration;
 mod error;
+pub mod flags;
 mod raw;
 pub mod resolve;
 pub mod slo;
@@ -36,4 +38,8 @@ pub mod validate;
 pub use action::{Action, Group, Limits, NodeSelector, Pick, RogueKind};
 pub use error::{ScenarioError, ScenarioErrors};
 pub use raw::RawEntry;
-pub use validate::{BrokerChoice, NodeProfile, Scenario, Scheduled, load, parse, parse_injection};
+pub use flags::{MeshFlags, from_flags};
+pub use validate::{
+    BrokerChoice, DEFAULT_VIRTUAL_START_UNIX_S, NodeProfile, Scenario, Scheduled, VirtualModel, load, parse,
+    parse_injection,
+};

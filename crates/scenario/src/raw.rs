@@ -17,6 +17,16 @@ pub(crate) struct RawScenario {
     #[serde(default)]
     pub(crate) event: Vec<Spanned<RawEntry>>,
     pub(crate) slo: Option<RawSlo>,
+    #[serde(rename = "virtual")]
+    pub(crate) virtual_model: Option<RawVirtual>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVirtual {
+    pub(crate) link_delay: Option<Spanned<String>>,
+    pub(crate) link_jitter: Option<Spanned<String>>,
+    pub(crate) broker_restart: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +37,7 @@ pub(crate) struct RawMeta {
     pub(crate) seed: Option<u64>,
     pub(crate) duration: Spanned<String>,
     pub(crate) drain: Option<Spanned<String>>,
+    pub(crate) start: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

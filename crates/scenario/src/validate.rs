@@ -71,7 +71,35 @@ pub struct Scheduled {
     pub action: Action,
     /// `load[i]` or `event[i]`, for the timeline.
     pub origin: String,
+    /// Line of the entry in its file.
+    pub line: usize,
 }
+
+/// How the virtual-time driver models the network and the broker
+/// (`[virtual]`; a real-time run measures these instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VirtualModel {
+    /// One-way delay of every client's link to the broker.
+    pub link_delay: Duration,
+    /// Uniform jitter (±) on that delay, at most the delay.
+    pub link_jitter: Duration,
+    /// How long a restarted broker is down before it accepts connections.
+    pub broker_restart: Duration,
+}
+
+impl Default for VirtualModel {
+    fn default() -> Self {
+        Self {
+            link_delay: Duration::from_millis(2),
+            link_jitter: Duration::from_millis(1),
+            broker_restart: Duration::from_millis(500),
+        }
+    }
+}
+
+/// 2026-01-01T00:00:00Z: when a virtual run's clock starts unless the
+/// scenario says otherwise (`[scenario] start`).
+pub const DEFAULT_VIRTUAL_START_UNIX_S: u64 = 1_767_225_600;
 
 /// A validated scenario.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,6 +138,11 @@ pub struct Scenario {
     pub events: Vec<Scheduled>,
     /// Pass/fail thresholds.
     pub slos: Vec<Slo>,
+    /// Wall-clock time (Unix seconds, UTC) at which a virtual run starts:
+    /// the patients' time of day, and the report's start time.
+    pub start_unix_s: u64,
+    /// The network and broker model of a virtual run.
+    pub virtual_model: VirtualModel,
 }
 
 impl Scenario {
@@ -301,6 +334,53 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
         Some(d) => dur(errors, d, "scenario.drain"),
         None => Some(Duration::from_secs(5)),
     };
+    let start_unix_s = match &meta.start {
+        Some(v) => match parse_utc(v.get_ref()) {
+            Ok(t) => t,
+            Err(e) => {
+                bad(errors, v.span().start, "scenario.start", e);
+                DEFAULT_VIRTUAL_START_UNIX_S
+            }
+        },
+        None => DEFAULT_VIRTUAL_START_UNIX_S,
+    };
+    let mut virtual_model = VirtualModel::default();
+    if let Some(v) = &raw.virtual_model {
+        let nonneg = |errors: &mut Vec<ScenarioError>, v: &Spanned<String>, path: &str| {
+            duration::parse(v.get_ref())
+                .map_err(|e| errors.push(src.invalid(v.span().start, path, e)))
+                .ok()
+        };
+        if let Some(d) = v.link_delay.as_ref().and_then(|d| nonneg(errors, d, "virtual.link_delay")) {
+            virtual_model.link_delay = d;
+        }
+        if let Some(j) = &v.link_jitter {
+            if let Some(d) = nonneg(errors, j, "virtual.link_jitter") {
+                if d > virtual_model.link_delay {
+                    bad(
+                        errors,
+                        j.span().start,
+                        "virtual.link_jitter",
+                        format!(
+                            "'{}' is more than the link delay '{}'; expected at most the delay (a message cannot arrive before it was sent)",
+                            j.get_ref(),
+                            duration::format(virtual_model.link_delay)
+                        ),
+                    );
+                }
+                virtual_model.link_jitter = d.min(virtual_model.link_delay);
+            }
+        } else {
+            virtual_model.link_jitter = virtual_model.link_jitter.min(virtual_model.link_delay);
+        }
+        if let Some(d) = v
+            .broker_restart
+            .as_ref()
+            .and_then(|d| dur(errors, d, "virtual.broker_restart"))
+        {
+            virtual_model.broker_restart = d;
+        }
+    }
 
     // [population]
     let p = &raw.population;
@@ -610,6 +690,7 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
                     at,
                     action,
                     origin: path,
+                    line: src.line(entry.span().start),
                 });
             }
         }
@@ -666,7 +747,38 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
         load,
         events,
         slos,
+        start_unix_s,
+        virtual_model,
     })
+}
+
+/// Parses an RFC 3339 UTC time of the form `2026-01-05T08:00:00Z` into
+/// Unix seconds (days from the civil calendar, Howard Hinnant's algorithm:
+/// a dozen lines do not justify a date-time crate in a pure crate).
+fn parse_utc(text: &str) -> Result<u64, String> {
+    let expected = "expected a UTC time such as '2026-01-05T08:00:00Z'";
+    let bad = || format!("'{text}' is not a time; {expected}");
+    let b = text.as_bytes();
+    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+        return Err(bad());
+    }
+    let num = |r: Range<usize>| -> Result<u64, String> {
+        text[r].parse::<u64>().map_err(|_| bad())
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let days_in = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || d > days_in[(m - 1) as usize] || hh > 23 || mm > 59 || ss > 59 {
+        return Err(format!("'{text}' is not a valid date and time from 1970 on; {expected}"));
+    }
+    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+    let era = y / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Ok(days * 86_400 + hh * 3600 + mm * 60 + ss)
 }
 
 fn check_slo(src: &Source, s: &RawSlo, errors: &mut Vec<ScenarioError>) -> Vec<Slo> {
