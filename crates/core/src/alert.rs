@@ -79,6 +79,20 @@ pub enum AlertKind {
     },
 }
 
+impl AlertKind {
+    /// The kind's name, as its serde tag spells it (`node_down`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::PatientRisk { .. } => "patient_risk",
+            Self::NodeDown { .. } => "node_down",
+            Self::NodeUp { .. } => "node_up",
+            Self::AggregatorDown { .. } => "aggregator_down",
+            Self::AggregatorUp { .. } => "aggregator_up",
+            Self::AggregatorIsolated { .. } => "aggregator_isolated",
+        }
+    }
+}
+
 /// An alert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Alert {

@@ -19,7 +19,7 @@ impl fmt::Display for WardId {
 
 /// The population layout: node ids are assigned ward by ward, so ward `w`
 /// holds nodes `w·per_ward .. (w+1)·per_ward`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Population {
     /// Number of wards.
     pub wards: u16,

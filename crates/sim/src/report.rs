@@ -1,10 +1,10 @@
-//! The end-of-run report: JSON for machines (schema in the README), a
-//! summary for people, and the latency histograms in HdrHistogram's interval
-//! log format for existing plotting tools.
+//! The end-of-run report: JSON for machines (schema in the README) and a
+//! summary for people, assembled from pure inputs by [`crate::Run::report`].
+//! Writing files is the caller's business: [`Report::to_json`] gives the
+//! bytes, [`hdr_log`] the latency log's bytes.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
@@ -12,67 +12,102 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use serde::Serialize;
 use vitalmesh_core::Alert;
-
-use crate::MeshError;
+use vitalmesh_scenario::RogueKind;
 use vitalmesh_scenario::slo::SloResult;
 
-use crate::broker::BrokerReport;
-use crate::collector::AggregatorView;
+pub use crate::latency::Percentiles;
 use crate::ledger::Ledger;
-use crate::rogue::RogueReport;
-use crate::run::TimelineEntry;
+use crate::observe::{AggregatorView, OwnershipReport};
+use crate::timeline::TimelineEntry;
 
 /// Identifies the JSON layout; bumped on incompatible changes.
-pub const REPORT_SCHEMA: &str = "vitalmesh-report/1";
+pub const REPORT_SCHEMA: &str = "vitalmesh-report/2";
 
-/// Latency percentiles, milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Percentiles {
-    /// Values recorded.
-    pub count: u64,
-    /// Smallest.
-    pub min_ms: f64,
-    /// Mean.
-    pub mean_ms: f64,
-    /// Median.
-    pub p50_ms: f64,
-    /// 90th percentile.
-    pub p90_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// 99.9th percentile.
-    pub p99_9_ms: f64,
-    /// Largest.
-    pub max_ms: f64,
+/// Which driver ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunMode {
+    /// Real time over real MQTT and TCP.
+    #[default]
+    Real,
+    /// Virtual time: a discrete-event clock, a modelled broker and network.
+    Virtual,
 }
 
-impl Percentiles {
-    /// Reads a microsecond histogram.
-    pub fn of(h: &Histogram<u64>) -> Self {
-        if h.is_empty() {
-            return Self::default();
-        }
-        let ms = |us: u64| us as f64 / 1000.0;
-        Self {
-            count: h.len(),
-            min_ms: ms(h.min()),
-            mean_ms: h.mean() / 1000.0,
-            p50_ms: ms(h.value_at_quantile(0.50)),
-            p90_ms: ms(h.value_at_quantile(0.90)),
-            p99_ms: ms(h.value_at_quantile(0.99)),
-            p99_9_ms: ms(h.value_at_quantile(0.999)),
-            max_ms: ms(h.max()),
+impl RunMode {
+    /// As shown to people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Real => "real time",
+            Self::Virtual => "virtual time",
         }
     }
+}
+
+/// Something that happened to the broker.
+#[derive(Debug, Clone, Serialize)]
+pub struct BrokerEvent {
+    /// Seconds since the run started.
+    pub at_s: f64,
+    /// `started`, `crashed`, `restarted`, `listener_restart`, `canary_failed`.
+    pub kind: &'static str,
+    /// Details.
+    pub detail: String,
+}
+
+/// Broker figures for the report.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct BrokerReport {
+    /// `embedded`, `external` or `modelled`.
+    pub kind: &'static str,
+    /// Where clients connect (`virtual://` for the modelled one).
+    pub url: String,
+    /// Broker process restarts (crash, unresponsive or injected).
+    pub process_restarts: u64,
+    /// Listeners restarted by the canary inside the broker.
+    pub listener_restarts: u64,
+    /// Canary probes from the runtime that failed.
+    pub canary_failures: u64,
+    /// What happened, in order.
+    pub events: Vec<BrokerEvent>,
+}
+
+/// A rogue client and what it sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct RogueReport {
+    /// What kind.
+    pub kind: RogueKind,
+    /// Seconds into the run it started.
+    pub started_at_s: f64,
+    /// Messages published.
+    pub messages_sent: u64,
+    /// Connections opened.
+    pub connections_opened: u64,
+    /// Times the broker closed its connection.
+    pub dropped_by_broker: u64,
 }
 
 /// Both latencies.
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyReport {
+    /// `wall` (measured) or `simulated` (virtual time: modelled delays).
+    pub clock: &'static str,
     /// From a sample's *intended* time to ingest by its primary aggregator.
     pub end_to_end: Percentiles,
     /// From a node queueing a QoS 1 publish to the broker's PUBACK.
     pub publish_ack: Percentiles,
+    /// End-to-end, per ward.
+    pub per_ward: Vec<WardLatency>,
+}
+
+/// One ward's end-to-end latency.
+#[derive(Debug, Clone, Serialize)]
+pub struct WardLatency {
+    /// The ward.
+    pub ward: u16,
+    /// Its percentiles (2 significant digits).
+    #[serde(flatten)]
+    pub latency: Percentiles,
 }
 
 /// Per-second series, index 0 = the first second of the run.
@@ -187,9 +222,16 @@ pub struct Report {
     pub scenario: String,
     /// Master seed: pass it back to repeat the run.
     pub seed: u64,
-    /// Start, seconds since the Unix epoch.
+    /// `real` or `virtual`.
+    pub mode: RunMode,
+    /// Report sections whose figures come from a model, not a measurement
+    /// (virtual time: latency, connections and the broker are modelled).
+    pub modelled: Vec<&'static str>,
+    /// Start, seconds since the Unix epoch (virtual time: the scenario's
+    /// `start`).
     pub started_at_unix_s: f64,
-    /// Seconds the nodes ran (first start to stop).
+    /// Seconds the nodes ran (first start to stop; simulated seconds in
+    /// virtual time).
     pub ran_for_s: f64,
     /// Whether the run was stopped early (Ctrl-C, `q`).
     pub interrupted: bool,
@@ -205,12 +247,17 @@ pub struct Report {
     pub throughput: Throughput,
     /// Connections.
     pub connections: ConnectionsReport,
-    /// CPU time.
-    pub cpu: CpuReport,
-    /// Memory.
-    pub memory: MemoryReport,
+    /// CPU time (real time only: host figures vary by run, so a virtual
+    /// report leaves them out to stay byte-identical for a seed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuReport>,
+    /// Memory (real time only, as CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<MemoryReport>,
     /// Aggregators at the end.
     pub aggregators: Vec<AggregatorView>,
+    /// Partition ownership over time, and every move with its cause.
+    pub ownership: OwnershipReport,
     /// Alerts.
     pub alerts: AlertsReport,
     /// Messages the aggregators refused, by kind (`bad_tag`, `too_large`,
@@ -252,14 +299,11 @@ fn mb(bytes: u64) -> String {
 }
 
 impl Report {
-    /// Writes the JSON report.
-    pub fn write_json(&self, path: &Path) -> Result<(), MeshError> {
-        let err = |e: String| MeshError::Report {
-            path: path.display().to_string(),
-            reason: e,
-        };
-        let json = serde_json::to_vec_pretty(self).map_err(|e| err(e.to_string()))?;
-        std::fs::write(path, json).map_err(|e| err(e.to_string()))
+    /// The JSON report, pretty-printed, with a final newline.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut json = serde_json::to_vec_pretty(self).expect("a report always serialises");
+        json.push(b'\n');
+        json
     }
 
     /// A summary for a terminal.
@@ -275,10 +319,11 @@ impl Report {
         };
         let _ = writeln!(
             s,
-            "vitalmesh run '{}' — seed {}, {:.1} s{}, {} nodes in {} wards, {} aggregators, {} broker",
+            "vitalmesh run '{}' — seed {}, {:.1} s of {}{}, {} nodes in {} wards, {} aggregators, {} broker",
             self.scenario,
             self.seed,
             self.ran_for_s,
+            self.mode.label(),
             if self.interrupted {
                 " (stopped early)"
             } else {
@@ -322,12 +367,7 @@ impl Report {
                 }
             }
         }
-        let verdict = if l.unexplained == 0 {
-            "every sample accounted for"
-        } else {
-            "SAMPLES UNACCOUNTED FOR"
-        };
-        let _ = writeln!(s, "  {verdict}");
+        let _ = writeln!(s, "  {}", l.verdict());
         let _ = writeln!(s);
         let secs = self.throughput.delivered.len().max(1) as f64;
         let rate = |v: &[u64]| v.iter().sum::<u64>() as f64 / secs;
@@ -342,7 +382,8 @@ impl Report {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "Latency (ms)          p50      p90      p99    p99.9      max      count"
+            "Latency (ms, {})  p50      p90      p99    p99.9      max      count",
+            if self.latency.clock == "simulated" { "sim." } else { "wall" }
         );
         for (name, p) in [
             ("end-to-end", self.latency.end_to_end),
@@ -388,24 +429,29 @@ impl Report {
             "Broker       {} ({}): {} process restarts, {} listener restarts, {} canary failures",
             b.kind, b.url, b.process_restarts, b.listener_restarts, b.canary_failures
         );
-        let m = &self.memory;
-        let _ = writeln!(
-            s,
-            "Memory       vitalmesh {} + broker {} = {:.1} KB per node ({:.1} KB without the broker)",
-            mb(m.process_peak_bytes),
-            mb(m.broker_peak_bytes),
-            m.per_node_bytes as f64 / 1024.0,
-            m.per_node_bytes_excluding_broker as f64 / 1024.0
-        );
-        let cpu = &self.cpu;
-        let _ = writeln!(
-            s,
-            "CPU          vitalmesh {:.1} s + broker {:.1} s = {:.2} cores over {:.1} s",
-            cpu.process_s,
-            cpu.broker_s,
-            (cpu.process_s + cpu.broker_s) / self.ran_for_s.max(1e-3),
-            self.ran_for_s
-        );
+        if let Some(m) = &self.memory {
+            let _ = writeln!(
+                s,
+                "Memory       vitalmesh {} + broker {} = {:.1} KB per node ({:.1} KB without the broker)",
+                mb(m.process_peak_bytes),
+                mb(m.broker_peak_bytes),
+                m.per_node_bytes as f64 / 1024.0,
+                m.per_node_bytes_excluding_broker as f64 / 1024.0
+            );
+        }
+        if let Some(cpu) = &self.cpu {
+            let _ = writeln!(
+                s,
+                "CPU          vitalmesh {:.1} s + broker {:.1} s = {:.2} cores over {:.1} s",
+                cpu.process_s,
+                cpu.broker_s,
+                (cpu.process_s + cpu.broker_s) / self.ran_for_s.max(1e-3),
+                self.ran_for_s
+            );
+        }
+        if !self.modelled.is_empty() {
+            let _ = writeln!(s, "Modelled     {} (virtual time)", self.modelled.join(", "));
+        }
         let counts: Vec<String> = self
             .alerts
             .counts
@@ -486,18 +532,10 @@ impl Report {
     }
 }
 
-/// Writes per-second end-to-end latency histograms (microseconds) as an
+/// Per-second end-to-end latency histograms (microseconds) as an
 /// HdrHistogram interval log (V2, compressed), readable by
 /// HistogramLogProcessor, HistogramLogAnalyzer and hdr-plot.
-pub fn write_hdr_log(
-    path: &Path,
-    started: SystemTime,
-    intervals: &[(f64, Histogram<u64>)],
-) -> Result<(), MeshError> {
-    let err = |e: String| MeshError::Report {
-        path: path.display().to_string(),
-        reason: e,
-    };
+pub fn hdr_log(started: SystemTime, intervals: &[(f64, Histogram<u64>)]) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut serializer = V2DeflateSerializer::new();
     let mut writer = IntervalLogWriterBuilder::new()
@@ -506,7 +544,7 @@ pub fn write_hdr_log(
         .with_base_time(started)
         .with_max_value_divisor(1000.0)
         .begin_log_with(&mut out, &mut serializer)
-        .map_err(|e| err(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let tag = Tag::new("e2e");
     for (start_s, h) in intervals {
         writer
@@ -516,9 +554,10 @@ pub fn write_hdr_log(
                 Duration::from_secs(1),
                 tag,
             )
-            .map_err(|e| err(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
     }
-    std::fs::write(path, out).map_err(|e| err(e.to_string()))
+    drop(writer);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -526,37 +565,20 @@ mod tests {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
     use super::*;
-    use crate::metrics::latency_histogram;
-
-    #[test]
-    fn percentiles_read_microseconds_as_milliseconds() {
-        let mut h = latency_histogram();
-        for us in 1..=1000 {
-            h.record(us * 10).unwrap();
-        }
-        let p = Percentiles::of(&h);
-        assert_eq!(p.count, 1000);
-        assert!((p.p50_ms - 5.0).abs() < 0.01, "{p:?}");
-        assert!((p.p99_ms - 9.9).abs() < 0.01, "{p:?}");
-        assert!((p.max_ms - 10.0).abs() < 0.01, "{p:?}");
-    }
+    use crate::latency::latency_histogram;
 
     #[test]
     fn the_hdr_log_reads_back_with_the_reference_parser() {
-        let dir = std::env::temp_dir().join(format!("vm-hlog-{}", std::process::id()));
         let mut a = latency_histogram();
         a.record(1500).unwrap();
         let mut b = latency_histogram();
         b.record(2500).unwrap();
         b.record(3500).unwrap();
-        write_hdr_log(
-            &dir,
+        let bytes = hdr_log(
             SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
             &[(0.0, a), (1.0, b)],
         )
         .unwrap();
-        let bytes = std::fs::read(&dir).unwrap();
-        let _ = std::fs::remove_file(&dir);
         let intervals: Vec<_> = IntervalLogIterator::new(&bytes)
             .filter_map(|e| match e.unwrap() {
                 LogEntry::Interval(h) => Some((h.start_timestamp(), h.max())),

@@ -9,9 +9,34 @@
 
 use serde::Serialize;
 use vitalmesh_core::{Population, WardId};
-use vitalmesh_wire::SeqSet;
+use vitalmesh_firmware::Node;
+use vitalmesh_firmware::ledger::NodeLedger;
+use vitalmesh_wire::{NodeId, SeqSet};
 
-use crate::node_driver::NodeOutcome;
+/// What a node leaves behind when a run ends.
+#[derive(Debug, Clone)]
+pub struct NodeFinal {
+    /// The node.
+    pub id: NodeId,
+    /// Samples produced: sequence numbers `0..produced`.
+    pub produced: u64,
+    /// Its own accounting.
+    pub ledger: NodeLedger,
+    /// Sequence numbers still in its buffer.
+    pub buffered: SeqSet,
+}
+
+impl NodeFinal {
+    /// What `node` holds now.
+    pub fn of(node: &Node) -> Self {
+        Self {
+            id: node.id(),
+            produced: node.next_seq(),
+            ledger: node.ledger().clone(),
+            buffered: node.buffered().map(|s| s.seq).collect(),
+        }
+    }
+}
 
 /// One line of the ledger.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -33,6 +58,15 @@ pub struct LedgerRow {
 }
 
 impl LedgerRow {
+    /// One line for people: whether every sample is accounted for.
+    pub fn verdict(&self) -> &'static str {
+        if self.unexplained == 0 {
+            "every sample accounted for"
+        } else {
+            "SAMPLES UNACCOUNTED FOR"
+        }
+    }
+
     fn add(&mut self, o: &Self) {
         self.produced += o.produced;
         self.delivered += o.delivered;
@@ -64,7 +98,7 @@ pub struct WardLedger {
 }
 
 /// Classifies one node's samples.
-pub(crate) fn node_row(outcome: &NodeOutcome, delivered: &SeqSet) -> LedgerRow {
+pub fn node_row(outcome: &NodeFinal, delivered: &SeqSet) -> LedgerRow {
     let produced = outcome.produced;
     let delivered_n = delivered.count_in(0..produced);
     let still_buffered = outcome.buffered.count_not_in(delivered);
@@ -83,8 +117,8 @@ pub(crate) fn node_row(outcome: &NodeOutcome, delivered: &SeqSet) -> LedgerRow {
 }
 
 /// The whole ledger. `duplicates` per node come from the observer.
-pub(crate) fn compute(
-    outcomes: &[NodeOutcome],
+pub fn compute(
+    outcomes: &[NodeFinal],
     delivered: &[SeqSet],
     duplicates: &[u64],
     population: &Population,
@@ -111,13 +145,10 @@ pub(crate) fn compute(
 
 #[cfg(test)]
 mod tests {
-    use vitalmesh_firmware::ledger::NodeLedger;
-    use vitalmesh_wire::NodeId;
-
     use super::*;
 
-    fn outcome(produced: u64, buffered: &[u64], dropped: &[u64], lost: &[u64]) -> NodeOutcome {
-        NodeOutcome {
+    fn outcome(produced: u64, buffered: &[u64], dropped: &[u64], lost: &[u64]) -> NodeFinal {
+        NodeFinal {
             id: NodeId(0),
             produced,
             ledger: NodeLedger {

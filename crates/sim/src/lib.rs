@@ -1,0 +1,45 @@
+//! The meaning of a vitalmesh run, pure, and the virtual-time driver.
+//!
+//! # Promises
+//!
+//! - **Pure.** No tokio, no sockets, no clock reads, no global RNG, no file
+//!   I/O. Time arrives as an argument; randomness comes from the master
+//!   seed. The same inputs give the same report, byte for byte.
+//! - **One meaning, two drivers.** What a run *is* — the schedule, which
+//!   nodes, wards and aggregators an action touches and what it silences,
+//!   the ledger, latency accounting, alert scoring against the timeline,
+//!   SLOs, the report — lives here ([`Run`], [`Observer`], [`ledger`],
+//!   [`report`]). The real-time MQTT shell (`vitalmesh-mesh`) and the
+//!   virtual-time driver ([`virtual_time`]) only move bytes and time.
+//! - **Every sample accounted for.** The ledger classifies every sequence
+//!   number a node produced; anything it cannot explain is counted.
+//!
+//! # Layout
+//!
+//! - [`mod@run`]: [`Run`], the schedule and action semantics, commands for
+//!   drivers, report assembly.
+//! - [`observe`]: the observer (deliveries, latency per ward, alerts,
+//!   ownership over time).
+//! - [`ledger`], [`report`], [`timeline`], [`snapshot`], [`latency`],
+//!   [`health`]: the data a run produces.
+//! - [`virtual_time`]: the discrete-event driver with its modelled broker
+//!   and network.
+
+#![warn(missing_docs)]
+
+pub mod health;
+pub mod latency;
+pub mod ledger;
+pub mod observe;
+pub mod report;
+pub mod run;
+pub mod snapshot;
+pub mod timeline;
+
+pub use health::NodeHealth;
+pub use latency::Percentiles;
+pub use observe::{AggregatorView, Observer};
+pub use report::{Report, RunMode};
+pub use run::{Command, LinkOp, LinkTarget, NodeOp, ReportInputs, Run};
+pub use snapshot::{Phase, RatePoint, Seconds, Snapshot};
+pub use timeline::TimelineEntry;

@@ -1,0 +1,354 @@
+//! The observer: what the aggregators ingested, how late, what they alerted
+//! on and which partitions they owned when. It is a run's ground truth for
+//! the ledger, so it sees every delivery from every aggregator and counts a
+//! second delivery of a `(node, seq)` as a duplicate wherever it came from.
+//!
+//! Pure: both drivers feed it the aggregators' events with the time in
+//! seconds since the nodes started, and close each second with
+//! [`Observer::tick`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use vitalmesh_core::{AggregatorStats, Alert, AlertKind, Delivery};
+use vitalmesh_wire::{AggregatorId, NodeId, PartitionId, SeqSet};
+
+use crate::latency::{latency_histogram, record_latency, ward_histogram};
+
+/// Alerts kept in full; beyond this only counts grow.
+pub const ALERTS_KEPT: usize = 5000;
+
+/// Seconds of per-second latency histograms kept for the "recent" window.
+pub const WINDOW_SECONDS: usize = 10;
+
+/// What the observer knows about one aggregator.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct AggregatorView {
+    /// Its id.
+    pub id: u16,
+    /// Whether it is running and connected.
+    pub up: bool,
+    /// Its counters.
+    pub stats: AggregatorStats,
+    /// Aggregators it believes alive.
+    pub live_view: Vec<u16>,
+    /// Samples it ingested as primary in the last second.
+    pub ingest_rate: u64,
+    /// Times it was killed or restarted.
+    pub restarts: u64,
+    /// Partitions it owns as primary.
+    pub primary: Vec<u16>,
+    /// Partitions it owns as standby.
+    pub standby: Vec<u16>,
+    /// Nodes it suspects (samples missing) but has not declared down.
+    #[serde(skip)]
+    pub suspected: Vec<u32>,
+}
+
+/// One aggregator's periodic status.
+#[derive(Debug, Clone)]
+pub struct AggregatorStatusUpdate {
+    /// Who.
+    pub id: AggregatorId,
+    /// Running and connected.
+    pub up: bool,
+    /// Counters.
+    pub stats: AggregatorStats,
+    /// Aggregators it believes alive.
+    pub live_view: Vec<u16>,
+    /// Nodes it suspects.
+    pub suspected: Vec<NodeId>,
+}
+
+/// A partition changing primary owner.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OwnershipMove {
+    /// Seconds since the nodes started.
+    pub at_s: f64,
+    /// The partition.
+    pub partition: u16,
+    /// Its previous primary (`None`: first assignment).
+    pub from: Option<u16>,
+    /// Its new primary.
+    pub to: u16,
+    /// Why, from the timeline and the aggregators' alerts (filled in when
+    /// the report is assembled).
+    pub cause: String,
+}
+
+/// Partition ownership over the run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct OwnershipReport {
+    /// Per aggregator: primary partitions held at the end of each second.
+    pub primary_per_second: BTreeMap<u16, Vec<u16>>,
+    /// Every change of primary owner, in order.
+    pub moves: Vec<OwnershipMove>,
+}
+
+/// The observer's state.
+#[derive(Debug)]
+pub struct Observer {
+    /// Per node: sequence numbers delivered (ingested by a primary).
+    pub delivered: Vec<SeqSet>,
+    /// Distinct samples delivered.
+    pub delivered_total: u64,
+    /// Re-deliveries.
+    pub duplicates: u64,
+    /// End-to-end latency over the whole run.
+    pub e2e_total: Histogram<u64>,
+    /// Per ward, over the whole run.
+    pub e2e_ward: Vec<Histogram<u64>>,
+    e2e_second: Histogram<u64>,
+    e2e_window: VecDeque<Histogram<u64>>,
+    /// Per-second histograms for the HdrHistogram interval log, if wanted.
+    pub intervals: Option<Vec<(f64, Histogram<u64>)>>,
+    /// The most recent alerts.
+    pub alerts: VecDeque<Alert>,
+    /// Alerts by kind.
+    pub alert_counts: BTreeMap<&'static str, u64>,
+    /// Nodes the aggregators currently report down.
+    pub nodes_down: BTreeSet<NodeId>,
+    /// Every node ever reported down.
+    pub nodes_ever_down: BTreeSet<NodeId>,
+    /// Refused messages by kind.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// The first few messages of each kind, to show what was refused.
+    pub rejected_examples: BTreeMap<&'static str, Vec<String>>,
+    /// Aggregators by id.
+    pub aggregators: BTreeMap<u16, AggregatorView>,
+    /// Ownership over time.
+    pub ownership: OwnershipReport,
+    /// Current primary of each partition, as last claimed.
+    owner: BTreeMap<u16, u16>,
+    /// Samples each aggregator had ingested at the last tick, for rates.
+    ingested_at_last_tick: BTreeMap<u16, u64>,
+}
+
+impl Observer {
+    /// An observer for `nodes` nodes in `wards` wards.
+    pub fn new(nodes: usize, wards: usize, keep_intervals: bool) -> Self {
+        Self {
+            delivered: vec![SeqSet::new(); nodes],
+            delivered_total: 0,
+            duplicates: 0,
+            e2e_total: latency_histogram(),
+            e2e_ward: (0..wards).map(|_| ward_histogram()).collect(),
+            e2e_second: latency_histogram(),
+            e2e_window: VecDeque::new(),
+            intervals: keep_intervals.then(Vec::new),
+            alerts: VecDeque::new(),
+            alert_counts: BTreeMap::new(),
+            nodes_down: BTreeSet::new(),
+            nodes_ever_down: BTreeSet::new(),
+            rejected: BTreeMap::new(),
+            rejected_examples: BTreeMap::new(),
+            aggregators: BTreeMap::new(),
+            ownership: OwnershipReport::default(),
+            owner: BTreeMap::new(),
+            ingested_at_last_tick: BTreeMap::new(),
+        }
+    }
+
+    /// Samples ingested by a primary.
+    pub fn deliveries(&mut self, batch: &[Delivery]) {
+        for d in batch {
+            self.delivery(d);
+        }
+    }
+
+    /// One sample ingested by a primary.
+    pub fn delivery(&mut self, d: &Delivery) {
+        let Some(set) = self.delivered.get_mut(d.node.0 as usize) else {
+            return;
+        };
+        if set.insert(d.seq) {
+            self.delivered_total += 1;
+            let latency = d.ingested_at.saturating_duration_since(d.sample_time);
+            record_latency(&mut self.e2e_total, latency);
+            record_latency(&mut self.e2e_second, latency);
+            if let Some(h) = self.e2e_ward.get_mut(usize::from(d.ward.0)) {
+                record_latency(h, latency);
+            }
+        } else {
+            self.duplicates += 1;
+        }
+    }
+
+    /// An alert.
+    pub fn alert(&mut self, alert: Alert) {
+        match alert.kind {
+            AlertKind::NodeDown { node, .. } => {
+                self.nodes_down.insert(node);
+                self.nodes_ever_down.insert(node);
+            }
+            AlertKind::NodeUp { node, .. } => {
+                self.nodes_down.remove(&node);
+            }
+            _ => {}
+        }
+        *self.alert_counts.entry(alert.kind.name()).or_default() += 1;
+        if self.alerts.len() == ALERTS_KEPT {
+            self.alerts.pop_front();
+        }
+        self.alerts.push_back(alert);
+    }
+
+    /// A refused message.
+    pub fn rejected(&mut self, kind: &'static str, message: String) {
+        *self.rejected.entry(kind).or_default() += 1;
+        let examples = self.rejected_examples.entry(kind).or_default();
+        if examples.len() < 3 {
+            examples.push(message);
+        }
+    }
+
+    /// An aggregator's periodic status.
+    pub fn aggregator_status(&mut self, s: AggregatorStatusUpdate) {
+        let view = self.view(s.id.0);
+        view.up = s.up;
+        view.stats = s.stats;
+        view.live_view = s.live_view;
+        view.suspected = s.suspected.iter().map(|n| n.0).collect();
+    }
+
+    fn view(&mut self, id: u16) -> &mut AggregatorView {
+        self.aggregators
+            .entry(id)
+            .or_insert_with(|| AggregatorView {
+                id,
+                ..AggregatorView::default()
+            })
+    }
+
+    /// The partitions `id` owns changed, `at_s` seconds into the run.
+    pub fn ownership(
+        &mut self,
+        id: AggregatorId,
+        primary: &[PartitionId],
+        standby: &[PartitionId],
+        at_s: f64,
+    ) {
+        let view = self.view(id.0);
+        view.primary = primary.iter().map(|p| p.0).collect();
+        view.standby = standby.iter().map(|p| p.0).collect();
+        for p in primary {
+            let previous = self.owner.insert(p.0, id.0);
+            if previous != Some(id.0) {
+                self.ownership.moves.push(OwnershipMove {
+                    at_s,
+                    partition: p.0,
+                    from: previous,
+                    to: id.0,
+                    cause: String::new(),
+                });
+            }
+        }
+    }
+
+    /// An aggregator was killed (its task ended without a goodbye).
+    pub fn aggregator_killed(&mut self, id: AggregatorId) {
+        if let Some(view) = self.aggregators.get_mut(&id.0) {
+            view.restarts += 1;
+            view.up = false;
+            self.ingested_at_last_tick.insert(id.0, 0);
+            view.primary.clear();
+            view.standby.clear();
+        }
+    }
+
+    /// Closes the current second: rotates the latency window, records the
+    /// interval histogram, computes ingest rates and ownership per second.
+    pub fn tick(&mut self, second_started_at_s: f64) {
+        let h = std::mem::replace(&mut self.e2e_second, latency_histogram());
+        if let Some(intervals) = &mut self.intervals {
+            intervals.push((second_started_at_s, h.clone()));
+        }
+        if self.e2e_window.len() == WINDOW_SECONDS {
+            self.e2e_window.pop_front();
+        }
+        self.e2e_window.push_back(h);
+        let second = self
+            .ownership
+            .primary_per_second
+            .values()
+            .map(Vec::len)
+            .max()
+            .unwrap_or(0);
+        for view in self.aggregators.values_mut() {
+            let last = self.ingested_at_last_tick.entry(view.id).or_default();
+            view.ingest_rate = view.stats.ingested.saturating_sub(*last);
+            *last = view.stats.ingested;
+            let series = self
+                .ownership
+                .primary_per_second
+                .entry(view.id)
+                .or_default();
+            // An aggregator seen for the first time gets zeros for the
+            // seconds before it, so every series indexes the same second.
+            series.resize(second, 0);
+            series.push(if view.up { view.primary.len() as u16 } else { 0 });
+        }
+    }
+
+    /// Latency over the last [`WINDOW_SECONDS`].
+    pub fn window_histogram(&self) -> Histogram<u64> {
+        let mut h = latency_histogram();
+        for s in &self.e2e_window {
+            h.add(s).expect("same bounds");
+        }
+        h
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vitalmesh_core::WardId;
+    use vitalmesh_wire::Timestamp;
+
+    use super::*;
+
+    fn delivery(node: u32, seq: u64, latency_ms: u64) -> Delivery {
+        Delivery {
+            node: NodeId(node),
+            ward: WardId((node / 10) as u16),
+            seq,
+            sample_time: Timestamp::from_secs(100),
+            ingested_at: Timestamp::from_micros(100_000_000 + latency_ms * 1000),
+        }
+    }
+
+    #[test]
+    fn a_second_delivery_is_a_duplicate_and_latency_is_kept_per_ward() {
+        let mut o = Observer::new(20, 2, false);
+        o.deliveries(&[delivery(3, 0, 5), delivery(3, 0, 9), delivery(15, 0, 50)]);
+        assert_eq!((o.delivered_total, o.duplicates), (2, 1));
+        assert_eq!(o.e2e_ward[0].len(), 1);
+        assert_eq!(o.e2e_ward[1].len(), 1);
+        assert!(o.e2e_ward[1].max() >= 49_000);
+    }
+
+    #[test]
+    fn ownership_moves_are_recorded_with_their_previous_owner() {
+        let mut o = Observer::new(1, 1, false);
+        o.ownership(AggregatorId(0), &[PartitionId(0), PartitionId(1)], &[], 0.5);
+        o.aggregator_status(AggregatorStatusUpdate {
+            id: AggregatorId(0),
+            up: true,
+            stats: AggregatorStats::default(),
+            live_view: vec![0],
+            suspected: Vec::new(),
+        });
+        o.tick(0.0);
+        o.ownership(AggregatorId(1), &[PartitionId(1)], &[], 3.0);
+        o.ownership(AggregatorId(1), &[PartitionId(1)], &[], 3.5);
+        let moves: Vec<(u16, Option<u16>, u16)> = o
+            .ownership
+            .moves
+            .iter()
+            .map(|m| (m.partition, m.from, m.to))
+            .collect();
+        assert_eq!(moves, [(0, None, 0), (1, None, 0), (1, Some(0), 1)]);
+        assert_eq!(o.ownership.primary_per_second[&0], [2]);
+    }
+}
