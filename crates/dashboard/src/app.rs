@@ -11,21 +11,19 @@
 //! run's [`Finished`] word, shows the final ledger and where the report went,
 //! and returns on the next key.
 
-use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{mpsc, oneshot, watch};
-use vitalmesh_mesh::ledger::LedgerRow;
-use vitalmesh_mesh::{MeshCommand, Snapshot, TimelineEntry};
-use vitalmesh_scenario::slo::SloResult;
+use vitalmesh_mesh::MeshCommand;
+use vitalmesh_sim::{Snapshot, TimelineEntry};
 use vitalmesh_scenario::{Limits, parse_injection};
 
 use crate::DashboardError;
 use crate::keys::{UiCommand, apply_local, command_for};
-use crate::state::{DashboardState, StatusKind};
+use crate::state::{DashboardState, Finished, StatusKind};
 use crate::terminal;
 
 /// Redraws per second, at most.
@@ -34,19 +32,6 @@ const FRAME: Duration = Duration::from_millis(1000 / MAX_FPS as u64);
 /// How long the loop sleeps on the keyboard when nothing needs drawing; it
 /// bounds how late a snapshot shows up.
 const IDLE_POLL: Duration = Duration::from_millis(50);
-
-/// What the run says when it is over.
-#[derive(Debug, Clone)]
-pub struct Finished {
-    /// The final ledger of the whole run.
-    pub ledger: LedgerRow,
-    /// SLO verdicts.
-    pub slo: Vec<SloResult>,
-    /// Where the JSON report was written.
-    pub report: PathBuf,
-    /// Whether the run was stopped early.
-    pub interrupted: bool,
-}
 
 /// Everything the dashboard is connected to.
 #[derive(Debug)]

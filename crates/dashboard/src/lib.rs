@@ -25,7 +25,8 @@ pub mod view;
 #[cfg(test)]
 mod tests;
 
-pub use app::{DashboardLink, Exit, Finished, run};
+pub use app::{DashboardLink, Exit, run};
+pub use state::Finished;
 
 /// What can go wrong with the dashboard.
 #[derive(Debug, thiserror::Error)]

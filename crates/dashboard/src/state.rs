@@ -2,9 +2,12 @@
 //! per frame, and the operator's own choices (selected ward and aggregator,
 //! latency window, pause, help). Drawing only reads this.
 
-use vitalmesh_mesh::Snapshot;
+use std::path::PathBuf;
 
-use crate::app::Finished;
+use vitalmesh_scenario::slo::SloResult;
+use vitalmesh_sim::Snapshot;
+use vitalmesh_sim::ledger::LedgerRow;
+
 
 /// Which latency distribution the latency panel shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,4 +96,17 @@ impl DashboardState {
     pub fn say(&mut self, text: impl Into<String>, kind: StatusKind) {
         self.status = Some((text.into(), kind));
     }
+}
+
+/// What the run says when it is over.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The final ledger of the whole run.
+    pub ledger: LedgerRow,
+    /// SLO verdicts.
+    pub slo: Vec<SloResult>,
+    /// Where the JSON report was written.
+    pub report: PathBuf,
+    /// Whether the run was stopped early.
+    pub interrupted: bool,
 }

@@ -27,11 +27,11 @@ use ratatui::widgets::{
 };
 use vitalmesh_core::news2::Risk;
 use vitalmesh_core::{Alert, AlertKind};
-use vitalmesh_mesh::metrics::NodeHealth;
-use vitalmesh_mesh::report::{Percentiles, thousands};
-use vitalmesh_mesh::{Phase, Snapshot, TimelineEntry};
+use vitalmesh_sim::NodeHealth;
+use vitalmesh_sim::report::{Percentiles, thousands};
+use vitalmesh_sim::{Phase, Snapshot, TimelineEntry};
 
-use crate::app::Finished;
+use crate::state::Finished;
 use crate::keys::HELP;
 use crate::state::{DashboardState, LatencyWindow, StatusKind};
 
@@ -337,7 +337,13 @@ fn header(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState, p:
                 thousands(u64::from(s.nodes))
             )),
         ),
-        (3, Span::raw(s.mode)),
+        (
+            3,
+            Span::raw(match s.speed {
+                Some(x) => format!("{} ×{x:.0}", s.mode.label()),
+                None => s.mode.label().to_owned(),
+            }),
+        ),
         (4, Span::raw(format!("seed {}", s.seed))),
         (5, Span::raw(format!("broker {}", s.broker_url))),
     ];
@@ -403,7 +409,7 @@ fn throughput(area: Rect, buf: &mut Buffer, s: &Snapshot, p: Palette) {
         Paragraph::new("waiting for the first second…").render(inner, buf);
         return;
     }
-    let series = |f: fn(&vitalmesh_mesh::run::RatePoint) -> u64| -> Vec<(f64, f64)> {
+    let series = |f: fn(&vitalmesh_sim::RatePoint) -> u64| -> Vec<(f64, f64)> {
         history
             .iter()
             .enumerate()
@@ -939,23 +945,16 @@ fn finished(area: Rect, buf: &mut Buffer, f: &Finished, p: Palette) {
         row("dropped (overflow)", l.dropped_overflow),
         row("lost (node crash)", l.lost_on_crash),
     ];
-    let (verdict, color) = if l.unexplained == 0 {
-        (
-            format!(
-                "  {:<20}{:>14}  every sample accounted for",
-                "unexplained", 0
-            ),
-            Color::Green,
-        )
+    let verdict = format!(
+        "  {:<20}{:>14}  {}",
+        "unexplained",
+        thousands(l.unexplained),
+        l.verdict()
+    );
+    let color = if l.unexplained == 0 {
+        Color::Green
     } else {
-        (
-            format!(
-                "  {:<20}{:>14}  SAMPLES UNACCOUNTED FOR",
-                "unexplained",
-                thousands(l.unexplained)
-            ),
-            Color::Red,
-        )
+        Color::Red
     };
     lines.push(Line::from(Span::styled(
         verdict,

@@ -1,20 +1,20 @@
 //! Runs one aggregator: the pure state machine plus an MQTT connection with
 //! its last will, in one task. Deliveries, alerts and status go to the
-//! shared [`Collector`]. Killing the task drops the socket without a
+//! shared [`Observer`]. Killing the task drops the socket without a
 //! goodbye, so the broker publishes the will, exactly as when a process dies.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until};
-use vitalmesh_core::aggregator::{Aggregator, Event, Output};
-use vitalmesh_wire::AggregatorId;
+use vitalmesh_core::aggregator::{Aggregator, Output};
+use vitalmesh_sim::{Observer, setup};
+use vitalmesh_wire::{AggregatorId, Timestamp, TopicScheme};
 
 use crate::broker::MAX_PACKET;
 use crate::clock::RunClock;
-use crate::collector::{AggregatorStatusUpdate, Collector};
 use crate::mqtt::{ConnectOptions, Connection, Incoming, LinkConditions, QoS, Will};
 
 /// What every aggregator task shares.
@@ -22,7 +22,11 @@ use crate::mqtt::{ConnectOptions, Connection, Incoming, LinkConditions, QoS, Wil
 pub(crate) struct AggregatorRuntime {
     pub(crate) clock: RunClock,
     pub(crate) broker: Vec<SocketAddr>,
-    pub(crate) collector: Arc<Mutex<Collector>>,
+    pub(crate) observer: Arc<Mutex<Observer>>,
+    /// The nodes' time zero, once they have started: ownership moves are
+    /// recorded relative to it.
+    pub(crate) origin: Arc<OnceLock<Timestamp>>,
+    pub(crate) topics: TopicScheme,
     pub(crate) keep_alive_secs: u16,
     pub(crate) connect_timeout: Duration,
 }
@@ -54,48 +58,21 @@ impl AggregatorControl {
     }
 }
 
-fn publish_events(agg: &mut Aggregator, collector: &Mutex<Collector>) {
-    let id = agg.id();
-    let mut deliveries = Vec::new();
-    let mut others = Vec::new();
-    while let Some(e) = agg.poll_event() {
-        match e {
-            Event::Delivered(d) => deliveries.push(d),
-            other => others.push(other),
-        }
-    }
-    if deliveries.is_empty() && others.is_empty() {
-        return;
-    }
-    let mut c = collector.lock().unwrap_or_else(|p| p.into_inner());
-    c.deliveries(&deliveries);
-    for e in others {
-        match e {
-            Event::Alert(a) => c.alert(a),
-            Event::Rejected(r) => c.rejected(r.kind(), r.to_string()),
-            Event::Ownership { primary, standby } => c.ownership(id, &primary, &standby),
-            Event::Delivered(_) => {}
-        }
-    }
+fn publish_events(agg: &mut Aggregator, rt: &AggregatorRuntime) {
+    let now = rt.clock.now();
+    let at_s = rt
+        .origin
+        .get()
+        .map_or(0.0, |o| now.saturating_duration_since(*o).as_secs_f64());
+    let mut observer = rt.observer.lock().unwrap_or_else(|p| p.into_inner());
+    setup::observe_events(agg, &mut observer, at_s);
 }
 
-/// φ from which a quiet node shows as suspected (a 0.1 % chance of a wrong
-/// suspicion, not counting the acceptable pause; see
-/// `Aggregator::suspected_nodes`). It is declared down at 8 with the pause.
-const SUSPECT_PHI: f64 = 3.0;
-
-fn status(agg: &Aggregator, up: bool, now: vitalmesh_wire::Timestamp) -> AggregatorStatusUpdate {
-    AggregatorStatusUpdate {
-        id: agg.id(),
-        up,
-        stats: agg.stats(),
-        live_view: agg.live_view().into_iter().map(|a| a.0).collect(),
-        suspected: if up {
-            agg.suspected_nodes(now, SUSPECT_PHI)
-        } else {
-            Vec::new()
-        },
-    }
+fn report_status(agg: &Aggregator, up: bool, rt: &AggregatorRuntime) {
+    rt.observer
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .aggregator_status(setup::aggregator_status(agg, up, rt.clock.now()));
 }
 
 /// Runs `agg` until stopped.
@@ -138,10 +115,7 @@ pub(crate) async fn run_aggregator(
                 }
                 // Kill: the socket is dropped here, without DISCONNECT.
             }
-            rt.collector
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .aggregator_status(status(&agg, false, rt.clock.now()));
+            report_status(&agg, false, &rt);
             return;
         }
         if conn.is_none() && Instant::now() >= retry_at {
@@ -176,13 +150,10 @@ pub(crate) async fn run_aggregator(
                 }
             }
         }
-        publish_events(&mut agg, &rt.collector);
+        publish_events(&mut agg, &rt);
         if Instant::now() >= next_status {
             next_status = Instant::now() + Duration::from_millis(500);
-            rt.collector
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .aggregator_status(status(&agg, conn.is_some(), rt.clock.now()));
+            report_status(&agg, conn.is_some(), &rt);
         }
 
         let timer = agg

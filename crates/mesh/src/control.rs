@@ -20,7 +20,9 @@ use tokio::sync::{mpsc, oneshot};
 use vitalmesh_scenario::{Limits, parse_injection};
 
 use crate::MeshError;
-use crate::run::{MeshCommand, TimelineEntry};
+use vitalmesh_sim::TimelineEntry;
+
+use crate::run::MeshCommand;
 
 /// A request on the control socket.
 #[derive(Debug, Serialize, Deserialize)]
@@ -53,7 +55,7 @@ pub fn default_socket() -> PathBuf {
 
 /// Binds the socket (private to the user) and serves it until the
 /// returned guard is dropped.
-pub(crate) fn bind(path: &Path) -> Result<UnixListener, MeshError> {
+pub fn bind(path: &Path) -> Result<UnixListener, MeshError> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
         if dir == socket_dir() {
@@ -67,7 +69,7 @@ pub(crate) fn bind(path: &Path) -> Result<UnixListener, MeshError> {
 }
 
 /// Answers requests until the command channel closes.
-pub(crate) async fn serve(
+pub async fn serve(
     listener: UnixListener,
     limits: Limits,
     commands: mpsc::Sender<MeshCommand>,

@@ -15,31 +15,29 @@
 //!
 //! # Layout
 //!
-//! - [`mod@run`]: a whole run ([`Mesh`], [`run()`], [`MeshConfig`], [`Snapshot`]).
+//! - [`mod@run`]: the real-time driver of the pure run of `vitalmesh-sim`
+//!   ([`Mesh`], [`run()`], [`MeshConfig`]).
 //! - [`broker`]: the embedded rumqttd (a supervised child process) or an
 //!   external broker.
 //! - [`mqtt`]: the device-class MQTT 3.1.1 client.
 //! - `node_driver`, `aggregator_driver`: one task per node and aggregator.
-//! - [`collector`], [`ledger`], [`report`], [`metrics`]: measurement.
+//! - [`metrics`]: live counters. The observer, ledger and report are the
+//!   pure `vitalmesh-sim`'s, re-exported here as [`ledger`] and [`report`].
 
 pub mod aggregator_driver;
 pub mod broker;
 pub mod clock;
-pub mod collector;
 pub mod control;
 mod error;
-pub mod ledger;
 pub mod limits;
 pub mod metrics;
 pub mod mqtt;
 pub mod node_driver;
 pub mod procfs;
-pub mod report;
 pub mod rogue;
 pub mod run;
 
 pub use error::MeshError;
 pub use node_driver::NodeCommand;
-pub use run::{
-    Mesh, MeshCommand, MeshConfig, Outcome, Phase, RunControl, Snapshot, TimelineEntry, run,
-};
+pub use run::{Mesh, MeshCommand, MeshConfig, Outcome, RunControl, run};
+pub use vitalmesh_sim::{Phase, Snapshot, TimelineEntry, ledger, report};

@@ -18,15 +18,16 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::sleep_until;
-use vitalmesh_firmware::ledger::NodeLedger;
-use vitalmesh_firmware::{Link, LinkAction, Node, Power, SensorFault};
+use vitalmesh_firmware::{LinkAction, Node, SensorFault};
+use vitalmesh_sim::NodeHealth;
+use vitalmesh_sim::ledger::NodeFinal;
 use vitalmesh_wire::envelope::Keyring;
-use vitalmesh_wire::{Body, NodeId, SeqSet, TopicScheme, decode};
+use vitalmesh_wire::{Body, NodeId, TopicScheme, decode};
 
 use crate::MeshError;
 use crate::broker::MAX_PACKET;
 use crate::clock::RunClock;
-use crate::metrics::{DisconnectReason, LiveCounters, NodeHealth};
+use crate::metrics::{DisconnectReason, LiveCounters};
 use crate::mqtt::{ConnectOptions, Connection, Incoming, LinkConditions, QoS};
 
 /// What every node task shares.
@@ -98,17 +99,6 @@ impl Mailbox {
     }
 }
 
-/// What a node reports when it stops.
-#[derive(Debug, Clone)]
-pub(crate) struct NodeOutcome {
-    pub(crate) id: NodeId,
-    /// Samples produced: sequence numbers `0..produced`.
-    pub(crate) produced: u64,
-    pub(crate) ledger: NodeLedger,
-    /// Sequence numbers still in the buffer.
-    pub(crate) buffered: SeqSet,
-}
-
 type Connecting = Pin<Box<dyn Future<Output = Result<Connection, MeshError>> + Send>>;
 
 async fn connect(
@@ -138,37 +128,13 @@ struct Reported {
     health: Option<NodeHealth>,
 }
 
-fn health_of(node: &Node, now: vitalmesh_wire::Timestamp) -> NodeHealth {
-    let s = node.status(now);
-    match s.power {
-        Power::Crashed => NodeHealth::Crashed,
-        Power::Flat => NodeHealth::Flat,
-        Power::Off => NodeHealth::Stopped,
-        Power::Rebooting { .. } => NodeHealth::Offline,
-        Power::On if s.battery_pct < vitalmesh_firmware::battery::LOW_BATTERY_PCT => {
-            NodeHealth::LowBattery
-        }
-        Power::On if s.sensor_fault => NodeHealth::SensorFault,
-        Power::On if s.link != Link::Online => {
-            if s.buffered > 0 {
-                NodeHealth::Buffering
-            } else {
-                NodeHealth::Offline
-            }
-        }
-        // More than a few seconds of samples waiting: acks are not coming.
-        Power::On if s.buffered > 5 => NodeHealth::Buffering,
-        Power::On => NodeHealth::Healthy,
-    }
-}
-
 /// Runs `node` until told to stop.
 pub(crate) async fn run_node(
     mut node: Node,
     rt: Arc<NodeRuntime>,
     mailbox: Arc<Mailbox>,
     link: Arc<LinkConditions>,
-) -> NodeOutcome {
+) -> NodeFinal {
     let id = node.id();
     let index = id.0 as usize;
     let addr = rt.broker[index % rt.broker.len()];
@@ -233,12 +199,7 @@ pub(crate) async fn run_node(
                             }
                             counters.set_health(index, NodeHealth::Stopped);
                             counters.buffered.fetch_sub(reported.buffered, Ordering::Relaxed);
-                            return NodeOutcome {
-                                id,
-                                produced: node.next_seq(),
-                                ledger: node.ledger().clone(),
-                                buffered: node.buffered().map(|s| s.seq).collect(),
-                            };
+                            return NodeFinal::of(&node);
                         }
                         NodeCommand::Crash => node.crash(now),
                         NodeCommand::Restart => node.restart(now),
@@ -343,7 +304,7 @@ fn report(
             .fetch_add(buffered - r.buffered, Ordering::Relaxed);
         r.buffered = buffered;
     }
-    let health = health_of(node, now);
+    let health = NodeHealth::of(node, now);
     if r.health != Some(health) {
         counters.set_health(index, health);
         r.health = Some(health);

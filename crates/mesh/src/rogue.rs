@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep};
@@ -45,20 +44,7 @@ pub(crate) struct RogueCounters {
     pub(crate) dropped_by_broker: AtomicU64,
 }
 
-/// A rogue client's figures for the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct RogueReport {
-    /// What kind.
-    pub kind: RogueKind,
-    /// Seconds into the run it started.
-    pub started_at_s: f64,
-    /// Messages published.
-    pub messages_sent: u64,
-    /// Connections opened.
-    pub connections_opened: u64,
-    /// Times the broker closed its connection.
-    pub dropped_by_broker: u64,
-}
+pub use vitalmesh_sim::report::RogueReport;
 
 /// Everything a rogue needs to know about the mesh.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 use vitalmesh_core::Population;
+use vitalmesh_firmware::NodeConfig;
 use vitalmesh_firmware::battery::BatteryConfig;
 use vitalmesh_firmware::buffer::{DropPolicy, RECORD_BYTES};
 
@@ -34,14 +35,27 @@ pub struct NodeProfile {
 }
 
 impl Default for NodeProfile {
+    /// The firmware's own defaults: one source of truth.
     fn default() -> Self {
+        let n = NodeConfig::default();
         Self {
-            sample_interval: Duration::from_secs(1),
-            buffer_bytes: 16 * 1024,
-            drop_policy: DropPolicy::DropOldest,
-            ack_timeout: Duration::from_secs(5),
-            battery: None,
+            sample_interval: n.sample_interval,
+            buffer_bytes: n.buffer_bytes,
+            drop_policy: n.drop_policy,
+            ack_timeout: n.ack_timeout,
+            battery: n.battery,
         }
+    }
+}
+
+impl NodeProfile {
+    /// Sets the fields this profile owns on a node's configuration.
+    pub fn apply(&self, config: &mut NodeConfig) {
+        config.sample_interval = self.sample_interval;
+        config.buffer_bytes = self.buffer_bytes;
+        config.drop_policy = self.drop_policy;
+        config.ack_timeout = self.ack_timeout;
+        config.battery = self.battery;
     }
 }
 

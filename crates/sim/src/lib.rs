@@ -33,6 +33,7 @@ pub mod ledger;
 pub mod observe;
 pub mod report;
 pub mod run;
+pub mod setup;
 pub mod snapshot;
 pub mod timeline;
 

@@ -6,7 +6,8 @@ use std::sync::mpsc as std_mpsc;
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use tokio::sync::{mpsc, watch};
-use vitalmesh_mesh::{MeshCommand, Snapshot};
+use vitalmesh_mesh::MeshCommand;
+use vitalmesh_sim::Snapshot;
 use vitalmesh_scenario::Limits;
 
 use super::fixture::{entry, snapshot};

@@ -7,7 +7,7 @@ use ratatui::Terminal;
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
 use ratatui::style::Color;
-use vitalmesh_mesh::ledger::LedgerRow;
+use vitalmesh_sim::ledger::LedgerRow;
 
 use super::fixture::{snapshot, state};
 use crate::Finished;

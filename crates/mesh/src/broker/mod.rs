@@ -19,11 +19,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+
+pub use vitalmesh_sim::report::{BrokerEvent, BrokerReport};
 
 use crate::MeshError;
 use crate::clock::RunClock;
@@ -70,17 +71,6 @@ const PROCESS_RESTART_AFTER: u32 = 8;
 /// Largest MQTT packet the runtime accepts or sends.
 pub const MAX_PACKET: usize = 64 * 1024;
 
-/// Something that happened to the broker.
-#[derive(Debug, Clone, Serialize)]
-pub struct BrokerEvent {
-    /// Seconds since the run started.
-    pub at_s: f64,
-    /// `started`, `crashed`, `restarted`, `listener_restart`, `canary_failed`.
-    pub kind: &'static str,
-    /// Details.
-    pub detail: String,
-}
-
 /// Broker health counters.
 #[derive(Debug, Default)]
 struct BrokerStats {
@@ -89,23 +79,6 @@ struct BrokerStats {
     canary_failures: AtomicU64,
     child_pid: AtomicU32,
     events: Mutex<Vec<BrokerEvent>>,
-}
-
-/// Broker figures for the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct BrokerReport {
-    /// `embedded` or `external`.
-    pub kind: &'static str,
-    /// Where clients connect.
-    pub url: String,
-    /// Broker process restarts (crash, unresponsive or injected).
-    pub process_restarts: u64,
-    /// Listeners restarted by the canary inside the broker.
-    pub listener_restarts: u64,
-    /// Canary probes from the runtime that failed.
-    pub canary_failures: u64,
-    /// What happened, in order.
-    pub events: Vec<BrokerEvent>,
 }
 
 type RestartReply = oneshot::Sender<Result<(), MeshError>>;

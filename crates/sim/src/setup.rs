@@ -1,0 +1,105 @@
+//! How a scenario becomes the pure state machines' configurations: the
+//! same for both drivers, so a node or an aggregator behaves identically in
+//! real and in virtual time.
+
+use std::time::Duration;
+
+use vitalmesh_core::{Aggregator, AggregatorConfig};
+use vitalmesh_firmware::{Node, NodeConfig, PatientOptions};
+use vitalmesh_scenario::Scenario;
+use vitalmesh_wire::envelope::{Keyring, Principal};
+use vitalmesh_wire::{AggregatorId, NodeId, Partitioning, Timestamp, TopicScheme};
+
+use crate::observe::AggregatorStatusUpdate;
+
+/// φ from which a quiet node shows as suspected (a 0.1 % chance of a wrong
+/// suspicion, not counting the acceptable pause; see
+/// `Aggregator::suspected_nodes`). It is declared down at 8 with the pause.
+pub const SUSPECT_PHI: f64 = 3.0;
+
+/// The run's device keys. The secret models provisioned keys and is derived
+/// from the seed, so a virtual-time replay produces identical bytes; a rogue
+/// client in the mesh does not know it.
+pub fn keyring(scenario: &Scenario, seed: u64) -> Keyring {
+    let mut s = [0u8; 16];
+    s[..8].copy_from_slice(&seed.to_le_bytes());
+    s[8..].copy_from_slice(&(!seed).rotate_left(17).to_le_bytes());
+    Keyring::new(s, scenario.population.nodes())
+}
+
+/// The partitioning a scenario asks for.
+pub fn partitioning(scenario: &Scenario) -> Partitioning {
+    Partitioning::new(scenario.partitions).expect("validated: 1 to 4096 partitions")
+}
+
+/// Node `id`, started at `now`, sampling every `interval`.
+pub fn node(
+    scenario: &Scenario,
+    seed: u64,
+    keys: &Keyring,
+    id: NodeId,
+    interval: Duration,
+    now: Timestamp,
+) -> Node {
+    let mut config = NodeConfig::default();
+    scenario.profile.apply(&mut config);
+    config.patient =
+        PatientOptions::assign(seed, id, scenario.oxygen_share, scenario.scale2_share);
+    config.sample_interval = interval;
+    Node::new(
+        id,
+        partitioning(scenario).partition_of(id),
+        config,
+        seed,
+        keys.derive(Principal::Node(id)),
+        now,
+    )
+}
+
+/// Aggregator `id` in its `incarnation`-th life.
+pub fn aggregator(
+    scenario: &Scenario,
+    keys: &Keyring,
+    topics: &TopicScheme,
+    id: AggregatorId,
+    incarnation: u64,
+) -> Aggregator {
+    let mut config = AggregatorConfig::new(id, scenario.population);
+    config.incarnation = incarnation;
+    config.partitioning = partitioning(scenario);
+    config.topics = topics.clone();
+    config.node_phi.first_interval = scenario.profile.sample_interval;
+    Aggregator::new(config, keys.clone())
+}
+
+/// An aggregator's status for the observer.
+pub fn aggregator_status(agg: &Aggregator, up: bool, now: Timestamp) -> AggregatorStatusUpdate {
+    AggregatorStatusUpdate {
+        id: agg.id(),
+        up,
+        stats: agg.stats(),
+        live_view: agg.live_view().into_iter().map(|a| a.0).collect(),
+        suspected: if up {
+            agg.suspected_nodes(now, SUSPECT_PHI)
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// Feeds an aggregator's pending events to the observer; `at_s` is the
+/// time since the nodes started.
+pub fn observe_events(agg: &mut Aggregator, observer: &mut crate::Observer, at_s: f64) {
+    use vitalmesh_core::aggregator::Event;
+    let id = agg.id();
+    while let Some(e) = agg.poll_event() {
+        match e {
+            Event::Delivered(d) => observer.delivery(&d),
+            Event::Alert(a) => observer.alert(a),
+            Event::Rejected(r) => observer.rejected(r.kind(), r.to_string()),
+            Event::Ownership { primary, standby } => {
+                observer.ownership(id, &primary, &standby, at_s)
+            }
+        }
+    }
+}
