@@ -29,6 +29,9 @@ pub enum Purpose {
     /// Choices made by scenario events (which nodes, outbreak onsets); the
     /// stream id is the event's index, not a node.
     Events = 6,
+    /// Delays of one client's modelled link in virtual time (nodes by id,
+    /// aggregators from `1 << 31`).
+    Link = 7,
 }
 
 /// The stream for `purpose` of `node` under `seed`.

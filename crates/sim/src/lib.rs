@@ -36,6 +36,7 @@ pub mod run;
 pub mod setup;
 pub mod snapshot;
 pub mod timeline;
+pub mod virtual_time;
 
 pub use health::NodeHealth;
 pub use latency::Percentiles;
