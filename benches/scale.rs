@@ -52,12 +52,17 @@ fn args() -> Args {
 }
 
 fn run(broker: BrokerSpec, a: &Args) -> Report {
-    let mut c = MeshConfig::new(PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")));
-    c.seed = 2026;
-    c.set_nodes(a.nodes, 10);
-    c.duration = Duration::from_secs(a.duration_s);
+    let flags = vitalmesh_scenario::MeshFlags {
+        nodes: Some(a.nodes),
+        wards: Some(10),
+        ..Default::default()
+    };
+    let mut scenario =
+        vitalmesh_scenario::from_flags(&flags, Some(Duration::from_secs(a.duration_s)))
+            .unwrap_or_else(|e| panic!("{e}"));
+    scenario.name = "scale-bench".into();
+    let mut c = MeshConfig::new(scenario, 2026, PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")));
     c.broker = broker;
-    c.scenario = "scale-bench".into();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -70,7 +75,6 @@ fn run(broker: BrokerSpec, a: &Args) -> Report {
                 stop,
                 snapshots: None,
                 commands: None,
-                control_socket: None,
             },
         )
         .await
@@ -80,9 +84,10 @@ fn run(broker: BrokerSpec, a: &Args) -> Report {
 }
 
 fn line(name: &str, r: &Report, broker_rss: u64) -> serde_json::Value {
+    let memory = r.memory.as_ref().expect("a real-time report measures memory");
     let l = &r.ledger.total;
     let e = &r.latency.end_to_end;
-    let per_node = (r.memory.process_peak_bytes + broker_rss) / u64::from(r.config.nodes);
+    let per_node = (memory.process_peak_bytes + broker_rss) / u64::from(r.config.nodes);
     println!(
         "{name:<10} {:>8} {:>10.1} {:>8} {:>8} {:>11} {:>7.2} {:>7.2} {:>7.2} {:>8.2} {:>9.1} {:>9.1}",
         r.config.nodes,
@@ -94,7 +99,7 @@ fn line(name: &str, r: &Report, broker_rss: u64) -> serde_json::Value {
         e.p99_ms,
         e.p99_9_ms,
         e.max_ms,
-        r.memory.process_peak_bytes as f64 / u64::from(r.config.nodes) as f64 / 1024.0,
+        memory.process_peak_bytes as f64 / u64::from(r.config.nodes) as f64 / 1024.0,
         per_node as f64 / 1024.0,
     );
     serde_json::json!({
@@ -107,7 +112,7 @@ fn line(name: &str, r: &Report, broker_rss: u64) -> serde_json::Value {
         "ledger": l,
         "end_to_end_ms": e,
         "publish_ack_ms": r.latency.publish_ack,
-        "simulator_bytes_per_node": r.memory.process_peak_bytes / u64::from(r.config.nodes),
+        "simulator_bytes_per_node": memory.process_peak_bytes / u64::from(r.config.nodes),
         "broker_peak_bytes": broker_rss,
         "total_bytes_per_node": per_node,
     })
@@ -143,7 +148,7 @@ fn main() {
             ports: None,
         };
         let r = run(spec, &a);
-        let broker = r.memory.broker_peak_bytes;
+        let broker = r.memory.as_ref().map_or(0, |m| m.broker_peak_bytes);
         results.push(line("embedded", &r, broker));
     }
     if a.only.as_deref().is_none_or(|o| o == "mosquitto") {

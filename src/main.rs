@@ -2,6 +2,7 @@
 
 mod run_cmd;
 mod seed;
+mod virtual_cmd;
 mod vitals;
 
 use clap::{Parser, Subcommand};
@@ -35,7 +36,18 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are not errors; a refused command line is.
+            let _ = e.print();
+            return std::process::ExitCode::from(if e.use_stderr() {
+                run_cmd::EXIT_USAGE
+            } else {
+                0
+            });
+        }
+    };
     let result = match cli.command {
         Command::Vitals(args) => vitals::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Run(args) => run_cmd::run(&args),
@@ -47,7 +59,7 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(run_cmd::EXIT_ERROR)
         }
     }
 }

@@ -1,29 +1,53 @@
 //! `vitalmesh run`, `vitalmesh validate` and `vitalmesh inject`.
+//!
+//! `run` is honest at both edges: everything it will write (the report, the
+//! latency log, the control socket) is opened before anything starts, so a
+//! bad path costs nothing; every outcome has its own exit code.
 
+use std::fs::File;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, watch};
 use vitalmesh_dashboard::Exit;
-use vitalmesh_mesh::broker::BrokerSpec;
 use vitalmesh_mesh::{MeshCommand, MeshConfig, RunControl, Snapshot};
-use vitalmesh_scenario::{Action, Scenario, duration};
+use vitalmesh_scenario::{MeshFlags, Scenario, duration};
+use vitalmesh_sim::report::Report;
 
-/// Exit code when a sample is unexplained.
-const EXIT_UNEXPLAINED: u8 = 2;
+/// Exit code of a run that could not start or failed (bad input, broker).
+pub(crate) const EXIT_ERROR: u8 = 1;
+/// Exit code of a command line clap refused (its own convention).
+pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit code when an SLO of the scenario failed.
-const EXIT_SLO_FAILED: u8 = 3;
+pub(crate) const EXIT_SLO_FAILED: u8 = 3;
+/// Exit code when a sample is unexplained.
+pub(crate) const EXIT_UNEXPLAINED: u8 = 4;
+/// Exit code of a run stopped early (Ctrl-C, `q`): the report is written
+/// but covers less than the scenario.
+pub(crate) const EXIT_INTERRUPTED: u8 = 5;
+/// Exit code when a second Ctrl-C abandoned the run (no report).
+pub(crate) const EXIT_ABORTED: u8 = 130;
 
 /// Options of `vitalmesh run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
     /// Scenario file (TOML). Without one, the default mesh runs: 1,000
-    /// nodes, 4 aggregators, 60 s.
+    /// nodes in 10 wards, 4 aggregators, 60 s.
     scenario: Option<PathBuf>,
+    /// Run in virtual time: the same state machines on a discrete-event
+    /// clock with a modelled broker and network, as fast as one core allows
+    /// (or at --speed); the same seed gives a byte-identical report.
+    #[arg(long = "virtual")]
+    virtual_time: bool,
+    /// With --virtual: simulated seconds per wall second (60 = one
+    /// simulated minute a second), e.g. to follow a run on the dashboard.
+    #[arg(long, value_name = "FACTOR", requires = "virtual_time")]
+    speed: Option<f64>,
     /// Plain progress lines on stderr instead of the live dashboard (also
     /// the case when stdout is not a terminal or CI is set).
     #[arg(long)]
@@ -31,7 +55,7 @@ pub(crate) struct RunArgs {
     /// How long nodes run (overrides the scenario's duration).
     #[arg(long, value_parser = duration::parse)]
     duration: Option<Duration>,
-    /// Number of sensor nodes (without a scenario).
+    /// Number of sensor nodes (without a scenario; a multiple of --wards).
     #[arg(long)]
     nodes: Option<u32>,
     /// Number of wards the nodes are spread over (without a scenario).
@@ -70,17 +94,6 @@ pub(crate) struct RunArgs {
     progress_every: u64,
 }
 
-/// Refuses a flag that the scenario file owns.
-fn scenario_owns(flag: &str, given: bool, file: &Path, section: &str) -> Result<()> {
-    if given {
-        bail!(
-            "{flag}: set by the scenario; edit [{section}] in '{}' instead",
-            file.display()
-        );
-    }
-    Ok(())
-}
-
 /// The program the embedded broker runs as. On Linux `/proc/self/exe`
 /// names this process's own image even if the file on disk has since been
 /// replaced (say, by a rebuild during a long run), so a broker restart
@@ -93,109 +106,92 @@ fn broker_program() -> Result<PathBuf> {
     std::env::current_exe().context("locating this executable to start the embedded broker")
 }
 
-fn build_config(args: &RunArgs) -> Result<MeshConfig> {
-    let program = broker_program()?;
-    let mut config = match &args.scenario {
-        Some(path) => {
-            let scenario = vitalmesh_scenario::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-            scenario_owns("--nodes", args.nodes.is_some(), path, "population")?;
-            scenario_owns("--wards", args.wards.is_some(), path, "population")?;
-            scenario_owns(
-                "--aggregators",
-                args.aggregators.is_some(),
-                path,
-                "aggregators",
-            )?;
-            scenario_owns(
-                "--partitions",
-                args.partitions.is_some(),
-                path,
-                "aggregators",
-            )?;
-            scenario_owns(
-                "--sample-interval",
-                args.sample_interval.is_some(),
-                path,
-                "population.profile",
-            )?;
-            if let Some(d) = args.duration {
-                check_shortened(&scenario, d)?;
-            }
-            let seed = crate::seed::resolve(args.seed.or(scenario.seed));
-            let c = MeshConfig::from_scenario(&scenario, program, seed);
-            if args.broker.is_some() {
-                if let Some(s) = c
-                    .schedule
-                    .iter()
-                    .find(|s| matches!(s.action, Action::RestartBroker))
-                {
-                    bail!(
-                        "--broker: {} in '{}' restarts the broker, which only the embedded one can do",
-                        s.origin,
-                        path.display()
-                    );
-                }
-            }
-            c
-        }
-        None => {
-            let mut c = MeshConfig::new(program);
-            c.seed = crate::seed::resolve(args.seed);
-            let nodes = args.nodes.unwrap_or(c.population.nodes());
-            let wards = args.wards.unwrap_or(c.population.wards);
-            c.set_nodes(nodes, wards);
-            if let Some(k) = args.aggregators {
-                c.aggregators = k;
-            }
-            if let Some(p) = args.partitions {
-                c.partitions = p;
-            }
-            if let Some(i) = args.sample_interval {
-                c.node.sample_interval = i;
-            }
-            c
-        }
+/// The run's one source of truth: the scenario file, or the flags through
+/// the same validation, with the command-line overrides applied and
+/// checked like the file's own values.
+fn build_scenario(args: &RunArgs) -> Result<(Scenario, u64)> {
+    let flags = MeshFlags {
+        nodes: args.nodes,
+        wards: args.wards,
+        aggregators: args.aggregators,
+        partitions: args.partitions,
+        sample_interval: args.sample_interval,
     };
-    if let Some(d) = args.duration {
-        config.duration = d;
-    }
+    let mut scenario = match &args.scenario {
+        Some(path) => {
+            let s = vitalmesh_scenario::load(path)?;
+            flags.refuse_with_file(&path.display().to_string())?;
+            match args.duration {
+                Some(d) => s.with_duration(d)?,
+                None => s,
+            }
+        }
+        None => vitalmesh_scenario::from_flags(&flags, args.duration)?,
+    };
     if let Some(r) = args.connect_rate {
-        config.connect_rate = r;
+        scenario = scenario.with_connect_rate(r)?;
     }
     if let Some(url) = &args.broker {
-        config.broker = BrokerSpec::parse_url(url)?;
+        let (host, port) = vitalmesh_scenario::broker_url::parse(url)
+            .map_err(|e| anyhow::anyhow!("--broker: {e}"))?;
+        scenario = scenario.with_external_broker(host, port)?;
     }
-    config.keep_intervals = args.hdr_log.is_some();
-    config.validate()?;
-    Ok(config)
+    if args.virtual_time {
+        scenario.check_virtual()?;
+        if let Some(x) = args.speed {
+            if !(x.is_finite() && x > 0.0) {
+                bail!("--speed: '{x}' is not a speed; expected simulated seconds per wall second above 0, e.g. '60'");
+            }
+        }
+    }
+    let seed = crate::seed::resolve(args.seed.or(scenario.seed));
+    Ok((scenario, seed))
 }
 
-/// A `--duration` that would cut off scheduled actions is refused, as the
-/// same file with that duration would be.
-fn check_shortened(s: &Scenario, d: Duration) -> Result<()> {
-    if let Some(late) = s
-        .load
-        .iter()
-        .chain(&s.events)
-        .filter(|e| e.at >= d)
-        .min_by_key(|e| e.at)
-    {
-        bail!(
-            "--duration: '{}' ends before {} at '{}' in '{}'; expected a duration longer than its last scheduled action",
-            duration::format(d),
-            late.origin,
-            duration::format(late.at),
-            s.file
-        );
+/// An output file, created (or truncated) before the run starts so a bad
+/// path is found at once, not after the run has been lost.
+struct Output {
+    path: PathBuf,
+    file: File,
+}
+
+impl Output {
+    fn create(flag: &str, path: &Path) -> Result<Self> {
+        if path.is_dir() {
+            bail!(
+                "{flag}: '{}' is a directory; expected a file path",
+                path.display()
+            );
+        }
+        let file = File::create(path).map_err(|e| {
+            anyhow::anyhow!(
+                "{flag}: cannot create '{}': {e}; expected a writable file path",
+                path.display()
+            )
+        })?;
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(Self { path, file })
     }
-    Ok(())
+
+    fn write(mut self, bytes: &[u8]) -> Result<PathBuf> {
+        self.file
+            .write_all(bytes)
+            .and_then(|()| self.file.flush())
+            .with_context(|| format!("writing '{}'", self.path.display()))?;
+        Ok(self.path)
+    }
 }
 
 fn progress_line(s: &Snapshot) -> String {
+    let clock = match s.speed {
+        Some(x) => format!(
+            "[{} sim., ×{x:.0}]",
+            duration::format(Duration::from_secs(s.elapsed.as_secs()))
+        ),
+        None => format!("[{:>5.0}s/{:.0}s]", s.elapsed.as_secs_f64(), s.planned.as_secs_f64()),
+    };
     format!(
-        "[{:>5.0}s/{:.0}s] {:<8} {}/{} connected | produced {} delivered {} ({}/s) | buffered {} | e2e p99 {:.1} ms (10 s) | alerts {} | events {}",
-        s.elapsed.as_secs_f64(),
-        s.planned.as_secs_f64(),
+        "{clock} {:<8} {}/{} connected | produced {} delivered {} ({}/s) | buffered {} | e2e p99 {:.1} ms (10 s) | alerts {} | events {}",
         format!("{:?}", s.phase).to_lowercase(),
         s.connected,
         s.nodes,
@@ -209,17 +205,23 @@ fn progress_line(s: &Snapshot) -> String {
     )
 }
 
-/// Plain progress on stderr: timeline entries as they fire and a status
-/// line every `every`. Runs on its own thread until the run ends.
+/// Plain progress on stderr: the broker's address once, timeline entries
+/// as they fire (a refused one says so) and a status line every `every`.
+/// Runs on its own thread until the run ends.
 fn print_progress(mut snapshots: mpsc::Receiver<Snapshot>, every: Duration) {
     let mut last: Option<Duration> = None;
+    let mut announced = false;
     // Timeline entries already printed, by time (the snapshot carries the
     // most recent hundred).
     let mut printed_until = f64::NEG_INFINITY;
     while let Some(s) = snapshots.blocking_recv() {
         let mut err = std::io::stderr().lock();
+        if !announced {
+            announced = true;
+            let _ = writeln!(err, "broker: {}{}", s.broker_url, attach_hint(&s.broker_url));
+        }
         for e in s.timeline.iter().filter(|e| e.at_s > printed_until) {
-            let _ = writeln!(err, "[{:>5.0}s] {}: {}", e.at_s, e.source, e.description);
+            let _ = writeln!(err, "{}", e.console_line());
         }
         printed_until = s
             .timeline
@@ -229,6 +231,16 @@ fn print_progress(mut snapshots: mpsc::Receiver<Snapshot>, every: Duration) {
             last = Some(s.elapsed);
             let _ = writeln!(err, "{}", progress_line(&s));
         }
+    }
+}
+
+/// How to watch a real broker's traffic.
+fn attach_hint(url: &str) -> String {
+    match vitalmesh_scenario::broker_url::parse(url) {
+        Ok((host, port)) if url.starts_with("mqtt://") => {
+            format!(" (watch it: mosquitto_sub -h {host} -p {port} -t 'vm/#' -v)")
+        }
+        _ => String::new(),
     }
 }
 
@@ -268,7 +280,7 @@ async fn stop_on_signal(stop: watch::Sender<bool>, quiet: bool) {
     if signal().await {
         vitalmesh_dashboard::terminal::restore();
         eprintln!("aborted: no report written");
-        std::process::exit(130);
+        std::process::exit(i32::from(EXIT_ABORTED));
     }
 }
 
@@ -285,7 +297,7 @@ fn spawn_dashboard(
             Ok(Exit::Done) => {}
             Ok(Exit::Abort) => {
                 eprintln!("aborted: no report written");
-                std::process::exit(130);
+                std::process::exit(i32::from(EXIT_ABORTED));
             }
             Ok(Exit::Detached) => {
                 eprintln!("dashboard: gave the terminal back; plain progress follows");
@@ -299,10 +311,26 @@ fn spawn_dashboard(
         .context("starting the dashboard thread")
 }
 
+/// What either driver leaves behind.
+pub(crate) struct Finished {
+    pub(crate) report: Report,
+    pub(crate) intervals: Option<Vec<(f64, Histogram<u64>)>>,
+    pub(crate) started: SystemTime,
+}
+
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
-    let config = build_config(args)?;
+    let (scenario, seed) = build_scenario(args)?;
+    let report_out = Output::create("--report", &args.report)?;
+    let hdr_out = args
+        .hdr_log
+        .as_deref()
+        .map(|p| Output::create("--hdr-log", p))
+        .transpose()?;
+    let mut config = MeshConfig::new(scenario, seed, broker_program()?);
+    config.keep_intervals = hdr_out.is_some();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .worker_threads(if args.virtual_time { 1 } else { 2 })
         .thread_name("vitalmesh")
         .build()
         .context("starting the async runtime")?;
@@ -310,16 +338,27 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .control
         .clone()
         .unwrap_or_else(vitalmesh_mesh::control::default_socket);
+    let listener = {
+        let _guard = runtime.enter();
+        vitalmesh_mesh::control::bind(&control_socket).map_err(|e| {
+            anyhow::anyhow!(
+                "--control: cannot listen on '{}': {e}; expected a path in a writable directory",
+                control_socket.display()
+            )
+        })?
+    };
+    let s = &config.scenario;
     eprintln!(
-        "vitalmesh: '{}' — {} nodes in {} wards, {} aggregators, {} partitions, {}, {} scheduled actions — seed {}",
-        config.scenario,
-        config.population.nodes(),
-        config.population.wards,
-        config.aggregators,
-        config.partitions,
-        duration::format(config.duration),
-        config.schedule.len(),
-        config.seed
+        "vitalmesh: '{}' in {} — {} nodes in {} wards, {} aggregators, {} partitions, {}, {} scheduled actions — seed {}",
+        s.name,
+        if args.virtual_time { "virtual time" } else { "real time" },
+        s.population.nodes(),
+        s.population.wards,
+        s.aggregators,
+        s.partitions,
+        duration::format(s.duration),
+        s.load.len() + s.events.len(),
+        seed
     );
     eprintln!(
         "control: {} (vitalmesh inject <action> ...)",
@@ -330,55 +369,62 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let limits = config.limits();
     let (stop_tx, stop_rx) = watch::channel(false);
     let (snap_tx, snap_rx) = mpsc::channel::<Snapshot>(4);
-    let (finished_tx, ui, commands) = if dashboard {
-        let (command_tx, command_rx) = mpsc::channel::<MeshCommand>(8);
+    let (command_tx, command_rx) = mpsc::channel::<MeshCommand>(16);
+    let (finished_tx, ui) = if dashboard {
         let (finished_tx, finished_rx) = std::sync::mpsc::channel();
         let link = vitalmesh_dashboard::DashboardLink {
             snapshots: snap_rx,
-            commands: command_tx,
+            commands: command_tx.clone(),
             stop: stop_tx.clone(),
             finished: finished_rx,
-            limits,
+            limits: limits.clone(),
         };
-        (
-            Some(finished_tx),
-            spawn_dashboard(link, every)?,
-            Some(command_rx),
-        )
+        (Some(finished_tx), spawn_dashboard(link, every)?)
     } else {
         let printer = std::thread::Builder::new()
             .name("progress".into())
             .spawn(move || print_progress(snap_rx, every))
             .context("starting the progress thread")?;
-        (None, printer, None)
+        (None, printer)
     };
-    let outcome = runtime.block_on(async {
-        tokio::spawn(stop_on_signal(stop_tx, dashboard));
-        let control = RunControl {
-            stop: stop_rx,
-            snapshots: Some(snap_tx),
-            commands,
-            control_socket: Some(control_socket),
-        };
-        vitalmesh_mesh::run(config, control).await
-    });
+    let server = runtime.spawn(vitalmesh_mesh::control::serve(listener, limits, command_tx));
+    runtime.spawn(stop_on_signal(stop_tx, dashboard));
+    let host_start = std::time::Instant::now();
+    let outcome: Result<Finished> = if args.virtual_time {
+        crate::virtual_cmd::run(&config, args.speed, stop_rx, snap_tx, command_rx).map_err(Into::into)
+    } else {
+        runtime
+            .block_on(vitalmesh_mesh::run(
+                config,
+                RunControl {
+                    stop: stop_rx,
+                    snapshots: Some(snap_tx),
+                    commands: Some(command_rx),
+                },
+            ))
+            .map(|o| Finished {
+                report: o.report,
+                intervals: o.intervals,
+                started: o.started,
+            })
+            .map_err(Into::into)
+    };
+    let host_wall = host_start.elapsed();
+    server.abort();
+    let _ = std::fs::remove_file(&control_socket);
     // Files first, so the dashboard's last screen can say where they went.
-    let written = outcome
-        .as_ref()
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .and_then(|o| {
-            o.report.write_json(&args.report)?;
-            let report =
-                std::fs::canonicalize(&args.report).unwrap_or_else(|_| args.report.clone());
-            let hdr_log = match (&args.hdr_log, &o.intervals) {
-                (Some(path), Some(intervals)) => {
-                    vitalmesh_mesh::report::write_hdr_log(path, o.started, intervals)?;
-                    Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.clone()))
-                }
-                _ => None,
-            };
-            Ok((report, hdr_log))
-        });
+    let written = outcome.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|o| {
+        let report = report_out.write(&o.report.to_json())?;
+        let hdr_log = match (hdr_out, &o.intervals) {
+            (Some(out), Some(intervals)) => {
+                let bytes = vitalmesh_sim::report::hdr_log(o.started, intervals)
+                    .map_err(|e| anyhow::anyhow!("--hdr-log: {e}"))?;
+                Some(out.write(&bytes)?)
+            }
+            _ => None,
+        };
+        Ok((report, hdr_log))
+    });
     if let (Some(tx), Ok(outcome), Ok((report, _))) = (&finished_tx, &outcome, &written) {
         let _ = tx.send(vitalmesh_dashboard::Finished {
             ledger: outcome.report.ledger.total,
@@ -401,12 +447,31 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             path.display()
         );
     }
+    if args.virtual_time {
+        let wall = host_wall.as_secs_f64().max(1e-6);
+        println!(
+            "Host         {:.2} s wall = {:.0}× real time, {} CPU s, peak RSS {:.0} MB (not in the report, which is byte-identical for a seed)",
+            wall,
+            report.ran_for_s / wall,
+            vitalmesh_mesh::procfs::cpu_seconds("self").map_or("?".into(), |c| format!("{c:.2}")),
+            vitalmesh_mesh::procfs::peak_rss_bytes("self") as f64 / 1e6
+        );
+    }
+    Ok(ExitCode::from(exit_code(report)))
+}
+
+/// The exit code of a finished run, worst outcome first.
+fn exit_code(report: &Report) -> u8 {
     if report.ledger.total.unexplained > 0 {
         eprintln!(
             "error: {} samples are unexplained: produced but neither delivered, buffered, dropped nor lost",
             report.ledger.total.unexplained
         );
-        return Ok(ExitCode::from(EXIT_UNEXPLAINED));
+        return EXIT_UNEXPLAINED;
+    }
+    if report.interrupted {
+        eprintln!("stopped early: the report covers {:.1} s of the planned {:.1} s", report.ran_for_s, report.config.duration_s);
+        return EXIT_INTERRUPTED;
     }
     if !report.slo_passed() {
         let failed: Vec<&str> = report
@@ -416,9 +481,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             .map(|r| r.name)
             .collect();
         eprintln!("error: SLO failed: {}", failed.join(", "));
-        return Ok(ExitCode::from(EXIT_SLO_FAILED));
+        return EXIT_SLO_FAILED;
     }
-    Ok(ExitCode::SUCCESS)
+    0
 }
 
 /// Options of `vitalmesh validate`.

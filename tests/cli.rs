@@ -132,7 +132,11 @@ fn run_prints_the_ledger_and_writes_the_report_and_latency_log() {
         "progress lines while running: {stderr}"
     );
     let r = read_report(&report);
-    assert_eq!(r["schema"], "vitalmesh-report/1");
+    assert_eq!(r["schema"], "vitalmesh-report/2");
+    assert_eq!(r["mode"], "real");
+    assert!(r["cpu"]["process_s"].as_f64().is_some(), "a real-time report measures the host");
+    assert_eq!(r["latency"]["per_ward"].as_array().unwrap().len(), 3);
+    assert!(!r["ownership"]["moves"].as_array().unwrap().is_empty());
     assert_eq!(r["seed"], 11);
     assert_eq!(r["ledger"]["total"]["unexplained"], 0);
     let produced = r["ledger"]["total"]["produced"].as_u64().unwrap();
@@ -185,9 +189,10 @@ fn ctrl_c_ends_the_run_cleanly_and_still_writes_the_report() {
     assert!(status.success());
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "an interrupted run has its own exit code: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("(stopped early)"), "{stdout}");

@@ -130,7 +130,10 @@ fn the_dashboard_runs_in_a_real_terminal_takes_keys_and_gives_the_terminal_back(
     let screen = tmux.wait_for("the process to exit", Duration::from_secs(20), |s| {
         s.contains("stty checked")
     });
-    assert!(screen.contains("vitalmesh exited with 0"), "{screen}");
+    assert!(
+        screen.contains("vitalmesh exited with 5"),
+        "quitting stops the run early, which has its own exit code: {screen}"
+    );
     assert!(
         screen.contains("every sample accounted for"),
         "the summary follows:\n{screen}"

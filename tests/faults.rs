@@ -26,11 +26,7 @@ fn seed() -> u64 {
 
 fn config(text: &str) -> MeshConfig {
     let scenario = vitalmesh_scenario::parse("test.toml", text).unwrap_or_else(|e| panic!("{e}"));
-    MeshConfig::from_scenario(
-        &scenario,
-        PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")),
-        seed(),
-    )
+    MeshConfig::new(scenario, seed(), PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")))
 }
 
 async fn run_scenario(text: &str) -> Report {
@@ -39,7 +35,6 @@ async fn run_scenario(text: &str) -> Report {
         stop,
         snapshots: None,
         commands: None,
-        control_socket: None,
     };
     run(config(text), control)
         .await
@@ -442,7 +437,7 @@ nodes = [5]"#;
     let (mut temps, mut spo2_lost, mut others) = (Vec::new(), 0, 0);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while tokio::time::Instant::now() < deadline && (temps.len() < 6 || spo2_lost < 3) {
-        mesh.maybe_tick();
+        mesh.advance().await;
         let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) =
             tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await
         else {

@@ -33,13 +33,15 @@ fn seed() -> u64 {
 }
 
 fn config(nodes: u32, aggregators: u16) -> MeshConfig {
-    let mut c = MeshConfig::new(PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")));
-    c.seed = seed();
-    c.set_nodes(nodes, 5);
-    c.aggregators = aggregators;
-    c.connect_rate = 500;
-    c.drain = Duration::from_secs(8);
-    c
+    // These tests drive the mesh by hand: the duration only bounds the schedule.
+    let text = format!(
+        "[scenario]\nname = \"mesh-test\"\nduration = \"1h\"\ndrain = \"8s\"\n\
+         [population]\nwards = 5\nnodes_per_ward = {}\nconnect_rate = 500\n\
+         [aggregators]\ncount = {aggregators}\n",
+        nodes / 5
+    );
+    let scenario = vitalmesh_scenario::parse("mesh-test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    MeshConfig::new(scenario, seed(), PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")))
 }
 
 async fn start(config: MeshConfig) -> Mesh {
@@ -55,7 +57,7 @@ async fn start(config: MeshConfig) -> Mesh {
 async fn run_for(mesh: &mut Mesh, d: Duration) {
     let end = Instant::now() + d;
     while Instant::now() < end {
-        mesh.maybe_tick();
+        mesh.advance().await;
         sleep(Duration::from_millis(100)).await;
     }
 }
@@ -316,7 +318,7 @@ async fn node_traffic_reads_correctly_through_an_independent_mqtt_client() {
     let mut seen = 0;
     let deadline = Instant::now() + Duration::from_secs(15);
     while seen < 100 && Instant::now() < deadline {
-        mesh.maybe_tick();
+        mesh.advance().await;
         let event = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
         if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) = event {
             let Some(WireTopic::Data { node, partition }) = topics.parse(&p.topic) else {
@@ -326,7 +328,7 @@ async fn node_traffic_reads_correctly_through_an_independent_mqtt_client() {
                 panic!("payload on {} does not decode", p.topic)
             };
             assert_eq!(batch.node, node);
-            assert!(partition.0 < mesh.config().partitions);
+            assert!(partition.0 < mesh.config().scenario.partitions);
             seen += 1;
         }
     }

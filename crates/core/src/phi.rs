@@ -126,7 +126,24 @@ impl PhiDetector {
     }
 
     /// Whether the peer is considered up at `now`.
+    ///
+    /// Until the expected interval (plus the acceptable pause) has passed,
+    /// φ is at most −log₁₀(½) ≈ 0.30, below any sensible threshold, so the
+    /// answer is known without the `exp` and `log10` of [`Self::phi`]: an
+    /// aggregator checks every node four times a second, and nearly every
+    /// check falls here. The result is the same either way.
     pub fn is_available(&self, now: Timestamp, config: &PhiConfig) -> bool {
+        const MAX_PHI_BEFORE_MEAN: f64 = std::f64::consts::LOG10_2;
+        if let Some(last) = self.last {
+            if config.threshold > MAX_PHI_BEFORE_MEAN {
+                let n = f64::from(self.len.max(1));
+                let mean_ms = self.sum_ms / n + config.acceptable_pause.as_secs_f64() * 1000.0;
+                let elapsed_ms = now.saturating_duration_since(last).as_secs_f64() * 1000.0;
+                if elapsed_ms <= mean_ms {
+                    return true;
+                }
+            }
+        }
         self.phi(now, config) < config.threshold
     }
 }
@@ -139,6 +156,30 @@ fn phi(elapsed: f64, mean: f64, sd: f64) -> f64 {
         -(e / (1.0 + e)).log10()
     } else {
         -(1.0 - 1.0 / (1.0 + e)).log10()
+    }
+}
+
+#[cfg(test)]
+mod short_circuit_tests {
+    use super::*;
+
+    #[test]
+    fn availability_agrees_with_phi_at_every_elapsed_time() {
+        let config = PhiConfig::default();
+        let mut d = PhiDetector::new(&config);
+        let t0 = Timestamp::from_secs(1_000);
+        for i in 0..20u64 {
+            d.heartbeat(t0 + Duration::from_millis(i * 1000 + (i * 37) % 200), &config);
+        }
+        let last = t0 + Duration::from_millis(19 * 1000 + (19 * 37) % 200);
+        for ms in (0..15_000u64).step_by(7) {
+            let now = last + Duration::from_millis(ms);
+            assert_eq!(
+                d.is_available(now, &config),
+                d.phi(now, &config) < config.threshold,
+                "at {ms} ms"
+            );
+        }
     }
 }
 

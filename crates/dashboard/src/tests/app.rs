@@ -11,7 +11,8 @@ use vitalmesh_sim::Snapshot;
 use vitalmesh_scenario::Limits;
 
 use super::fixture::{entry, snapshot};
-use crate::app::{App, DashboardLink, Exit, Finished};
+use crate::app::{App, DashboardLink, Exit};
+use crate::state::Finished;
 use crate::state::StatusKind;
 
 struct Harness {

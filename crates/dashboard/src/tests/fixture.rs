@@ -98,7 +98,8 @@ pub(crate) fn snapshot(wards: u16, nodes_per_ward: u32) -> Snapshot {
     Snapshot {
         scenario: "fixture-ward".into(),
         seed: 4242,
-        mode: "real time",
+        mode: vitalmesh_sim::RunMode::Real,
+        speed: None,
         broker_url: "mqtt://127.0.0.1:41883".into(),
         phase: Phase::Running,
         elapsed: Duration::from_secs(65),

@@ -126,37 +126,22 @@ enum What {
     Up { from: Client, session: u32, packet: Packet },
     /// A packet reaches a client.
     Down { to: Client, session: u32, packet: Packet },
+    /// One message reaching several clients at the same instant (a
+    /// partition's acknowledgements, a sample to its primary and standby).
+    Deliver { to: Vec<(Client, u32)>, msg: Rc<Msg> },
+    /// A node's PUBACK window may have opened.
+    PubAckWake { node: u32 },
     ConnectTimeout { client: Client, attempt: u32 },
     BrokerKeepAlive { client: Client, epoch: u32 },
     ClientKeepAlive { client: Client, epoch: u32 },
     BrokerUp,
 }
 
-/// An event at a time; ties break by insertion order, so a run is
-/// deterministic.
-#[derive(Debug)]
-struct Timed {
-    at: u64,
-    seq: u64,
-    what: What,
-}
-
-impl PartialEq for Timed {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Timed {}
-impl PartialOrd for Timed {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Timed {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
+/// An event's place in the queue: when, in what order among events at the
+/// same microsecond (insertion order, so a run is deterministic), and
+/// where its payload waits in the slab. Small entries keep the heap's
+/// sifting cheap: it is the hottest structure of a virtual run.
+type Timed = (u64, u64, u32);
 
 /// A client's end of its connection.
 #[derive(Debug)]
@@ -180,6 +165,10 @@ struct VNode {
     wake_at: u64,
     wake_token: u32,
     inflight: u32,
+    /// PUBACKs on their way: (arrival, publish time, session).
+    pubacks: std::collections::VecDeque<(u64, u64, u32)>,
+    /// When a `PubAckWake` is queued for this node (`u64::MAX`: none).
+    puback_wake: u64,
     reported: Reported,
 }
 
@@ -250,6 +239,8 @@ pub struct VirtualMesh {
     start: u64,
     origin: Option<u64>,
     queue: BinaryHeap<Reverse<Timed>>,
+    slab: Vec<Option<What>>,
+    free: Vec<u32>,
     seq: u64,
     events: u64,
     nodes: Vec<VNode>,
@@ -303,6 +294,8 @@ impl VirtualMesh {
                     wake_at: u64::MAX,
                     wake_token: 0,
                     inflight: 0,
+                    pubacks: std::collections::VecDeque::new(),
+                    puback_wake: u64::MAX,
                     reported: Reported::default(),
                 }
             })
@@ -327,6 +320,8 @@ impl VirtualMesh {
             start,
             origin: None,
             queue: BinaryHeap::new(),
+            slab: Vec::new(),
+            free: Vec::new(),
             seq: 0,
             events: 0,
             nodes,
@@ -415,25 +410,33 @@ impl VirtualMesh {
     }
 
     fn process_until(&mut self, until: u64) {
-        while let Some(Reverse(top)) = self.queue.peek() {
-            if top.at > until {
+        while let Some(&Reverse((at, _, _))) = self.queue.peek() {
+            if at > until {
                 break;
             }
-            let Reverse(t) = self.queue.pop().expect("peeked");
-            self.now = t.at;
+            let Reverse((at, _, slot)) = self.queue.pop().expect("peeked");
+            let what = self.slab[slot as usize].take().expect("a queued slot holds its event");
+            self.free.push(slot);
+            self.now = at;
             self.events += 1;
-            self.dispatch(t.what);
+            self.dispatch(what);
         }
         self.now = self.now.max(until);
     }
 
     fn schedule(&mut self, at: u64, what: What) {
         self.seq += 1;
-        self.queue.push(Reverse(Timed {
-            at,
-            seq: self.seq,
-            what,
-        }));
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slab[slot as usize] = Some(what);
+                slot
+            }
+            None => {
+                self.slab.push(Some(what));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.queue.push(Reverse((at, self.seq, slot)));
     }
 
     fn ts(&self) -> Timestamp {
@@ -538,6 +541,22 @@ impl VirtualMesh {
                 session,
                 packet,
             } => self.at_client(to, session, packet),
+            What::Deliver { to, msg } => {
+                for (c, session) in to {
+                    self.at_client(
+                        c,
+                        session,
+                        Packet::Publish {
+                            msg: msg.clone(),
+                            qos1_sent_us: None,
+                        },
+                    );
+                }
+            }
+            What::PubAckWake { node } => {
+                self.nodes[node as usize].puback_wake = u64::MAX;
+                self.poll_node(node);
+            }
             What::ConnectTimeout { client, attempt } => {
                 if self.endpoint(client).connecting == Some(attempt) {
                     self.connect_failed(client);
@@ -602,9 +621,9 @@ impl VirtualMesh {
         }
         match packet {
             Packet::Publish { msg, qos1_sent_us } => {
-                self.route(&msg, Some(from));
+                self.route(&msg);
                 if let Some(sent_us) = qos1_sent_us {
-                    self.send(from, Dir::Down, session, Packet::PubAck { sent_us });
+                    self.puback(from, session, sent_us);
                 }
             }
             Packet::Subscribe(filter) => self.subs.subscribe(&filter, from),
@@ -619,23 +638,62 @@ impl VirtualMesh {
         }
     }
 
-    fn route(&mut self, msg: &Rc<Msg>, _from: Option<Client>) {
+    /// Sends `msg` to every subscriber; subscribers it reaches at the same
+    /// instant share one event.
+    fn route(&mut self, msg: &Rc<Msg>) {
         let mut out = std::mem::take(&mut self.route_scratch);
         self.subs.route_publish(&msg.topic, &mut out);
+        let now = self.now;
+        let mut group: Vec<(Client, u32)> = Vec::new();
+        let mut group_at = 0;
         for &to in &out {
-            if let Some(s) = self.broker_session(to) {
-                self.send(
+            let Some(s) = self.broker_session(to) else {
+                continue;
+            };
+            let ep = self.endpoint(to);
+            if ep.link.is_partitioned() {
+                ep.held.push(What::Down {
                     to,
-                    Dir::Down,
-                    s,
-                    Packet::Publish {
+                    session: s,
+                    packet: Packet::Publish {
                         msg: msg.clone(),
                         qos1_sent_us: None,
                     },
-                );
+                });
+                continue;
             }
+            let at = ep.link.arrival(now, Dir::Down);
+            if !group.is_empty() && at != group_at {
+                let to = std::mem::take(&mut group);
+                self.schedule(group_at, What::Deliver { to, msg: msg.clone() });
+            }
+            group_at = at;
+            group.push((to, s));
+        }
+        if !group.is_empty() {
+            self.schedule(group_at, What::Deliver { to: group, msg: msg.clone() });
         }
         self.route_scratch = out;
+    }
+
+    /// The broker acknowledges a node's QoS 1 publish. While the link is
+    /// open the PUBACK's arrival is known now, so it waits in the node's
+    /// queue instead of the event queue: a node sending once a second never
+    /// fills its window, and its PUBACKs then cost no event at all.
+    fn puback(&mut self, from: Client, session: u32, sent_us: u64) {
+        let Client::Node(n) = from else { return };
+        let now = self.now;
+        let v = &mut self.nodes[n as usize];
+        if v.ep.link.is_partitioned() {
+            self.send(from, Dir::Down, session, Packet::PubAck { sent_us });
+            return;
+        }
+        let at = v.ep.link.arrival(now, Dir::Down);
+        v.pubacks.push_back((at, sent_us, session));
+        if v.inflight >= INFLIGHT_WINDOW && v.puback_wake == u64::MAX {
+            v.puback_wake = at;
+            self.schedule(at, What::PubAckWake { node: n });
+        }
     }
 
     /// The broker forgets a session; an aggregator's will goes out unless
@@ -654,7 +712,7 @@ impl VirtualMesh {
                     payload,
                     ack: OnceCell::new(),
                 });
-                self.route(&msg, None);
+                self.route(&msg);
             }
         }
     }
@@ -682,6 +740,7 @@ impl VirtualMesh {
                             self.totals.peak_connected.max(self.totals.connected);
                         let v = &mut self.nodes[n as usize];
                         v.inflight = 0;
+                        v.pubacks.clear();
                         if let Some(node) = v.node.as_mut() {
                             node.handle_connected(now);
                         }
@@ -846,7 +905,19 @@ impl VirtualMesh {
                 }
             }
         }
-        if let Some(s) = self.nodes[i].ep.conn {
+        let conn = self.nodes[i].ep.conn;
+        while let Some(&(at, sent, session)) = self.nodes[i].pubacks.front() {
+            if at > self.now {
+                break;
+            }
+            self.nodes[i].pubacks.pop_front();
+            if conn == Some(session) {
+                record_latency(&mut self.publish_ack, Duration::from_micros(at - sent));
+                let v = &mut self.nodes[i];
+                v.inflight = v.inflight.saturating_sub(1);
+            }
+        }
+        if let Some(s) = conn {
             let mut out = std::mem::take(&mut self.transmit_scratch);
             let v = &mut self.nodes[i];
             let node = v.node.as_mut().expect("checked above");
@@ -876,6 +947,13 @@ impl VirtualMesh {
                 );
             }
             self.transmit_scratch = out;
+            let v = &mut self.nodes[i];
+            if v.inflight >= INFLIGHT_WINDOW && v.puback_wake == u64::MAX {
+                if let Some(&(at, _, _)) = v.pubacks.front() {
+                    v.puback_wake = at;
+                    self.schedule(at, What::PubAckWake { node: n });
+                }
+            }
         }
         let v = &mut self.nodes[i];
         let node = v.node.as_ref().expect("checked above");

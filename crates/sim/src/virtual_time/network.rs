@@ -98,9 +98,15 @@ impl Link {
     /// When a message sent at `now_us` arrives (never before an earlier one
     /// in the same direction).
     pub(crate) fn arrival(&mut self, now_us: u64, dir: Dir) -> u64 {
+        let d = dir as usize;
+        if self.base_jitter.is_zero() && self.extra.is_zero() && self.loss == 0.0 {
+            // A plain link: no randomness to draw.
+            let at = (now_us + self.base.as_micros() as u64).max(self.last_arrival_us[d]);
+            self.last_arrival_us[d] = at;
+            return at;
+        }
         let rng = &mut self.rng;
         let mut unit = || rng.unit();
-        let d = dir as usize;
         let mut delay = shaped_delay(
             self.base,
             self.base_jitter,

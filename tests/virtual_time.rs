@@ -1,0 +1,432 @@
+//! The same scenarios as `tests/faults.rs`, in virtual time: the same node
+//! firmware, aggregators and pure run on a discrete-event clock with a
+//! modelled broker and network. They run in milliseconds instead of 40 s
+//! of real time each, and a run is a function of its seed: the same seed
+//! gives the same report, byte for byte. Each test prints its seed;
+//! `VITALMESH_TEST_SEED=N` repeats it.
+
+use std::time::Duration;
+
+#[path = "support/ledger.rs"]
+mod ledger;
+
+use ledger::{assert_accounted, assert_no_node_reported_down};
+use vitalmesh_sim::report::Report;
+use vitalmesh_sim::virtual_time::{VirtualMesh, VirtualOptions};
+
+fn seed() -> u64 {
+    std::env::var("VITALMESH_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(77)
+}
+
+fn scenario(text: &str) -> vitalmesh_scenario::Scenario {
+    let s = vitalmesh_scenario::parse("test.toml", text).unwrap_or_else(|e| panic!("{e}"));
+    s.check_virtual().unwrap_or_else(|e| panic!("{e}"));
+    s
+}
+
+fn run_with(text: &str, seed: u64) -> Report {
+    let mut mesh = VirtualMesh::new(&scenario(text), seed, &VirtualOptions::default());
+    mesh.start()
+        .unwrap_or_else(|e| panic!("start failed (seed {seed}): {e}"));
+    mesh.run_to_end().report
+}
+
+fn run(text: &str) -> Report {
+    run_with(text, seed())
+}
+
+fn ward(r: &Report, w: u16) -> &vitalmesh_sim::ledger::LedgerRow {
+    &r.ledger
+        .wards
+        .iter()
+        .find(|x| x.ward.0 == w)
+        .expect("ward")
+        .row
+}
+
+const HEAD: &str = r#"
+[scenario]
+name = "fault-test"
+duration = "40s"
+drain = "10s"
+
+[population]
+wards = 5
+nodes_per_ward = 20
+"#;
+
+/// Every kind of fault at once: what the determinism checks run.
+fn everything() -> String {
+    format!(
+        r#"{HEAD}
+[aggregators]
+count = 3
+
+[[event]]
+at = "4s"
+action = "partition"
+ward = 1
+for = "12s"
+
+[[event]]
+at = "6s"
+action = "kill_aggregator"
+aggregator = 2
+
+[[event]]
+at = "9s"
+action = "kill_nodes"
+ward = 3
+count = 4
+
+[[event]]
+at = "12s"
+action = "latency"
+ward = 0
+latency = "300ms"
+jitter = "50ms"
+for = "10s"
+
+[[event]]
+at = "14s"
+action = "packet_loss"
+ward = 4
+share = 0.2
+for = "10s"
+
+[[event]]
+at = "18s"
+action = "restart_broker"
+
+[[event]]
+at = "22s"
+action = "restart_aggregator"
+aggregator = 2
+
+[[event]]
+at = "24s"
+action = "restart_nodes"
+ward = 3
+
+[[event]]
+at = "25s"
+action = "sensor_fault"
+ward = 2
+count = 3
+mode = "stuck_at"
+value = 40.0
+sign = "temperature"
+
+[[event]]
+at = "26s"
+action = "outbreak"
+ward = 4
+attack_rate = 0.5
+onset_median = "10s"
+onset_spread = 0.3
+"#
+    )
+}
+
+#[test]
+fn the_same_seed_gives_a_byte_identical_report_and_another_seed_does_not() {
+    let text = everything();
+    let a = run_with(&text, seed()).to_json();
+    let b = run_with(&text, seed()).to_json();
+    assert!(a == b, "two runs of seed {} differ", seed());
+    let other = run_with(&text, seed() + 1).to_json();
+    assert!(a != other, "seeds {} and {} gave the same report", seed(), seed() + 1);
+    let r: serde_json::Value = serde_json::from_slice(&a).unwrap();
+    assert_eq!(r["mode"], "virtual");
+    assert_eq!(r["latency"]["clock"], "simulated");
+    assert!(r.get("cpu").is_none() && r.get("memory").is_none(), "host figures stay out");
+    assert_eq!(r["started_at_unix_s"], 1_767_225_600.0, "the scenario's start, not the wall clock");
+}
+
+#[test]
+fn every_fault_at_once_still_accounts_for_every_sample() {
+    let r = run(&everything());
+    assert_accounted(&r);
+    assert!(r.timeline.iter().all(|e| e.error.is_none()), "{:?}", r.timeline);
+    assert_eq!(r.broker.process_restarts, 1);
+    // Node-down reports only for nodes an action silenced.
+    assert!(r.alerts.false_node_down.is_empty(), "{:?}", r.alerts.false_node_down);
+}
+
+#[test]
+fn a_partition_shorter_than_the_node_buffer_loses_nothing() {
+    let r = run(&format!(
+        r#"{HEAD}
+[population.profile]
+buffer_bytes = 2048   # 64 samples
+
+[[event]]
+at = "5s"
+action = "partition"
+ward = 1
+for = "15s"
+"#
+    ));
+    assert_accounted(&r);
+    assert_eq!(r.ledger.total.dropped_overflow, 0, "{:?}", r.ledger.total);
+    assert_eq!(r.ledger.total.lost_on_crash, 0);
+    let down: Vec<u32> = r.alerts.nodes_reported_down.clone();
+    assert_eq!(down, (20..40).collect::<Vec<u32>>(), "exactly ward 1 went silent");
+    assert!(r.alerts.false_node_down.is_empty());
+    // Their samples arrived late, not never, and only ward 1's latency shows it.
+    let w = |i: usize| r.latency.per_ward[i].latency;
+    assert!(w(1).max_ms > 10_000.0, "{:?}", w(1));
+    for i in [0, 2, 3, 4] {
+        assert!(w(i).max_ms < 100.0, "ward {i} was not cut off: {:?}", w(i));
+    }
+}
+
+#[test]
+fn a_partition_longer_than_the_buffer_loses_exactly_what_overflowed() {
+    let r = run(&format!(
+        r#"{HEAD}
+[population.profile]
+buffer_bytes = 320   # 10 samples
+
+[[event]]
+at = "5s"
+action = "partition"
+ward = 1
+for = "30s"
+"#
+    ));
+    assert_accounted(&r);
+    let w1 = ward(&r, 1);
+    // 20 nodes sampled ~30 times into a 10-sample buffer; what was sent
+    // before the broker dropped the silent sessions (22.5 s) died with them.
+    assert!(
+        (20 * 15..=20 * 30).contains(&w1.dropped_overflow),
+        "ward 1: {w1:?} (seed {})",
+        r.seed
+    );
+    for w in [0, 2, 3, 4] {
+        assert_eq!(ward(&r, w).dropped_overflow, 0, "ward {w} was not partitioned");
+    }
+    assert_eq!(r.ledger.total.dropped_overflow, w1.dropped_overflow);
+    // The sessions expired: each partitioned node reconnected after the heal.
+    assert!(r.connections.attempts >= 100 + 20, "{:?}", r.connections);
+}
+
+#[test]
+fn aggregator_kill_and_broker_restart_lose_nothing_the_nodes_held() {
+    let r = run(&format!(
+        r#"{HEAD}
+[aggregators]
+count = 3
+
+[[event]]
+at = "8s"
+action = "kill_aggregator"
+aggregator = 2
+
+[[event]]
+at = "16s"
+action = "restart_broker"
+
+[[event]]
+at = "24s"
+action = "restart_aggregator"
+aggregator = 2
+"#
+    ));
+    assert_accounted(&r);
+    assert_eq!(r.ledger.total.lost_on_crash, 0);
+    assert_eq!(r.ledger.total.dropped_overflow, 0);
+    assert_eq!(r.broker.process_restarts, 1, "{:?}", r.broker.events);
+    assert!(
+        r.broker
+            .events
+            .iter()
+            .any(|e| e.kind == "restarted" && e.detail == "injected")
+    );
+    assert_eq!(r.alerts.count("aggregator_down"), 1, "{:?}", r.alerts.counts);
+    let actions: Vec<&str> = r.timeline.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["kill_aggregator", "restart_broker", "restart_aggregator"]);
+    let agg2 = r.aggregators.iter().find(|a| a.id == 2).unwrap();
+    assert_eq!(agg2.restarts, 1);
+    assert!(!agg2.primary.is_empty(), "aggregator 2 came back and owned partitions again");
+    // Ownership over time: aggregator 2 held partitions, lost them at the
+    // kill (to the standbys, with the kill named as the cause) and got
+    // them back after its restart.
+    let series = &r.ownership.primary_per_second[&2];
+    assert!(series[5] > 0 && series[12] == 0 && *series.last().unwrap() > 0, "{series:?}");
+    let moved_away: Vec<_> = r
+        .ownership
+        .moves
+        .iter()
+        .filter(|m| m.from == Some(2) && (8.0..12.0).contains(&m.at_s))
+        .collect();
+    assert!(!moved_away.is_empty(), "{:?}", r.ownership.moves);
+    assert!(
+        moved_away.iter().all(|m| m.cause.contains("kill aggregator 2")),
+        "{moved_away:?}"
+    );
+    // Every node lost its connection in the restart and came back.
+    assert!(r.connections.attempts >= 200, "{:?}", r.connections);
+}
+
+#[test]
+fn killed_nodes_lose_only_their_ram_and_come_back_with_new_connections() {
+    let r = run(&format!(
+        r#"{HEAD}
+[[event]]
+at = "5s"
+action = "kill_nodes"
+ward = 3
+count = 4
+
+[[event]]
+at = "20s"
+action = "restart_nodes"
+ward = 3
+"#
+    ));
+    assert_accounted(&r);
+    let killed: Vec<u32> = r.timeline[0].nodes.clone();
+    assert_eq!(killed.len(), 4);
+    assert_eq!(r.alerts.nodes_reported_down, killed, "seed {}", r.seed);
+    assert!(r.alerts.count("node_up") >= 4, "{:?}", r.alerts.counts);
+    assert!(ward(&r, 3).lost_on_crash <= 4 * 3, "{:?}", ward(&r, 3));
+    assert_eq!(r.connections.attempts, 100 + 4, "each restarted node opened a new connection");
+}
+
+#[test]
+fn latency_and_packet_loss_act_on_the_modelled_links() {
+    let r = run(&format!(
+        r#"{HEAD}
+[[event]]
+at = "3s"
+action = "latency"
+ward = 0
+latency = "300ms"
+jitter = "50ms"
+for = "30s"
+
+[[event]]
+at = "3s"
+action = "packet_loss"
+ward = 4
+share = 0.3
+for = "30s"
+"#
+    ));
+    assert_accounted(&r);
+    assert_eq!(r.ledger.total.dropped_overflow, 0);
+    let e = r.latency.end_to_end;
+    assert!(e.p90_ms >= 200.0, "{e:?} (seed {})", r.seed);
+    assert!(e.p50_ms < 50.0, "the other wards are unaffected: {e:?}");
+    let w = |i: usize| r.latency.per_ward[i].latency;
+    assert!(w(0).p50_ms >= 250.0, "ward 0 crosses a 300 ms ± 50 ms link: {:?}", w(0));
+    assert!(w(4).p99_ms >= 200.0, "ward 4 waits for retransmissions: {:?}", w(4));
+    assert!(w(2).p99_ms < 20.0, "{:?}", w(2));
+    assert!(r.latency.publish_ack.p90_ms >= 400.0, "{:?}", r.latency.publish_ack);
+}
+
+#[test]
+fn a_partitioned_aggregator_blames_itself_and_its_partitions_fail_over() {
+    let r = run(&format!(
+        r#"{HEAD}
+[aggregators]
+count = 3
+
+[[event]]
+at = "5s"
+action = "partition"
+aggregator = 0
+for = "15s"
+"#
+    ));
+    assert_accounted(&r);
+    assert_eq!(r.ledger.total.lost_on_crash, 0);
+    assert!(r.alerts.count("aggregator_isolated") >= 1, "{:?}", r.alerts.counts);
+    assert!(r.alerts.count("aggregator_down") >= 1, "{:?}", r.alerts.counts);
+    assert_no_node_reported_down(&r, "no node was at fault");
+    let away: Vec<_> = r.ownership.moves.iter().filter(|m| m.from == Some(0)).collect();
+    assert!(!away.is_empty(), "aggregator 0's partitions moved away");
+    assert!(
+        away.iter().all(|m| m.cause.contains("partition aggregator 0")),
+        "{away:?}"
+    );
+}
+
+#[test]
+fn an_outbreak_infects_its_attack_rate_of_one_ward_over_hours_of_simulated_time() {
+    let r = run(
+        r#"
+[scenario]
+name = "outbreak-test"
+duration = "8h"
+
+[population]
+wards = 4
+nodes_per_ward = 10
+
+[[event]]
+at = "10m"
+action = "outbreak"
+ward = 2
+attack_rate = 0.6
+onset_median = "1h"
+onset_spread = 0.5
+"#,
+    );
+    assert_accounted(&r);
+    let e = &r.timeline[0];
+    assert_eq!((e.action.as_str(), e.wards.as_slice()), ("outbreak", &[2][..]));
+    assert_eq!(e.nodes.len(), 6, "60 % of 10");
+    assert!(e.nodes.iter().all(|n| (20..30).contains(n)));
+    let mut onsets: Vec<f64> = e.onsets.iter().map(|(_, t)| *t).collect();
+    onsets.sort_by(f64::total_cmp);
+    let median = onsets[3];
+    assert!(
+        (600.0 + 1200.0..600.0 + 10_000.0).contains(&median),
+        "median onset {median} s, around an hour after the event at 10 min"
+    );
+    // Eight simulated hours of 40 patients at 1 Hz, every one accounted for.
+    let hours = 40 * 8 * 3600;
+    assert!(
+        (hours - 40..=hours).contains(&r.ledger.total.produced),
+        "{:?}",
+        r.ledger.total
+    );
+}
+
+#[test]
+fn an_injected_action_is_recorded_and_a_refused_one_says_why() {
+    let s = scenario(HEAD);
+    let mut mesh = VirtualMesh::new(&s, seed(), &VirtualOptions::default());
+    mesh.start().unwrap();
+    mesh.run_until(Duration::from_secs(5));
+    let ok = mesh.apply(&vitalmesh_scenario::Action::KillAggregator { aggregator: 1 }, "inject");
+    assert!(ok.error.is_none(), "{ok:?}");
+    let refused =
+        mesh.apply(&vitalmesh_scenario::Action::KillAggregator { aggregator: 1 }, "inject");
+    assert_eq!(refused.error.as_deref(), Some("aggregator 1 is not running"));
+    assert!(refused.console_line().contains("refused"), "{}", refused.console_line());
+    mesh.run_until(Duration::from_secs(15));
+    let r = mesh.finish(false).report;
+    assert_accounted(&r);
+    assert_eq!(r.timeline.len(), 2);
+    assert!((r.timeline[0].at_s - 5.0).abs() < 1e-6, "{:?}", r.timeline[0]);
+}
+
+#[test]
+fn rogue_clients_are_refused_up_front_for_a_virtual_run() {
+    let s = vitalmesh_scenario::parse(
+        "rogue.toml",
+        &format!(
+            "{HEAD}\n[[event]]\nat = \"5s\"\naction = \"rogue\"\nkind = \"garbage\"\nmessages = 10\nrate = 5.0\n"
+        ),
+    )
+    .unwrap();
+    let e = s.check_virtual().unwrap_err().to_string();
+    assert!(e.contains("rogue.toml:") && e.contains("event[0].action: 'rogue' cannot run in virtual time"), "{e}");
+}
