@@ -61,7 +61,11 @@ fn run(broker: BrokerSpec, a: &Args) -> Report {
         vitalmesh_scenario::from_flags(&flags, Some(Duration::from_secs(a.duration_s)))
             .unwrap_or_else(|e| panic!("{e}"));
     scenario.name = "scale-bench".into();
-    let mut c = MeshConfig::new(scenario, 2026, PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")));
+    let mut c = MeshConfig::new(
+        scenario,
+        2026,
+        PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")),
+    );
     c.broker = broker;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -84,7 +88,10 @@ fn run(broker: BrokerSpec, a: &Args) -> Report {
 }
 
 fn line(name: &str, r: &Report, broker_rss: u64) -> serde_json::Value {
-    let memory = r.memory.as_ref().expect("a real-time report measures memory");
+    let memory = r
+        .memory
+        .as_ref()
+        .expect("a real-time report measures memory");
     let l = &r.ledger.total;
     let e = &r.latency.end_to_end;
     let per_node = (memory.process_peak_bytes + broker_rss) / u64::from(r.config.nodes);

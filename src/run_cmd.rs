@@ -140,7 +140,9 @@ fn build_scenario(args: &RunArgs) -> Result<(Scenario, u64)> {
         scenario.check_virtual()?;
         if let Some(x) = args.speed {
             if !(x.is_finite() && x > 0.0) {
-                bail!("--speed: '{x}' is not a speed; expected simulated seconds per wall second above 0, e.g. '60'");
+                bail!(
+                    "--speed: '{x}' is not a speed; expected simulated seconds per wall second above 0, e.g. '60'"
+                );
             }
         }
     }
@@ -150,9 +152,19 @@ fn build_scenario(args: &RunArgs) -> Result<(Scenario, u64)> {
 
 /// An output file, created (or truncated) before the run starts so a bad
 /// path is found at once, not after the run has been lost.
+/// One never written (the run failed) is removed again rather than left
+/// behind empty.
 struct Output {
     path: PathBuf,
-    file: File,
+    file: Option<File>,
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 impl Output {
@@ -170,15 +182,18 @@ impl Output {
             )
         })?;
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        Ok(Self { path, file })
+        Ok(Self {
+            path,
+            file: Some(file),
+        })
     }
 
     fn write(mut self, bytes: &[u8]) -> Result<PathBuf> {
-        self.file
-            .write_all(bytes)
-            .and_then(|()| self.file.flush())
+        let mut file = self.file.take().expect("written once");
+        file.write_all(bytes)
+            .and_then(|()| file.flush())
             .with_context(|| format!("writing '{}'", self.path.display()))?;
-        Ok(self.path)
+        Ok(self.path.clone())
     }
 }
 
@@ -188,7 +203,11 @@ fn progress_line(s: &Snapshot) -> String {
             "[{} sim., ×{x:.0}]",
             duration::format(Duration::from_secs(s.elapsed.as_secs()))
         ),
-        None => format!("[{:>5.0}s/{:.0}s]", s.elapsed.as_secs_f64(), s.planned.as_secs_f64()),
+        None => format!(
+            "[{:>5.0}s/{:.0}s]",
+            s.elapsed.as_secs_f64(),
+            s.planned.as_secs_f64()
+        ),
     };
     format!(
         "{clock} {:<8} {}/{} connected | produced {} delivered {} ({}/s) | buffered {} | e2e p99 {:.1} ms (10 s) | alerts {} | events {}",
@@ -218,7 +237,12 @@ fn print_progress(mut snapshots: mpsc::Receiver<Snapshot>, every: Duration) {
         let mut err = std::io::stderr().lock();
         if !announced {
             announced = true;
-            let _ = writeln!(err, "broker: {}{}", s.broker_url, attach_hint(&s.broker_url));
+            let _ = writeln!(
+                err,
+                "broker: {}{}",
+                s.broker_url,
+                attach_hint(&s.broker_url)
+            );
         }
         for e in s.timeline.iter().filter(|e| e.at_s > printed_until) {
             let _ = writeln!(err, "{}", e.console_line());
@@ -351,7 +375,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     eprintln!(
         "vitalmesh: '{}' in {} — {} nodes in {} wards, {} aggregators, {} partitions, {}, {} scheduled actions — seed {}",
         s.name,
-        if args.virtual_time { "virtual time" } else { "real time" },
+        if args.virtual_time {
+            "virtual time"
+        } else {
+            "real time"
+        },
         s.population.nodes(),
         s.population.wards,
         s.aggregators,
@@ -391,7 +419,8 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     runtime.spawn(stop_on_signal(stop_tx, dashboard));
     let host_start = std::time::Instant::now();
     let outcome: Result<Finished> = if args.virtual_time {
-        crate::virtual_cmd::run(&config, args.speed, stop_rx, snap_tx, command_rx).map_err(Into::into)
+        crate::virtual_cmd::run(&config, args.speed, stop_rx, snap_tx, command_rx)
+            .map_err(Into::into)
     } else {
         runtime
             .block_on(vitalmesh_mesh::run(
@@ -413,18 +442,21 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     server.abort();
     let _ = std::fs::remove_file(&control_socket);
     // Files first, so the dashboard's last screen can say where they went.
-    let written = outcome.as_ref().map_err(|e| anyhow::anyhow!("{e:#}")).and_then(|o| {
-        let report = report_out.write(&o.report.to_json())?;
-        let hdr_log = match (hdr_out, &o.intervals) {
-            (Some(out), Some(intervals)) => {
-                let bytes = vitalmesh_sim::report::hdr_log(o.started, intervals)
-                    .map_err(|e| anyhow::anyhow!("--hdr-log: {e}"))?;
-                Some(out.write(&bytes)?)
-            }
-            _ => None,
-        };
-        Ok((report, hdr_log))
-    });
+    let written = outcome
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .and_then(|o| {
+            let report = report_out.write(&o.report.to_json())?;
+            let hdr_log = match (hdr_out, &o.intervals) {
+                (Some(out), Some(intervals)) => {
+                    let bytes = vitalmesh_sim::report::hdr_log(o.started, intervals)
+                        .map_err(|e| anyhow::anyhow!("--hdr-log: {e}"))?;
+                    Some(out.write(&bytes)?)
+                }
+                _ => None,
+            };
+            Ok((report, hdr_log))
+        });
     if let (Some(tx), Ok(outcome), Ok((report, _))) = (&finished_tx, &outcome, &written) {
         let _ = tx.send(vitalmesh_dashboard::Finished {
             ledger: outcome.report.ledger.total,
@@ -470,7 +502,10 @@ fn exit_code(report: &Report) -> u8 {
         return EXIT_UNEXPLAINED;
     }
     if report.interrupted {
-        eprintln!("stopped early: the report covers {:.1} s of the planned {:.1} s", report.ran_for_s, report.config.duration_s);
+        eprintln!(
+            "stopped early: the report covers {:.1} s of the planned {:.1} s",
+            report.ran_for_s, report.config.duration_s
+        );
         return EXIT_INTERRUPTED;
     }
     if !report.slo_passed() {

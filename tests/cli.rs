@@ -134,7 +134,10 @@ fn run_prints_the_ledger_and_writes_the_report_and_latency_log() {
     let r = read_report(&report);
     assert_eq!(r["schema"], "vitalmesh-report/2");
     assert_eq!(r["mode"], "real");
-    assert!(r["cpu"]["process_s"].as_f64().is_some(), "a real-time report measures the host");
+    assert!(
+        r["cpu"]["process_s"].as_f64().is_some(),
+        "a real-time report measures the host"
+    );
     assert_eq!(r["latency"]["per_ward"].as_array().unwrap().len(), 3);
     assert!(!r["ownership"]["moves"].as_array().unwrap().is_empty());
     assert_eq!(r["seed"], 11);
@@ -212,4 +215,182 @@ fn a_bad_broker_url_is_refused_before_anything_starts() {
         err.contains("broker: 'http://localhost:1883' has no mqtt:// scheme"),
         "{err}"
     );
+}
+
+/// A command that must be refused before anything starts: exit code 1, the
+/// message on stderr, no broker, no report.
+fn refused(args: &[&str]) -> String {
+    let started = std::time::Instant::now();
+    let out = vitalmesh(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+    assert!(
+        !err.contains("control:"),
+        "{args:?} was refused only after the run had been set up: {err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    err
+}
+
+#[test]
+fn flags_are_refused_as_the_same_values_in_a_file_are() {
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--headless", "--seed", "1"];
+        args.extend_from_slice(extra);
+        refused(&args)
+    };
+    let err = run(&["--nodes", "0"]);
+    assert!(
+        err.contains("--nodes: '0' is not enough; expected at least 1"),
+        "{err}"
+    );
+    let err = run(&["--wards", "20", "--nodes", "10"]);
+    assert!(
+        err.contains("--nodes: '10' does not split evenly over 20 wards"),
+        "{err}"
+    );
+    let err = run(&["--wards", "0"]);
+    assert!(err.contains("--wards: '0' is not enough"), "{err}");
+    let err = run(&["--duration", "0s"]);
+    assert!(
+        err.contains("--duration: '0s' is zero; expected a positive duration"),
+        "{err}"
+    );
+    let err = run(&["--connect-rate", "0"]);
+    assert!(
+        err.contains("--connect-rate: '0' would never connect a node"),
+        "{err}"
+    );
+    let err = run(&["--virtual", "--speed", "0"]);
+    assert!(err.contains("--speed: '0' is not a speed"), "{err}");
+}
+
+#[test]
+fn output_paths_are_checked_before_the_run_starts() {
+    let err = refused(&["run", "--headless", "--report", "/nonexistent/dir/r.json"]);
+    assert!(
+        err.contains("--report: cannot create '/nonexistent/dir/r.json'"),
+        "{err}"
+    );
+    let dir = std::env::temp_dir();
+    let err = refused(&["run", "--headless", "--report", dir.to_str().unwrap()]);
+    assert!(
+        err.contains("is a directory; expected a file path"),
+        "{err}"
+    );
+    let err = refused(&["run", "--headless", "--hdr-log", "/nonexistent/dir/x.hlog"]);
+    assert!(err.contains("--hdr-log: cannot create"), "{err}");
+    let report = temp_path("never.json");
+    let out = vitalmesh(&[
+        "run",
+        "--headless",
+        "--report",
+        report.to_str().unwrap(),
+        "--control",
+        "/proc/no/such/place.sock",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("--control: cannot listen on '/proc/no/such/place.sock'"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(&report);
+}
+
+#[test]
+fn usage_errors_have_their_own_exit_code() {
+    let out = vitalmesh(&["run", "--no-such-flag"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = vitalmesh(&["run", "--speed", "10"]);
+    assert_eq!(out.status.code(), Some(2), "--speed needs --virtual");
+}
+
+#[test]
+fn a_virtual_run_is_byte_identical_for_a_seed_and_says_where_its_report_went() {
+    let (a, b) = (temp_path("virtual-a.json"), temp_path("virtual-b.json"));
+    let run = |report: &std::path::Path| {
+        vitalmesh(&[
+            "run",
+            "--virtual",
+            "scenarios/quickstart.toml",
+            "--seed",
+            "7",
+            "--report",
+            report.to_str().unwrap(),
+        ])
+    };
+    let out = run(&a);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("90.0 s of virtual time"), "{stdout}");
+    assert!(stdout.contains("every sample accounted for"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Report       {}", a.display())),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Host ") && stdout.contains("× real time"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("broker: virtual://broker"), "{stderr}");
+    assert!(
+        stderr.contains(" sim., ×"),
+        "progress shows simulated time and speed: {stderr}"
+    );
+    assert!(run(&b).status.success());
+    let (x, y) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert!(x == y, "two virtual runs of seed 7 wrote different reports");
+    let r = read_report(&a);
+    assert_eq!(r["mode"], "virtual");
+    assert_eq!(r["seed"], 7);
+    let _ = std::fs::remove_file(&a);
+    let _ = std::fs::remove_file(&b);
+}
+
+#[test]
+fn every_shipped_scenario_runs_in_virtual_time_or_is_refused_up_front() {
+    let mut dir: Vec<_> = std::fs::read_dir("scenarios")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    dir.sort();
+    assert!(dir.len() >= 8);
+    for file in dir {
+        let report = temp_path("shipped.json");
+        let started = std::time::Instant::now();
+        let out = vitalmesh(&[
+            "run",
+            "--virtual",
+            file.to_str().unwrap(),
+            "--seed",
+            "3",
+            "--report",
+            report.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        if stderr.contains("cannot run in virtual time") {
+            assert_eq!(out.status.code(), Some(1), "{}: {stderr}", file.display());
+            assert!(
+                stderr.contains(".action: 'rogue'"),
+                "{}: {stderr}",
+                file.display()
+            );
+            assert!(started.elapsed().as_secs() < 5, "refused up front");
+            continue;
+        }
+        assert!(
+            out.status.code() == Some(0) || out.status.code() == Some(3),
+            "{} (exit {:?}): {stdout}\n{stderr}",
+            file.display(),
+            out.status.code()
+        );
+        let r = read_report(&report);
+        assert_eq!(r["ledger"]["total"]["unexplained"], 0, "{}", file.display());
+        assert_eq!(r["mode"], "virtual");
+        let _ = std::fs::remove_file(&report);
+    }
 }

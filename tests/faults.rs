@@ -26,7 +26,11 @@ fn seed() -> u64 {
 
 fn config(text: &str) -> MeshConfig {
     let scenario = vitalmesh_scenario::parse("test.toml", text).unwrap_or_else(|e| panic!("{e}"));
-    MeshConfig::new(scenario, seed(), PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")))
+    MeshConfig::new(
+        scenario,
+        seed(),
+        PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")),
+    )
 }
 
 async fn run_scenario(text: &str) -> Report {
@@ -543,4 +547,110 @@ onset_spread = 0.5
     )
     .await;
     assert_eq!(again.timeline[0].nodes, e.nodes);
+}
+
+/// One scenario, both drivers: real MQTT over TCP through rumqttd, and the
+/// modelled broker in virtual time. They must agree on what must agree —
+/// the ledger's identities, which nodes were reported down, the timeline,
+/// and which partitions moved where when an aggregator died.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_and_virtual_time_agree_on_what_must_agree() {
+    let _serial = SERIAL.lock().await;
+    let text = format!(
+        r#"{HEAD}
+[aggregators]
+count = 3
+
+[[event]]
+at = "5s"
+action = "kill_nodes"
+ward = 3
+count = 4
+
+[[event]]
+at = "10s"
+action = "kill_aggregator"
+aggregator = 1
+
+[[event]]
+at = "20s"
+action = "restart_nodes"
+ward = 3
+"#
+    );
+    let real = run_scenario(&text).await;
+    let scenario = vitalmesh_scenario::parse("test.toml", &text).unwrap();
+    let mut mesh = vitalmesh_sim::virtual_time::VirtualMesh::new(
+        &scenario,
+        seed(),
+        &vitalmesh_sim::virtual_time::VirtualOptions::default(),
+    );
+    mesh.start().unwrap();
+    let virt = mesh.run_to_end().report;
+    for r in [&real, &virt] {
+        assert_accounted(r);
+        assert_eq!(
+            r.ledger.total.dropped_overflow, 0,
+            "{:?} {:?}",
+            r.mode, r.ledger.total
+        );
+        assert!(
+            r.alerts.false_node_down.is_empty(),
+            "{:?}: {:?}",
+            r.mode,
+            r.alerts
+        );
+    }
+    assert_eq!(
+        real.alerts.nodes_reported_down,
+        virt.alerts.nodes_reported_down
+    );
+    assert_eq!(
+        real.alerts.nodes_reported_down, real.timeline[0].nodes,
+        "the killed nodes"
+    );
+    let what = |r: &Report| -> Vec<(String, Vec<u32>, Option<u16>)> {
+        r.timeline
+            .iter()
+            .map(|e| (e.action.clone(), e.nodes.clone(), e.aggregator))
+            .collect()
+    };
+    assert_eq!(what(&real), what(&virt));
+    // Where aggregator 1's partitions went, and who owned what at first.
+    let moved = |r: &Report| -> Vec<(u16, u16)> {
+        let mut m: Vec<(u16, u16)> = r
+            .ownership
+            .moves
+            .iter()
+            .filter(|m| m.from == Some(1) && m.at_s >= 10.0)
+            .map(|m| (m.partition, m.to))
+            .collect();
+        m.sort_unstable();
+        m.dedup();
+        m
+    };
+    assert!(!moved(&real).is_empty(), "{:?}", real.ownership.moves);
+    assert_eq!(moved(&real), moved(&virt));
+    let first = |r: &Report| -> Vec<(u16, u16)> {
+        let mut m: Vec<(u16, u16)> = r
+            .ownership
+            .moves
+            .iter()
+            .filter(|m| m.from.is_none())
+            .map(|m| (m.partition, m.to))
+            .collect();
+        m.sort_unstable();
+        m
+    };
+    assert_eq!(first(&real), first(&virt));
+    assert_eq!(
+        real.alerts.count("aggregator_down"),
+        virt.alerts.count("aggregator_down")
+    );
+    // Both produce about 100 nodes × 40 s, less what the four dead nodes missed.
+    let (p, q) = (
+        real.ledger.total.produced as f64,
+        virt.ledger.total.produced as f64,
+    );
+    assert!((p - q).abs() / q < 0.05, "real {p} vs virtual {q}");
 }

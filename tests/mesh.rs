@@ -40,8 +40,13 @@ fn config(nodes: u32, aggregators: u16) -> MeshConfig {
          [aggregators]\ncount = {aggregators}\n",
         nodes / 5
     );
-    let scenario = vitalmesh_scenario::parse("mesh-test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
-    MeshConfig::new(scenario, seed(), PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")))
+    let scenario =
+        vitalmesh_scenario::parse("mesh-test.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    MeshConfig::new(
+        scenario,
+        seed(),
+        PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")),
+    )
 }
 
 async fn start(config: MeshConfig) -> Mesh {

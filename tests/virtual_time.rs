@@ -138,22 +138,41 @@ fn the_same_seed_gives_a_byte_identical_report_and_another_seed_does_not() {
     let b = run_with(&text, seed()).to_json();
     assert!(a == b, "two runs of seed {} differ", seed());
     let other = run_with(&text, seed() + 1).to_json();
-    assert!(a != other, "seeds {} and {} gave the same report", seed(), seed() + 1);
+    assert!(
+        a != other,
+        "seeds {} and {} gave the same report",
+        seed(),
+        seed() + 1
+    );
     let r: serde_json::Value = serde_json::from_slice(&a).unwrap();
     assert_eq!(r["mode"], "virtual");
     assert_eq!(r["latency"]["clock"], "simulated");
-    assert!(r.get("cpu").is_none() && r.get("memory").is_none(), "host figures stay out");
-    assert_eq!(r["started_at_unix_s"], 1_767_225_600.0, "the scenario's start, not the wall clock");
+    assert!(
+        r.get("cpu").is_none() && r.get("memory").is_none(),
+        "host figures stay out"
+    );
+    assert_eq!(
+        r["started_at_unix_s"], 1_767_225_600.0,
+        "the scenario's start, not the wall clock"
+    );
 }
 
 #[test]
 fn every_fault_at_once_still_accounts_for_every_sample() {
     let r = run(&everything());
     assert_accounted(&r);
-    assert!(r.timeline.iter().all(|e| e.error.is_none()), "{:?}", r.timeline);
+    assert!(
+        r.timeline.iter().all(|e| e.error.is_none()),
+        "{:?}",
+        r.timeline
+    );
     assert_eq!(r.broker.process_restarts, 1);
     // Node-down reports only for nodes an action silenced.
-    assert!(r.alerts.false_node_down.is_empty(), "{:?}", r.alerts.false_node_down);
+    assert!(
+        r.alerts.false_node_down.is_empty(),
+        "{:?}",
+        r.alerts.false_node_down
+    );
 }
 
 #[test]
@@ -174,7 +193,11 @@ for = "15s"
     assert_eq!(r.ledger.total.dropped_overflow, 0, "{:?}", r.ledger.total);
     assert_eq!(r.ledger.total.lost_on_crash, 0);
     let down: Vec<u32> = r.alerts.nodes_reported_down.clone();
-    assert_eq!(down, (20..40).collect::<Vec<u32>>(), "exactly ward 1 went silent");
+    assert_eq!(
+        down,
+        (20..40).collect::<Vec<u32>>(),
+        "exactly ward 1 went silent"
+    );
     assert!(r.alerts.false_node_down.is_empty());
     // Their samples arrived late, not never, and only ward 1's latency shows it.
     let w = |i: usize| r.latency.per_ward[i].latency;
@@ -208,7 +231,11 @@ for = "30s"
         r.seed
     );
     for w in [0, 2, 3, 4] {
-        assert_eq!(ward(&r, w).dropped_overflow, 0, "ward {w} was not partitioned");
+        assert_eq!(
+            ward(&r, w).dropped_overflow,
+            0,
+            "ward {w} was not partitioned"
+        );
     }
     assert_eq!(r.ledger.total.dropped_overflow, w1.dropped_overflow);
     // The sessions expired: each partitioned node reconnected after the heal.
@@ -247,17 +274,31 @@ aggregator = 2
             .iter()
             .any(|e| e.kind == "restarted" && e.detail == "injected")
     );
-    assert_eq!(r.alerts.count("aggregator_down"), 1, "{:?}", r.alerts.counts);
+    assert_eq!(
+        r.alerts.count("aggregator_down"),
+        1,
+        "{:?}",
+        r.alerts.counts
+    );
     let actions: Vec<&str> = r.timeline.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["kill_aggregator", "restart_broker", "restart_aggregator"]);
+    assert_eq!(
+        actions,
+        ["kill_aggregator", "restart_broker", "restart_aggregator"]
+    );
     let agg2 = r.aggregators.iter().find(|a| a.id == 2).unwrap();
     assert_eq!(agg2.restarts, 1);
-    assert!(!agg2.primary.is_empty(), "aggregator 2 came back and owned partitions again");
+    assert!(
+        !agg2.primary.is_empty(),
+        "aggregator 2 came back and owned partitions again"
+    );
     // Ownership over time: aggregator 2 held partitions, lost them at the
     // kill (to the standbys, with the kill named as the cause) and got
     // them back after its restart.
     let series = &r.ownership.primary_per_second[&2];
-    assert!(series[5] > 0 && series[12] == 0 && *series.last().unwrap() > 0, "{series:?}");
+    assert!(
+        series[5] > 0 && series[12] == 0 && *series.last().unwrap() > 0,
+        "{series:?}"
+    );
     let moved_away: Vec<_> = r
         .ownership
         .moves
@@ -266,7 +307,9 @@ aggregator = 2
         .collect();
     assert!(!moved_away.is_empty(), "{:?}", r.ownership.moves);
     assert!(
-        moved_away.iter().all(|m| m.cause.contains("kill aggregator 2")),
+        moved_away
+            .iter()
+            .all(|m| m.cause.contains("kill aggregator 2")),
         "{moved_away:?}"
     );
     // Every node lost its connection in the restart and came back.
@@ -295,7 +338,11 @@ ward = 3
     assert_eq!(r.alerts.nodes_reported_down, killed, "seed {}", r.seed);
     assert!(r.alerts.count("node_up") >= 4, "{:?}", r.alerts.counts);
     assert!(ward(&r, 3).lost_on_crash <= 4 * 3, "{:?}", ward(&r, 3));
-    assert_eq!(r.connections.attempts, 100 + 4, "each restarted node opened a new connection");
+    assert_eq!(
+        r.connections.attempts,
+        100 + 4,
+        "each restarted node opened a new connection"
+    );
 }
 
 #[test]
@@ -324,10 +371,22 @@ for = "30s"
     assert!(e.p90_ms >= 200.0, "{e:?} (seed {})", r.seed);
     assert!(e.p50_ms < 50.0, "the other wards are unaffected: {e:?}");
     let w = |i: usize| r.latency.per_ward[i].latency;
-    assert!(w(0).p50_ms >= 250.0, "ward 0 crosses a 300 ms ± 50 ms link: {:?}", w(0));
-    assert!(w(4).p99_ms >= 200.0, "ward 4 waits for retransmissions: {:?}", w(4));
+    assert!(
+        w(0).p50_ms >= 250.0,
+        "ward 0 crosses a 300 ms ± 50 ms link: {:?}",
+        w(0)
+    );
+    assert!(
+        w(4).p99_ms >= 200.0,
+        "ward 4 waits for retransmissions: {:?}",
+        w(4)
+    );
     assert!(w(2).p99_ms < 20.0, "{:?}", w(2));
-    assert!(r.latency.publish_ack.p90_ms >= 400.0, "{:?}", r.latency.publish_ack);
+    assert!(
+        r.latency.publish_ack.p90_ms >= 400.0,
+        "{:?}",
+        r.latency.publish_ack
+    );
 }
 
 #[test]
@@ -346,21 +405,34 @@ for = "15s"
     ));
     assert_accounted(&r);
     assert_eq!(r.ledger.total.lost_on_crash, 0);
-    assert!(r.alerts.count("aggregator_isolated") >= 1, "{:?}", r.alerts.counts);
-    assert!(r.alerts.count("aggregator_down") >= 1, "{:?}", r.alerts.counts);
+    assert!(
+        r.alerts.count("aggregator_isolated") >= 1,
+        "{:?}",
+        r.alerts.counts
+    );
+    assert!(
+        r.alerts.count("aggregator_down") >= 1,
+        "{:?}",
+        r.alerts.counts
+    );
     assert_no_node_reported_down(&r, "no node was at fault");
-    let away: Vec<_> = r.ownership.moves.iter().filter(|m| m.from == Some(0)).collect();
+    let away: Vec<_> = r
+        .ownership
+        .moves
+        .iter()
+        .filter(|m| m.from == Some(0))
+        .collect();
     assert!(!away.is_empty(), "aggregator 0's partitions moved away");
     assert!(
-        away.iter().all(|m| m.cause.contains("partition aggregator 0")),
+        away.iter()
+            .all(|m| m.cause.contains("partition aggregator 0")),
         "{away:?}"
     );
 }
 
 #[test]
 fn an_outbreak_infects_its_attack_rate_of_one_ward_over_hours_of_simulated_time() {
-    let r = run(
-        r#"
+    let r = run(r#"
 [scenario]
 name = "outbreak-test"
 duration = "8h"
@@ -376,11 +448,13 @@ ward = 2
 attack_rate = 0.6
 onset_median = "1h"
 onset_spread = 0.5
-"#,
-    );
+"#);
     assert_accounted(&r);
     let e = &r.timeline[0];
-    assert_eq!((e.action.as_str(), e.wards.as_slice()), ("outbreak", &[2][..]));
+    assert_eq!(
+        (e.action.as_str(), e.wards.as_slice()),
+        ("outbreak", &[2][..])
+    );
     assert_eq!(e.nodes.len(), 6, "60 % of 10");
     assert!(e.nodes.iter().all(|n| (20..30).contains(n)));
     let mut onsets: Vec<f64> = e.onsets.iter().map(|(_, t)| *t).collect();
@@ -405,17 +479,33 @@ fn an_injected_action_is_recorded_and_a_refused_one_says_why() {
     let mut mesh = VirtualMesh::new(&s, seed(), &VirtualOptions::default());
     mesh.start().unwrap();
     mesh.run_until(Duration::from_secs(5));
-    let ok = mesh.apply(&vitalmesh_scenario::Action::KillAggregator { aggregator: 1 }, "inject");
+    let ok = mesh.apply(
+        &vitalmesh_scenario::Action::KillAggregator { aggregator: 1 },
+        "inject",
+    );
     assert!(ok.error.is_none(), "{ok:?}");
-    let refused =
-        mesh.apply(&vitalmesh_scenario::Action::KillAggregator { aggregator: 1 }, "inject");
-    assert_eq!(refused.error.as_deref(), Some("aggregator 1 is not running"));
-    assert!(refused.console_line().contains("refused"), "{}", refused.console_line());
+    let refused = mesh.apply(
+        &vitalmesh_scenario::Action::KillAggregator { aggregator: 1 },
+        "inject",
+    );
+    assert_eq!(
+        refused.error.as_deref(),
+        Some("aggregator 1 is not running")
+    );
+    assert!(
+        refused.console_line().contains("refused"),
+        "{}",
+        refused.console_line()
+    );
     mesh.run_until(Duration::from_secs(15));
     let r = mesh.finish(false).report;
     assert_accounted(&r);
     assert_eq!(r.timeline.len(), 2);
-    assert!((r.timeline[0].at_s - 5.0).abs() < 1e-6, "{:?}", r.timeline[0]);
+    assert!(
+        (r.timeline[0].at_s - 5.0).abs() < 1e-6,
+        "{:?}",
+        r.timeline[0]
+    );
 }
 
 #[test]
@@ -428,5 +518,9 @@ fn rogue_clients_are_refused_up_front_for_a_virtual_run() {
     )
     .unwrap();
     let e = s.check_virtual().unwrap_err().to_string();
-    assert!(e.contains("rogue.toml:") && e.contains("event[0].action: 'rogue' cannot run in virtual time"), "{e}");
+    assert!(
+        e.contains("rogue.toml:")
+            && e.contains("event[0].action: 'rogue' cannot run in virtual time"),
+        "{e}"
+    );
 }

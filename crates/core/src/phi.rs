@@ -169,7 +169,10 @@ mod short_circuit_tests {
         let mut d = PhiDetector::new(&config);
         let t0 = Timestamp::from_secs(1_000);
         for i in 0..20u64 {
-            d.heartbeat(t0 + Duration::from_millis(i * 1000 + (i * 37) % 200), &config);
+            d.heartbeat(
+                t0 + Duration::from_millis(i * 1000 + (i * 37) % 200),
+                &config,
+            );
         }
         let last = t0 + Duration::from_millis(19 * 1000 + (19 * 37) % 200);
         for ms in (0..15_000u64).step_by(7) {

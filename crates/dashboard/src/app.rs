@@ -18,8 +18,8 @@ use ratatui::crossterm::event::{self, Event, KeyCode, KeyEvent, KeyEventKind, Ke
 use tokio::sync::mpsc::error::{TryRecvError, TrySendError};
 use tokio::sync::{mpsc, oneshot, watch};
 use vitalmesh_mesh::MeshCommand;
-use vitalmesh_sim::{Snapshot, TimelineEntry};
 use vitalmesh_scenario::{Limits, parse_injection};
+use vitalmesh_sim::{Snapshot, TimelineEntry};
 
 use crate::DashboardError;
 use crate::keys::{UiCommand, apply_local, command_for};

@@ -8,7 +8,6 @@ use vitalmesh_scenario::slo::SloResult;
 use vitalmesh_sim::Snapshot;
 use vitalmesh_sim::ledger::LedgerRow;
 
-
 /// Which latency distribution the latency panel shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LatencyWindow {

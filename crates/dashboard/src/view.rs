@@ -31,8 +31,8 @@ use vitalmesh_sim::NodeHealth;
 use vitalmesh_sim::report::{Percentiles, thousands};
 use vitalmesh_sim::{Phase, Snapshot, TimelineEntry};
 
-use crate::state::Finished;
 use crate::keys::HELP;
+use crate::state::Finished;
 use crate::state::{DashboardState, LatencyWindow, StatusKind};
 
 /// Colours, or none (`NO_COLOR`).

@@ -69,11 +69,7 @@ pub fn bind(path: &Path) -> Result<UnixListener, MeshError> {
 }
 
 /// Answers requests until the command channel closes.
-pub async fn serve(
-    listener: UnixListener,
-    limits: Limits,
-    commands: mpsc::Sender<MeshCommand>,
-) {
+pub async fn serve(listener: UnixListener, limits: Limits, commands: mpsc::Sender<MeshCommand>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;

@@ -661,7 +661,12 @@ impl Mesh {
         }
     }
 
-    fn build_report(&mut self, finals: &[NodeFinal], ran_for: Duration, interrupted: bool) -> Report {
+    fn build_report(
+        &mut self,
+        finals: &[NodeFinal],
+        ran_for: Duration,
+        interrupted: bool,
+    ) -> Report {
         let observer = locked(&self.observer);
         let nodes = u64::from(self.config.scenario.population.nodes()).max(1);
         let process_peak = self.host.process_peak.max(procfs::rss_bytes("self"));

@@ -68,7 +68,10 @@ impl MeshFlags {
 
 /// The scenario of a run without a file: 1,000 nodes in 10 wards, 4
 /// aggregators, 60 s, unless flags say otherwise; validated like a file.
-pub fn from_flags(flags: &MeshFlags, run_for: Option<Duration>) -> Result<Scenario, ScenarioErrors> {
+pub fn from_flags(
+    flags: &MeshFlags,
+    run_for: Option<Duration>,
+) -> Result<Scenario, ScenarioErrors> {
     let wards = flags.wards.unwrap_or(DEFAULT_WARDS);
     let nodes = flags.nodes.unwrap_or(DEFAULT_NODES);
     let mut errors = Vec::new();
@@ -291,9 +294,15 @@ mod tests {
         let m = message(from_flags(&f(None, Some(0)), None));
         assert!(m.starts_with("--wards: '0' is not enough"), "{m}");
         let m = message(from_flags(&f(Some(10), Some(20)), None));
-        assert!(m.contains("--nodes: '10' does not split evenly over 20 wards"), "{m}");
+        assert!(
+            m.contains("--nodes: '10' does not split evenly over 20 wards"),
+            "{m}"
+        );
         let m = message(from_flags(&f(None, Some(7)), None));
-        assert!(m.starts_with("--wards: '7' does not divide the 1000 nodes"), "{m}");
+        assert!(
+            m.starts_with("--wards: '7' does not divide the 1000 nodes"),
+            "{m}"
+        );
         let m = message(from_flags(&MeshFlags::default(), Some(Duration::ZERO)));
         assert!(m.starts_with("--duration: '0s' is zero"), "{m}");
         let m = message(from_flags(
@@ -315,6 +324,9 @@ mod tests {
         assert!(m.starts_with("--duration: '0s' is zero"), "{m}");
         let m = message(s.clone().with_connect_rate(0));
         assert!(m.starts_with("--connect-rate: '0'"), "{m}");
-        assert_eq!(s.with_duration(Duration::from_secs(5)).unwrap().duration, Duration::from_secs(5));
+        assert_eq!(
+            s.with_duration(Duration::from_secs(5)).unwrap().duration,
+            Duration::from_secs(5)
+        );
     }
 }

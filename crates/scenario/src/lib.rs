@@ -37,9 +37,9 @@ pub mod validate;
 
 pub use action::{Action, Group, Limits, NodeSelector, Pick, RogueKind};
 pub use error::{ScenarioError, ScenarioErrors};
-pub use raw::RawEntry;
 pub use flags::{MeshFlags, from_flags};
+pub use raw::RawEntry;
 pub use validate::{
-    BrokerChoice, DEFAULT_VIRTUAL_START_UNIX_S, NodeProfile, Scenario, Scheduled, VirtualModel, load, parse,
-    parse_injection,
+    BrokerChoice, DEFAULT_VIRTUAL_START_UNIX_S, NodeProfile, Scenario, Scheduled, VirtualModel,
+    load, parse, parse_injection,
 };

@@ -365,7 +365,11 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
                 .map_err(|e| errors.push(src.invalid(v.span().start, path, e)))
                 .ok()
         };
-        if let Some(d) = v.link_delay.as_ref().and_then(|d| nonneg(errors, d, "virtual.link_delay")) {
+        if let Some(d) = v
+            .link_delay
+            .as_ref()
+            .and_then(|d| nonneg(errors, d, "virtual.link_delay"))
+        {
             virtual_model.link_delay = d;
         }
         if let Some(j) = &v.link_jitter {
@@ -773,18 +777,46 @@ fn parse_utc(text: &str) -> Result<u64, String> {
     let expected = "expected a UTC time such as '2026-01-05T08:00:00Z'";
     let bad = || format!("'{text}' is not a time; {expected}");
     let b = text.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
         return Err(bad());
     }
-    let num = |r: Range<usize>| -> Result<u64, String> {
-        text[r].parse::<u64>().map_err(|_| bad())
-    };
+    let num =
+        |r: Range<usize>| -> Result<u64, String> { text[r].parse::<u64>().map_err(|_| bad()) };
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days_in = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 || d > days_in[(m - 1) as usize] || hh > 23 || mm > 59 || ss > 59 {
-        return Err(format!("'{text}' is not a valid date and time from 1970 on; {expected}"));
+    let days_in = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1970..=9999).contains(&y)
+        || !(1..=12).contains(&m)
+        || d == 0
+        || d > days_in[(m - 1) as usize]
+        || hh > 23
+        || mm > 59
+        || ss > 59
+    {
+        return Err(format!(
+            "'{text}' is not a valid date and time from 1970 on; {expected}"
+        ));
     }
     let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
     let era = y / 400;

@@ -287,7 +287,11 @@ impl Observer {
             // An aggregator seen for the first time gets zeros for the
             // seconds before it, so every series indexes the same second.
             series.resize(second, 0);
-            series.push(if view.up { view.primary.len() as u16 } else { 0 });
+            series.push(if view.up {
+                view.primary.len() as u16
+            } else {
+                0
+            });
         }
     }
 

@@ -383,7 +383,11 @@ impl Report {
         let _ = writeln!(
             s,
             "Latency (ms, {})  p50      p90      p99    p99.9      max      count",
-            if self.latency.clock == "simulated" { "sim." } else { "wall" }
+            if self.latency.clock == "simulated" {
+                "sim."
+            } else {
+                "wall"
+            }
         );
         for (name, p) in [
             ("end-to-end", self.latency.end_to_end),
@@ -450,7 +454,11 @@ impl Report {
             );
         }
         if !self.modelled.is_empty() {
-            let _ = writeln!(s, "Modelled     {} (virtual time)", self.modelled.join(", "));
+            let _ = writeln!(
+                s,
+                "Modelled     {} (virtual time)",
+                self.modelled.join(", ")
+            );
         }
         let counts: Vec<String> = self
             .alerts
@@ -535,7 +543,10 @@ impl Report {
 /// Per-second end-to-end latency histograms (microseconds) as an
 /// HdrHistogram interval log (V2, compressed), readable by
 /// HistogramLogProcessor, HistogramLogAnalyzer and hdr-plot.
-pub fn hdr_log(started: SystemTime, intervals: &[(f64, Histogram<u64>)]) -> Result<Vec<u8>, String> {
+pub fn hdr_log(
+    started: SystemTime,
+    intervals: &[(f64, Histogram<u64>)],
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
     let mut serializer = V2DeflateSerializer::new();
     let mut writer = IntervalLogWriterBuilder::new()

@@ -155,7 +155,8 @@ impl Ramp {
     /// When the ramp's `k`-th node (0-based) is due.
     fn due(&self, k: u32) -> Duration {
         let over = self.over.as_micros();
-        self.start + Duration::from_micros((over * u128::from(k) / u128::from(self.count.max(1))) as u64)
+        self.start
+            + Duration::from_micros((over * u128::from(k) / u128::from(self.count.max(1))) as u64)
     }
 }
 
@@ -293,7 +294,11 @@ impl Run {
         if !self.begun {
             return;
         }
-        while let Some(s) = self.entries.get(self.next_entry).filter(|s| s.at <= elapsed) {
+        while let Some(s) = self
+            .entries
+            .get(self.next_entry)
+            .filter(|s| s.at <= elapsed)
+        {
             let (action, origin) = (s.action.clone(), s.origin.clone());
             let key = self.next_entry as u32;
             self.next_entry += 1;
@@ -685,9 +690,11 @@ impl Run {
                         e.error.is_none() && e.at_s <= m.at_s + 1e-9 && e.at_s >= m.at_s - 60.0
                     };
                     let involved = |a: u16| {
-                        self.timeline.iter().rev().filter(recent).find(|e| {
-                            e.aggregator == Some(a) || e.action == "restart_broker"
-                        })
+                        self.timeline
+                            .iter()
+                            .rev()
+                            .filter(recent)
+                            .find(|e| e.aggregator == Some(a) || e.action == "restart_broker")
                     };
                     let down = observer.alerts.iter().rev().find(|a| {
                         matches!(a.kind, AlertKind::AggregatorDown { aggregator, .. } if aggregator.0 == from)
@@ -768,7 +775,9 @@ impl Run {
             mode: inputs.mode,
             modelled: match inputs.mode {
                 RunMode::Real => Vec::new(),
-                RunMode::Virtual => vec!["latency", "connections", "broker", "throughput.published"],
+                RunMode::Virtual => {
+                    vec!["latency", "connections", "broker", "throughput.published"]
+                }
             },
             started_at_unix_s: inputs.started_at_unix_s,
             ran_for_s: inputs.ran_for.as_secs_f64(),
@@ -797,7 +806,14 @@ impl Run {
                 counts: observer.alert_counts.clone(),
                 nodes_reported_down: observer.nodes_ever_down.iter().map(|n| n.0).collect(),
                 false_node_down,
-                recent: observer.alerts.iter().rev().take(200).rev().copied().collect(),
+                recent: observer
+                    .alerts
+                    .iter()
+                    .rev()
+                    .take(200)
+                    .rev()
+                    .copied()
+                    .collect(),
             },
             rejected: observer.rejected.clone(),
             rejected_examples: observer.rejected_examples.clone(),
@@ -901,7 +917,10 @@ mod tests {
             }]
         ));
         let t = run.timeline();
-        assert_eq!((t[0].action.as_str(), t[0].wards.as_slice()), ("partition", &[1][..]));
+        assert_eq!(
+            (t[0].action.as_str(), t[0].wards.as_slice()),
+            ("partition", &[1][..])
+        );
         assert_eq!(t[1].source, "scheduled end");
     }
 
@@ -909,10 +928,23 @@ mod tests {
     fn killing_a_dead_aggregator_is_refused_and_touches_nothing() {
         let mut run = Run::new(&scenario(""), 1);
         run.begin();
-        let first = run.apply(&Action::KillAggregator { aggregator: 1 }, "inject", None, Duration::ZERO);
+        let first = run.apply(
+            &Action::KillAggregator { aggregator: 1 },
+            "inject",
+            None,
+            Duration::ZERO,
+        );
         assert!(run.entry(first).error.is_none());
-        let again = run.apply(&Action::KillAggregator { aggregator: 1 }, "inject", None, Duration::ZERO);
-        assert_eq!(run.entry(again).error.as_deref(), Some("aggregator 1 is not running"));
+        let again = run.apply(
+            &Action::KillAggregator { aggregator: 1 },
+            "inject",
+            None,
+            Duration::ZERO,
+        );
+        assert_eq!(
+            run.entry(again).error.as_deref(),
+            Some("aggregator 1 is not running")
+        );
         assert_eq!(drain(&mut run), [Command::KillAggregator(1)]);
     }
 

@@ -43,8 +43,7 @@ pub fn node(
 ) -> Node {
     let mut config = NodeConfig::default();
     scenario.profile.apply(&mut config);
-    config.patient =
-        PatientOptions::assign(seed, id, scenario.oxygen_share, scenario.scale2_share);
+    config.patient = PatientOptions::assign(seed, id, scenario.oxygen_share, scenario.scale2_share);
     config.sample_interval = interval;
     Node::new(
         id,

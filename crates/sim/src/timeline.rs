@@ -55,7 +55,10 @@ impl TimelineEntry {
     /// The line a console shows for it: a refused action says so.
     pub fn console_line(&self) -> String {
         match &self.error {
-            None => format!("[{:>5.0}s] {}: {}", self.at_s, self.source, self.description),
+            None => format!(
+                "[{:>5.0}s] {}: {}",
+                self.at_s, self.source, self.description
+            ),
             Some(e) => format!(
                 "[{:>5.0}s] {}: refused: {} ({e})",
                 self.at_s, self.source, self.description

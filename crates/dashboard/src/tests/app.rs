@@ -7,8 +7,8 @@ use std::sync::mpsc as std_mpsc;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use tokio::sync::{mpsc, watch};
 use vitalmesh_mesh::MeshCommand;
-use vitalmesh_sim::Snapshot;
 use vitalmesh_scenario::Limits;
+use vitalmesh_sim::Snapshot;
 
 use super::fixture::{entry, snapshot};
 use crate::app::{App, DashboardLink, Exit};

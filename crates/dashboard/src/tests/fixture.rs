@@ -5,11 +5,11 @@ use std::time::Duration;
 use vitalmesh_core::membership::DownReason;
 use vitalmesh_core::news2::Risk;
 use vitalmesh_core::{AggregatorStats, Alert, AlertKind, Population, WardId};
-use vitalmesh_sim::report::BrokerReport;
 use vitalmesh_sim::AggregatorView;
 use vitalmesh_sim::NodeHealth;
 use vitalmesh_sim::Percentiles;
 use vitalmesh_sim::RatePoint;
+use vitalmesh_sim::report::BrokerReport;
 use vitalmesh_sim::{Phase, Snapshot, TimelineEntry};
 use vitalmesh_wire::{AggregatorId, NodeId, Timestamp};
 

@@ -49,7 +49,9 @@ use vitalmesh_firmware::rng::{Purpose, stream};
 use vitalmesh_firmware::{LinkAction, Node, SensorFault};
 use vitalmesh_scenario::Scenario;
 use vitalmesh_wire::envelope::Keyring;
-use vitalmesh_wire::{AckBatch, AggregatorId, Body, NodeId, PartitionId, Timestamp, TopicScheme, decode};
+use vitalmesh_wire::{
+    AckBatch, AggregatorId, Body, NodeId, PartitionId, Timestamp, TopicScheme, decode,
+};
 
 use self::broker::{Client, Subscriptions};
 use self::network::{Dir, Link};
@@ -59,9 +61,9 @@ use crate::ledger::NodeFinal;
 use crate::observe::Observer;
 use crate::report::{BrokerEvent, BrokerReport, ConnectionsReport, Report, RunMode};
 use crate::run::{Command, LinkOp, LinkTarget, NodeOp, ReportInputs, Run};
+use crate::setup;
 use crate::snapshot::{Phase, RatePoint, Seconds, Snapshot};
 use crate::timeline::TimelineEntry;
-use crate::setup;
 
 pub use self::network::{MIN_RTO, shaped_delay};
 
@@ -101,11 +103,22 @@ struct Msg {
 /// What travels on a link.
 #[derive(Debug)]
 enum Packet {
-    Connect { attempt: u32 },
-    ConnAck { attempt: u32 },
-    Refused { attempt: u32 },
-    Publish { msg: Rc<Msg>, qos1_sent_us: Option<u64> },
-    PubAck { sent_us: u64 },
+    Connect {
+        attempt: u32,
+    },
+    ConnAck {
+        attempt: u32,
+    },
+    Refused {
+        attempt: u32,
+    },
+    Publish {
+        msg: Rc<Msg>,
+        qos1_sent_us: Option<u64>,
+    },
+    PubAck {
+        sent_us: u64,
+    },
     Subscribe(String),
     Unsubscribe(String),
     /// A clean goodbye.
@@ -118,22 +131,54 @@ enum Packet {
 
 #[derive(Debug)]
 enum What {
-    NodeWake { node: u32, token: u32 },
-    AggWake { agg: u16, token: u32 },
-    RunWake { token: u32 },
-    Second { index: u64 },
+    NodeWake {
+        node: u32,
+        token: u32,
+    },
+    AggWake {
+        agg: u16,
+        token: u32,
+    },
+    RunWake {
+        token: u32,
+    },
+    Second {
+        index: u64,
+    },
     /// A packet reaches the broker.
-    Up { from: Client, session: u32, packet: Packet },
+    Up {
+        from: Client,
+        session: u32,
+        packet: Packet,
+    },
     /// A packet reaches a client.
-    Down { to: Client, session: u32, packet: Packet },
+    Down {
+        to: Client,
+        session: u32,
+        packet: Packet,
+    },
     /// One message reaching several clients at the same instant (a
     /// partition's acknowledgements, a sample to its primary and standby).
-    Deliver { to: Vec<(Client, u32)>, msg: Rc<Msg> },
+    Deliver {
+        to: Vec<(Client, u32)>,
+        msg: Rc<Msg>,
+    },
     /// A node's PUBACK window may have opened.
-    PubAckWake { node: u32 },
-    ConnectTimeout { client: Client, attempt: u32 },
-    BrokerKeepAlive { client: Client, epoch: u32 },
-    ClientKeepAlive { client: Client, epoch: u32 },
+    PubAckWake {
+        node: u32,
+    },
+    ConnectTimeout {
+        client: Client,
+        attempt: u32,
+    },
+    BrokerKeepAlive {
+        client: Client,
+        epoch: u32,
+    },
+    ClientKeepAlive {
+        client: Client,
+        epoch: u32,
+    },
     BrokerUp,
 }
 
@@ -415,7 +460,9 @@ impl VirtualMesh {
                 break;
             }
             let Reverse((at, _, slot)) = self.queue.pop().expect("peeked");
-            let what = self.slab[slot as usize].take().expect("a queued slot holds its event");
+            let what = self.slab[slot as usize]
+                .take()
+                .expect("a queued slot holds its event");
             self.free.push(slot);
             self.now = at;
             self.events += 1;
@@ -515,7 +562,8 @@ impl VirtualMesh {
                     return;
                 }
                 a.wake_at = u64::MAX;
-                if a.ep.conn.is_none() && a.ep.connecting.is_none() && now.as_micros() >= a.retry_at {
+                if a.ep.conn.is_none() && a.ep.connecting.is_none() && now.as_micros() >= a.retry_at
+                {
                     a.retry_at = u64::MAX;
                     if a.agg.is_some() {
                         self.connect(Client::Agg(agg));
@@ -665,13 +713,25 @@ impl VirtualMesh {
             let at = ep.link.arrival(now, Dir::Down);
             if !group.is_empty() && at != group_at {
                 let to = std::mem::take(&mut group);
-                self.schedule(group_at, What::Deliver { to, msg: msg.clone() });
+                self.schedule(
+                    group_at,
+                    What::Deliver {
+                        to,
+                        msg: msg.clone(),
+                    },
+                );
             }
             group_at = at;
             group.push((to, s));
         }
         if !group.is_empty() {
-            self.schedule(group_at, What::Deliver { to: group, msg: msg.clone() });
+            self.schedule(
+                group_at,
+                What::Deliver {
+                    to: group,
+                    msg: msg.clone(),
+                },
+            );
         }
         self.route_scratch = out;
     }
@@ -966,7 +1026,11 @@ impl VirtualMesh {
         };
         add(&mut t.produced, node.next_seq(), &mut r.produced);
         add(&mut t.acked, ledger.acked.len(), &mut r.acked);
-        add(&mut t.dropped, ledger.dropped_overflow.len(), &mut r.dropped);
+        add(
+            &mut t.dropped,
+            ledger.dropped_overflow.len(),
+            &mut r.dropped,
+        );
         add(&mut t.lost, ledger.lost_on_crash.len(), &mut r.lost);
         let buffered = node.status(now).buffered as i64;
         t.buffered += buffered - r.buffered;
@@ -1104,7 +1168,10 @@ impl VirtualMesh {
                 }
                 Command::Node { nodes, op } => {
                     for id in nodes {
-                        let Some(node) = self.nodes.get_mut(id.0 as usize).and_then(|v| v.node.as_mut())
+                        let Some(node) = self
+                            .nodes
+                            .get_mut(id.0 as usize)
+                            .and_then(|v| v.node.as_mut())
                         else {
                             continue;
                         };
@@ -1155,10 +1222,8 @@ impl VirtualMesh {
                 Command::RestartBroker => self.restart_broker(),
                 Command::Rogue { .. } => {
                     if let Some(i) = entry {
-                        self.run.refuse(
-                            i,
-                            "rogue clients are not modelled in virtual time".into(),
-                        );
+                        self.run
+                            .refuse(i, "rogue clients are not modelled in virtual time".into());
                     }
                 }
             }
@@ -1287,7 +1352,11 @@ impl VirtualMesh {
             node_health: self
                 .nodes
                 .iter()
-                .map(|v| v.node.as_ref().map_or(NodeHealth::Pending, |n| NodeHealth::of(n, now)))
+                .map(|v| {
+                    v.node
+                        .as_ref()
+                        .map_or(NodeHealth::Pending, |n| NodeHealth::of(n, now))
+                })
                 .collect(),
             population: s.population,
             broker: self.broker_report(),

@@ -152,7 +152,10 @@ mod tests {
             let now = i * 100;
             let at = l.arrival(now, Dir::Up);
             assert!(at >= last, "order kept");
-            assert!(at >= now + 1000 && at <= now.max(last) + 3000 + 100, "{at} at {now}");
+            assert!(
+                at >= now + 1000 && at <= now.max(last) + 3000 + 100,
+                "{at} at {now}"
+            );
             last = at;
         }
     }
