@@ -1,14 +1,20 @@
-//! Every fault kind, scheduled from a scenario file against a real mesh
-//! (real TCP, the embedded broker), and what it must do to the ledger.
+//! Faults over real MQTT: the end-to-end proof, over real TCP and the
+//! embedded broker, of what `tests/virtual_time.rs` checks in milliseconds
+//! for every fault kind — real link shaping on real bytes, a real broker
+//! restart, rogue clients against rumqttd, the bytes faulted sensors put on
+//! the wire, and one scenario run in both modes that must agree.
 //! Each test prints its seed; `VITALMESH_TEST_SEED=N` repeats it.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+#[path = "support/cases.rs"]
+mod cases;
 #[path = "support/ledger.rs"]
 mod ledger;
 
-use ledger::{assert_accounted, assert_no_node_reported_down};
+use cases::HEAD;
+use ledger::assert_accounted;
 use tokio::sync::watch;
 use vitalmesh_mesh::report::Report;
 use vitalmesh_mesh::{Mesh, MeshConfig, RunControl, run};
@@ -46,254 +52,25 @@ async fn run_scenario(text: &str) -> Report {
         .report
 }
 
-fn ward(r: &Report, w: u16) -> &vitalmesh_mesh::ledger::LedgerRow {
-    &r.ledger
-        .wards
-        .iter()
-        .find(|x| x.ward.0 == w)
-        .expect("ward")
-        .row
-}
-
-const HEAD: &str = r#"
-[scenario]
-name = "fault-test"
-duration = "40s"
-drain = "10s"
-
-[population]
-wards = 5
-nodes_per_ward = 20
-"#;
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partition_shorter_than_the_node_buffer_loses_nothing() {
-    let _serial = SERIAL.lock().await;
-    let r = run_scenario(&format!(
-        r#"{HEAD}
-[population.profile]
-buffer_bytes = 2048   # 64 samples
-
-[[event]]
-at = "5s"
-action = "partition"
-ward = 1
-for = "15s"
-"#
-    ))
-    .await;
-    assert_accounted(&r);
-    assert_eq!(r.ledger.total.dropped_overflow, 0, "{:?}", r.ledger.total);
-    assert_eq!(r.ledger.total.lost_on_crash, 0);
-    // The partitioned nodes went silent: reported down, and rightly so.
-    let down: Vec<u32> = r.alerts.nodes_reported_down.clone();
-    assert!(
-        down.iter().all(|n| (20..40).contains(n)),
-        "only ward 1 was cut off: {down:?}"
-    );
-    assert!(r.alerts.false_node_down.is_empty());
-    // Their samples arrived late, not never: latency shows the partition.
-    assert!(
-        r.latency.end_to_end.max_ms > 10_000.0,
-        "{:?}",
-        r.latency.end_to_end
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partition_longer_than_the_buffer_loses_exactly_what_overflowed() {
     let _serial = SERIAL.lock().await;
-    let r = run_scenario(&format!(
-        r#"{HEAD}
-[population.profile]
-buffer_bytes = 320   # 10 samples
-
-[[event]]
-at = "5s"
-action = "partition"
-ward = 1
-for = "30s"
-"#
-    ))
-    .await;
-    assert_accounted(&r);
-    // Each of the 20 nodes sampled ~30 times into a 10-sample buffer. Up to
-    // 16 publishes per node also wait in its connection's outgoing queue;
-    // the broker drops the silent session after 1.5 × keep-alive (22.5 s),
-    // so most of those die with it. What is counted as dropped is exactly
-    // what a node evicted and no aggregator ever received: in ward 1 only.
-    let w1 = ward(&r, 1);
-    assert!(
-        (60..=20 * 30).contains(&w1.dropped_overflow),
-        "ward 1: {w1:?} (seed {})",
-        r.seed
-    );
-    for w in [0, 2, 3, 4] {
-        assert_eq!(
-            ward(&r, w).dropped_overflow,
-            0,
-            "ward {w} was not partitioned"
-        );
-    }
-    assert_eq!(r.ledger.total.dropped_overflow, w1.dropped_overflow);
+    let r = run_scenario(&cases::partition_longer_than_the_buffer()).await;
+    cases::expect_partition_longer_than_the_buffer(&r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregator_kill_and_broker_restart_lose_nothing_the_nodes_held() {
     let _serial = SERIAL.lock().await;
-    let r = run_scenario(&format!(
-        r#"{HEAD}
-[aggregators]
-count = 3
-
-[[event]]
-at = "8s"
-action = "kill_aggregator"
-aggregator = 2
-
-[[event]]
-at = "16s"
-action = "restart_broker"
-
-[[event]]
-at = "24s"
-action = "restart_aggregator"
-aggregator = 2
-"#
-    ))
-    .await;
-    assert_accounted(&r);
-    assert_eq!(r.ledger.total.lost_on_crash, 0);
-    assert_eq!(r.ledger.total.dropped_overflow, 0);
-    assert_eq!(r.broker.process_restarts, 1, "{:?}", r.broker.events);
-    assert!(
-        r.broker
-            .events
-            .iter()
-            .any(|e| e.kind == "restarted" && e.detail == "injected")
-    );
-    assert_eq!(
-        r.alerts.count("aggregator_down"),
-        1,
-        "{:?}",
-        r.alerts.counts
-    );
-    let actions: Vec<&str> = r.timeline.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(
-        actions,
-        ["kill_aggregator", "restart_broker", "restart_aggregator"]
-    );
-    assert!(
-        r.timeline.iter().all(|e| e.error.is_none()),
-        "{:?}",
-        r.timeline
-    );
-    let agg2 = r.aggregators.iter().find(|a| a.id == 2).unwrap();
-    assert_eq!(agg2.restarts, 1);
-    assert!(
-        !agg2.primary.is_empty(),
-        "aggregator 2 came back and owned partitions again"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_nodes_lose_only_their_ram_and_come_back_with_new_connections() {
-    let _serial = SERIAL.lock().await;
-    let r = run_scenario(&format!(
-        r#"{HEAD}
-[[event]]
-at = "5s"
-action = "kill_nodes"
-ward = 3
-count = 4
-
-[[event]]
-at = "20s"
-action = "restart_nodes"
-ward = 3
-"#
-    ))
-    .await;
-    assert_accounted(&r);
-    let killed: Vec<u32> = r.timeline[0].nodes.clone();
-    assert_eq!(killed.len(), 4);
-    assert_eq!(r.alerts.nodes_reported_down, killed, "seed {}", r.seed);
-    assert!(r.alerts.count("node_up") >= 4, "{:?}", r.alerts.counts);
-    // A crash loses what was in RAM, unacknowledged: at most a few samples each.
-    assert!(ward(&r, 3).lost_on_crash <= 4 * 3, "{:?}", ward(&r, 3));
-    assert_eq!(
-        r.connections.attempts,
-        100 + 4,
-        "each restarted node opened a new connection"
-    );
+    let r = run_scenario(&cases::aggregator_kill_and_broker_restart()).await;
+    cases::expect_aggregator_kill_and_broker_restart(&r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_and_packet_loss_act_on_real_bytes() {
     let _serial = SERIAL.lock().await;
-    let r = run_scenario(&format!(
-        r#"{HEAD}
-[[event]]
-at = "3s"
-action = "latency"
-ward = 0
-latency = "300ms"
-jitter = "50ms"
-for = "30s"
-
-[[event]]
-at = "3s"
-action = "packet_loss"
-ward = 4
-share = 0.3
-for = "30s"
-"#
-    ))
-    .await;
-    assert_accounted(&r);
-    assert_eq!(r.ledger.total.dropped_overflow, 0);
-    // 40 % of nodes see ≥ 250 ms one way (latency) or ~200 ms+ retransmission
-    // delays (loss): well over 10 % of samples are slower than 200 ms.
-    let e = r.latency.end_to_end;
-    assert!(e.p90_ms >= 200.0, "{e:?} (seed {})", r.seed);
-    assert!(e.p50_ms < 50.0, "the other wards are unaffected: {e:?}");
-    // Publish → PUBACK crosses the slowed link twice.
-    assert!(
-        r.latency.publish_ack.p90_ms >= 400.0,
-        "{:?}",
-        r.latency.publish_ack
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partitioned_aggregator_blames_itself_and_its_partitions_fail_over() {
-    let _serial = SERIAL.lock().await;
-    let r = run_scenario(&format!(
-        r#"{HEAD}
-[aggregators]
-count = 3
-
-[[event]]
-at = "5s"
-action = "partition"
-aggregator = 0
-for = "15s"
-"#
-    ))
-    .await;
-    assert_accounted(&r);
-    assert_eq!(r.ledger.total.lost_on_crash, 0);
-    assert!(
-        r.alerts.count("aggregator_isolated") >= 1,
-        "{:?}",
-        r.alerts.counts
-    );
-    assert!(
-        r.alerts.count("aggregator_down") >= 1,
-        "{:?}",
-        r.alerts.counts
-    );
-    assert_no_node_reported_down(&r, "no node was at fault");
+    let r = run_scenario(&cases::latency_and_packet_loss()).await;
+    cases::expect_latency_and_packet_loss(&r);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -489,70 +266,6 @@ nodes = [5]"#;
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_outbreak_infects_its_attack_rate_of_one_ward_on_an_epidemic_curve() {
-    let _serial = SERIAL.lock().await;
-    let r = run_scenario(
-        r#"
-[scenario]
-name = "outbreak-test"
-duration = "8s"
-
-[population]
-wards = 4
-nodes_per_ward = 25
-
-[[event]]
-at = "2s"
-action = "outbreak"
-ward = 2
-attack_rate = 0.4
-onset_median = "30m"
-onset_spread = 0.5
-"#,
-    )
-    .await;
-    assert_accounted(&r);
-    let e = &r.timeline[0];
-    assert_eq!(e.action, "outbreak");
-    assert_eq!(e.wards, [2]);
-    assert_eq!(e.nodes.len(), 10, "40 % of 25");
-    assert!(e.nodes.iter().all(|n| (50..75).contains(n)));
-    let mut onsets: Vec<f64> = e.onsets.iter().map(|(_, t)| *t).collect();
-    onsets.sort_by(f64::total_cmp);
-    let median = onsets[5];
-    assert!(
-        (600.0..4000.0).contains(&median),
-        "median onset {median} s after the start, around 30 min"
-    );
-    // The same seed picks the same patients and onsets.
-    let again = run_scenario(
-        r#"
-[scenario]
-name = "outbreak-test"
-duration = "4s"
-
-[population]
-wards = 4
-nodes_per_ward = 25
-
-[[event]]
-at = "2s"
-action = "outbreak"
-ward = 2
-attack_rate = 0.4
-onset_median = "30m"
-onset_spread = 0.5
-"#,
-    )
-    .await;
-    assert_eq!(again.timeline[0].nodes, e.nodes);
-}
-
-/// One scenario, both drivers: real MQTT over TCP through rumqttd, and the
-/// modelled broker in virtual time. They must agree on what must agree —
-/// the ledger's identities, which nodes were reported down, the timeline,
-/// and which partitions moved where when an aggregator died.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_and_virtual_time_agree_on_what_must_agree() {
     let _serial = SERIAL.lock().await;

@@ -276,6 +276,12 @@ impl Node {
         self.buffer.iter()
     }
 
+    /// How many samples it holds, unacknowledged (cheaper than
+    /// [`Node::status`], which a driver would otherwise call per event).
+    pub fn buffered_len(&self) -> usize {
+        self.buffer.len()
+    }
+
     /// The patient model (ground truth).
     pub fn physiology(&self) -> &Physiology {
         &self.physiology

@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::time::sleep_until;
 use vitalmesh_firmware::{LinkAction, Node, SensorFault};
 use vitalmesh_sim::NodeHealth;
-use vitalmesh_sim::ledger::NodeFinal;
+use vitalmesh_sim::ledger::{NodeFinal, NodeTally};
 use vitalmesh_wire::envelope::Keyring;
 use vitalmesh_wire::{Body, NodeId, TopicScheme, decode};
 
@@ -117,17 +117,6 @@ async fn connect(
     Connection::connect_over(addr, &options, rt.connect_timeout, MAX_PACKET, Some(link)).await
 }
 
-/// Keeps the shared counters in step with one node, by deltas.
-#[derive(Debug, Default)]
-struct Reported {
-    produced: u64,
-    acked: u64,
-    dropped: u64,
-    lost: u64,
-    buffered: i64,
-    health: Option<NodeHealth>,
-}
-
 /// Runs `node` until told to stop.
 pub(crate) async fn run_node(
     mut node: Node,
@@ -145,7 +134,8 @@ pub(crate) async fn run_node(
     let mut connecting: Option<Connecting> = None;
     // Bumped after every failed attempt: see `TopicScheme::node_client_id`.
     let mut id_generation = 0u32;
-    let mut reported = Reported::default();
+    let mut tally = NodeTally::default();
+    let mut health: Option<NodeHealth> = None;
 
     loop {
         let now = rt.clock.now();
@@ -184,7 +174,7 @@ pub(crate) async fn run_node(
                     .fetch_add(t.samples as u64, Ordering::Relaxed);
             }
         }
-        report(&node, &mut reported, counters, index, now);
+        report(&node, &mut tally, &mut health, counters, index, now);
 
         let deadline = node.poll_timeout().map(|t| rt.clock.instant_of(t));
         tokio::select! {
@@ -198,7 +188,7 @@ pub(crate) async fn run_node(
                                 c.close_gracefully(Duration::from_millis(200)).await;
                             }
                             counters.set_health(index, NodeHealth::Stopped);
-                            counters.buffered.fetch_sub(reported.buffered, Ordering::Relaxed);
+                            counters.buffered.fetch_sub(tally.buffered(), Ordering::Relaxed);
                             return NodeFinal::of(&node);
                         }
                         NodeCommand::Crash => node.crash(now),
@@ -268,45 +258,32 @@ pub(crate) async fn run_node(
     }
 }
 
-/// Adds to a shared total how far a node's own (never decreasing) count
-/// has moved since it was last reported.
-fn add_change(total: &AtomicU64, now: u64, reported: &mut u64) {
-    if now != *reported {
-        total.fetch_add(now - *reported, Ordering::Relaxed);
-        *reported = now;
-    }
-}
-
+/// Keeps the shared counters in step with one node.
 fn report(
     node: &Node,
-    r: &mut Reported,
+    tally: &mut NodeTally,
+    health: &mut Option<NodeHealth>,
     counters: &LiveCounters,
     index: usize,
     now: vitalmesh_wire::Timestamp,
 ) {
-    let ledger = node.ledger();
-    add_change(&counters.produced, node.next_seq(), &mut r.produced);
-    add_change(&counters.e2e_acked, ledger.acked.len(), &mut r.acked);
-    add_change(
-        &counters.dropped_overflow,
-        ledger.dropped_overflow.len(),
-        &mut r.dropped,
-    );
-    add_change(
-        &counters.lost_on_crash,
-        ledger.lost_on_crash.len(),
-        &mut r.lost,
-    );
-    let buffered = node.status(now).buffered as i64;
-    if buffered != r.buffered {
-        counters
-            .buffered
-            .fetch_add(buffered - r.buffered, Ordering::Relaxed);
-        r.buffered = buffered;
+    let d = tally.update(node);
+    for (total, moved) in [
+        (&counters.produced, d.produced),
+        (&counters.e2e_acked, d.acked),
+        (&counters.dropped_overflow, d.dropped),
+        (&counters.lost_on_crash, d.lost),
+    ] {
+        if moved > 0 {
+            total.fetch_add(moved, Ordering::Relaxed);
+        }
     }
-    let health = NodeHealth::of(node, now);
-    if r.health != Some(health) {
-        counters.set_health(index, health);
-        r.health = Some(health);
+    if d.buffered != 0 {
+        counters.buffered.fetch_add(d.buffered, Ordering::Relaxed);
+    }
+    let now_health = NodeHealth::of(node, now);
+    if *health != Some(now_health) {
+        counters.set_health(index, now_health);
+        *health = Some(now_health);
     }
 }

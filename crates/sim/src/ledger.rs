@@ -38,6 +38,60 @@ impl NodeFinal {
     }
 }
 
+/// What a node has already added to a driver's running totals: its own
+/// counts only grow (but for the buffer), so each update reports how far
+/// they moved. Both drivers keep one per node.
+#[derive(Debug, Default, Clone)]
+pub struct NodeTally {
+    produced: u64,
+    acked: u64,
+    dropped: u64,
+    lost: u64,
+    buffered: i64,
+}
+
+/// How far a node's counts moved since its last [`NodeTally::update`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TallyDelta {
+    /// Samples produced.
+    pub produced: u64,
+    /// Samples acknowledged end to end.
+    pub acked: u64,
+    /// Samples evicted from the full buffer.
+    pub dropped: u64,
+    /// Samples lost in crashes.
+    pub lost: u64,
+    /// Change in samples held (may be negative).
+    pub buffered: i64,
+}
+
+impl NodeTally {
+    /// Reads `node` and returns what changed.
+    pub fn update(&mut self, node: &Node) -> TallyDelta {
+        let ledger = node.ledger();
+        let moved = |now: u64, last: &mut u64| {
+            let d = now - *last;
+            *last = now;
+            d
+        };
+        let delta = TallyDelta {
+            produced: moved(node.next_seq(), &mut self.produced),
+            acked: moved(ledger.acked.len(), &mut self.acked),
+            dropped: moved(ledger.dropped_overflow.len(), &mut self.dropped),
+            lost: moved(ledger.lost_on_crash.len(), &mut self.lost),
+            buffered: node.buffered_len() as i64 - self.buffered,
+        };
+        self.buffered += delta.buffered;
+        delta
+    }
+
+    /// Samples held at the last update (what a stopping node takes away
+    /// from the running total).
+    pub fn buffered(&self) -> i64 {
+        self.buffered
+    }
+}
+
 /// One line of the ledger.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct LedgerRow {

@@ -775,9 +775,7 @@ impl Run {
             mode: inputs.mode,
             modelled: match inputs.mode {
                 RunMode::Real => Vec::new(),
-                RunMode::Virtual => {
-                    vec!["latency", "connections", "broker", "throughput.published"]
-                }
+                RunMode::Virtual => vec!["latency", "connections", "broker"],
             },
             started_at_unix_s: inputs.started_at_unix_s,
             ran_for_s: inputs.ran_for.as_secs_f64(),

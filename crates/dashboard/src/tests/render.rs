@@ -106,6 +106,17 @@ fn every_panel_fits_an_80_by_24_terminal() {
 }
 
 #[test]
+fn a_virtual_run_says_so_with_its_speed() {
+    let mut s = snapshot(3, 20);
+    s.mode = vitalmesh_sim::RunMode::Virtual;
+    s.speed = Some(60.0);
+    s.broker_url = "virtual://broker".into();
+    let text = screen(&render(&state(s, true), 200, 60));
+    assert_shows(&text, &["virtual time ×60", "broker virtual://broker"]);
+    assert!(!text.contains("real time"), "{text}");
+}
+
+#[test]
 fn a_large_terminal_shows_the_seed_the_broker_and_the_whole_legend() {
     let buf = render(&state(snapshot(3, 20), true), 200, 60);
     let text = screen(&buf);

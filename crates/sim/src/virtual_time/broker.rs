@@ -132,10 +132,17 @@ impl Subscriptions {
         self.other.clear();
     }
 
-    /// Everyone a publish on `topic` goes to, in subscription order.
-    pub(crate) fn route_publish(&self, topic: &str, out: &mut Vec<Client>) {
+    /// Everyone a publish on `topic` goes to, in subscription order;
+    /// `parsed` is the topic already parsed, if the sender's topic is fixed
+    /// (a node's data topic is parsed once, not per sample).
+    pub(crate) fn route_publish(
+        &self,
+        topic: &str,
+        parsed: Option<WireTopic>,
+        out: &mut Vec<Client>,
+    ) {
         out.clear();
-        match self.topics.parse(topic) {
+        match parsed.or_else(|| self.topics.parse(topic)) {
             Some(WireTopic::Data { partition, .. }) => {
                 if let Some(l) = self.data.get(usize::from(partition.0)) {
                     out.extend_from_slice(l);
@@ -197,13 +204,13 @@ mod tests {
         s.subscribe_ack(PartitionId(2), Client::Node(9));
         s.subscribe("vm/#", Client::Agg(3));
         let mut out = Vec::new();
-        s.route_publish(&topics.data(PartitionId(2), NodeId(9)), &mut out);
+        s.route_publish(&topics.data(PartitionId(2), NodeId(9)), None, &mut out);
         assert_eq!(out, [Client::Agg(1), Client::Agg(3)]);
-        s.route_publish(&topics.ack(PartitionId(2)), &mut out);
+        s.route_publish(&topics.ack(PartitionId(2)), None, &mut out);
         assert_eq!(out, [Client::Node(9), Client::Agg(3)]);
         s.drop_client(Client::Agg(3), None);
         s.unsubscribe(&topics.data_filter(PartitionId(2)), Client::Agg(1));
-        s.route_publish(&topics.data(PartitionId(2), NodeId(9)), &mut out);
+        s.route_publish(&topics.data(PartitionId(2), NodeId(9)), None, &mut out);
         assert!(out.is_empty());
     }
 }

@@ -50,14 +50,14 @@ use vitalmesh_firmware::{LinkAction, Node, SensorFault};
 use vitalmesh_scenario::Scenario;
 use vitalmesh_wire::envelope::Keyring;
 use vitalmesh_wire::{
-    AckBatch, AggregatorId, Body, NodeId, PartitionId, Timestamp, TopicScheme, decode,
+    AckBatch, AggregatorId, Body, NodeId, PartitionId, Timestamp, TopicScheme, WireTopic, decode,
 };
 
 use self::broker::{Client, Subscriptions};
 use self::network::{Dir, Link};
 use crate::health::NodeHealth;
 use crate::latency::{Percentiles, latency_histogram, record_latency};
-use crate::ledger::NodeFinal;
+use crate::ledger::{NodeFinal, NodeTally};
 use crate::observe::Observer;
 use crate::report::{BrokerEvent, BrokerReport, ConnectionsReport, Report, RunMode};
 use crate::run::{Command, LinkOp, LinkTarget, NodeOp, ReportInputs, Run};
@@ -94,6 +94,8 @@ pub enum VirtualError {
 #[derive(Debug)]
 struct Msg {
     topic: Rc<str>,
+    /// The topic parsed, when the sender's topic never changes.
+    parsed: Option<WireTopic>,
     payload: Rc<[u8]>,
     /// The acknowledgement batch in it, decoded by the first node that
     /// receives it (the same bytes for every subscriber).
@@ -214,17 +216,7 @@ struct VNode {
     pubacks: std::collections::VecDeque<(u64, u64, u32)>,
     /// When a `PubAckWake` is queued for this node (`u64::MAX`: none).
     puback_wake: u64,
-    reported: Reported,
-}
-
-/// What a node has already added to the totals.
-#[derive(Debug, Default)]
-struct Reported {
-    produced: u64,
-    acked: u64,
-    dropped: u64,
-    lost: u64,
-    buffered: i64,
+    tally: NodeTally,
 }
 
 #[derive(Debug)]
@@ -341,7 +333,7 @@ impl VirtualMesh {
                     inflight: 0,
                     pubacks: std::collections::VecDeque::new(),
                     puback_wake: u64::MAX,
-                    reported: Reported::default(),
+                    tally: NodeTally::default(),
                 }
             })
             .collect();
@@ -690,7 +682,7 @@ impl VirtualMesh {
     /// instant share one event.
     fn route(&mut self, msg: &Rc<Msg>) {
         let mut out = std::mem::take(&mut self.route_scratch);
-        self.subs.route_publish(&msg.topic, &mut out);
+        self.subs.route_publish(&msg.topic, msg.parsed, &mut out);
         let now = self.now;
         let mut group: Vec<(Client, u32)> = Vec::new();
         let mut group_at = 0;
@@ -769,6 +761,7 @@ impl VirtualMesh {
             if let Some((topic, payload)) = self.aggs[usize::from(a)].will.clone() {
                 let msg = Rc::new(Msg {
                     topic,
+                    parsed: None,
                     payload,
                     ack: OnceCell::new(),
                 });
@@ -987,12 +980,16 @@ impl VirtualMesh {
                 };
                 out.push((t.payload.into(), t.samples));
             }
-            let topic = v.topic.clone();
+            let (topic, partition) = (v.topic.clone(), v.partition);
             for (payload, samples) in out.drain(..) {
                 self.nodes[i].inflight += 1;
                 self.totals.published += samples as u64;
                 let msg = Rc::new(Msg {
                     topic: topic.clone(),
+                    parsed: Some(WireTopic::Data {
+                        partition,
+                        node: NodeId(n),
+                    }),
                     payload,
                     ack: OnceCell::new(),
                 });
@@ -1017,24 +1014,13 @@ impl VirtualMesh {
         }
         let v = &mut self.nodes[i];
         let node = v.node.as_ref().expect("checked above");
+        let d = v.tally.update(node);
         let t = &mut self.totals;
-        let ledger = node.ledger();
-        let r = &mut v.reported;
-        let add = |total: &mut u64, now: u64, last: &mut u64| {
-            *total += now - *last;
-            *last = now;
-        };
-        add(&mut t.produced, node.next_seq(), &mut r.produced);
-        add(&mut t.acked, ledger.acked.len(), &mut r.acked);
-        add(
-            &mut t.dropped,
-            ledger.dropped_overflow.len(),
-            &mut r.dropped,
-        );
-        add(&mut t.lost, ledger.lost_on_crash.len(), &mut r.lost);
-        let buffered = node.status(now).buffered as i64;
-        t.buffered += buffered - r.buffered;
-        r.buffered = buffered;
+        t.produced += d.produced;
+        t.acked += d.acked;
+        t.dropped += d.dropped;
+        t.lost += d.lost;
+        t.buffered += d.buffered;
         let wake = node.poll_timeout().map_or(u64::MAX, Timestamp::as_micros);
         if wake != v.wake_at {
             v.wake_at = wake;
@@ -1065,6 +1051,7 @@ impl VirtualMesh {
                     Output::Publish { topic, payload } => Packet::Publish {
                         msg: Rc::new(Msg {
                             topic: topic.into(),
+                            parsed: None,
                             payload: payload.into(),
                             ack: OnceCell::new(),
                         }),
