@@ -46,8 +46,9 @@ pub fn stream(seed: u64, node: NodeId, purpose: Purpose) -> ChaCha8Rng {
     rng
 }
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a fixed, well-known expander.
-fn splitmix64(state: &mut u64) -> u64 {
+/// SplitMix64 (Steele, Lea & Flood 2014): a fixed, well-known expander,
+/// also the cheap per-message jitter source of the link shapers.
+pub fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

@@ -72,7 +72,7 @@ fn report_status(agg: &Aggregator, up: bool, rt: &AggregatorRuntime) {
     rt.observer
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .aggregator_status(setup::aggregator_status(agg, up, rt.clock.now()));
+        .aggregator_status(setup::aggregator_status(agg, up, rt.clock.now(), true));
 }
 
 /// Runs `agg` until stopped.

@@ -71,14 +71,21 @@ pub fn aggregator(
     Aggregator::new(config, keys.clone())
 }
 
-/// An aggregator's status for the observer.
-pub fn aggregator_status(agg: &Aggregator, up: bool, now: Timestamp) -> AggregatorStatusUpdate {
+/// An aggregator's status for the observer. `suspects` also computes the
+/// nodes it suspects (a φ per node: only dashboards show them, so a driver
+/// that is not being watched can skip it).
+pub fn aggregator_status(
+    agg: &Aggregator,
+    up: bool,
+    now: Timestamp,
+    suspects: bool,
+) -> AggregatorStatusUpdate {
     AggregatorStatusUpdate {
         id: agg.id(),
         up,
         stats: agg.stats(),
         live_view: agg.live_view().into_iter().map(|a| a.0).collect(),
-        suspected: if up {
+        suspected: if up && suspects {
             agg.suspected_nodes(now, SUSPECT_PHI)
         } else {
             Vec::new()

@@ -1082,7 +1082,7 @@ impl VirtualMesh {
         let now = self.ts();
         let v = &self.aggs[usize::from(a)];
         if let Some(agg) = &v.agg {
-            let update = setup::aggregator_status(agg, v.ep.conn.is_some(), now);
+            let update = setup::aggregator_status(agg, v.ep.conn.is_some(), now, false);
             self.observer.aggregator_status(update);
         }
     }
@@ -1347,6 +1347,16 @@ impl VirtualMesh {
                 .collect(),
             population: s.population,
             broker: self.broker_report(),
+            // Suspicions cost a φ per node, so they are computed only here,
+            // when someone is watching.
+            nodes_suspected: self
+                .aggs
+                .iter()
+                .filter(|a| a.ep.conn.is_some())
+                .filter_map(|a| a.agg.as_ref())
+                .flat_map(|a| a.suspected_nodes(now, setup::SUSPECT_PHI))
+                .map(|n| n.0)
+                .collect(),
             ..Snapshot::observed(&self.observer, &self.seconds, self.run.timeline())
         }
     }

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
-use vitalmesh_firmware::rng::Draw;
+use vitalmesh_firmware::rng::{Draw, splitmix64};
 
 /// Linux's minimum TCP retransmission timeout: a lost segment arrives this
 /// much later, doubling for consecutive losses (up to 16×).
@@ -64,11 +64,16 @@ pub(crate) struct Link {
     /// Latest arrival scheduled per direction: TCP keeps order.
     last_arrival_us: [u64; 2],
     rng: ChaCha8Rng,
+    /// SplitMix64 state for the base jitter, seeded from `rng`: drawn for
+    /// every message, so it must be cheap; faults draw from `rng`.
+    jitter_state: u64,
 }
 
 impl Link {
-    pub(crate) fn new(base: Duration, base_jitter: Duration, rng: ChaCha8Rng) -> Self {
+    pub(crate) fn new(base: Duration, base_jitter: Duration, mut rng: ChaCha8Rng) -> Self {
+        let jitter_state = rand_chacha::rand_core::RngCore::next_u64(&mut rng);
         Self {
+            jitter_state,
             partitions: 0,
             partition_epoch: 0,
             base,
@@ -99,9 +104,16 @@ impl Link {
     /// in the same direction).
     pub(crate) fn arrival(&mut self, now_us: u64, dir: Dir) -> u64 {
         let d = dir as usize;
-        if self.base_jitter.is_zero() && self.extra.is_zero() && self.loss == 0.0 {
-            // A plain link: no randomness to draw.
-            let at = (now_us + self.base.as_micros() as u64).max(self.last_arrival_us[d]);
+        if self.extra.is_zero() && self.loss == 0.0 {
+            // No fault on the link: base delay ± base jitter, integer maths.
+            let base = self.base.as_micros() as u64;
+            let jitter = self.base_jitter.as_micros() as u64;
+            let delay = if jitter == 0 {
+                base
+            } else {
+                base - jitter + splitmix64(&mut self.jitter_state) % (2 * jitter + 1)
+            };
+            let at = (now_us + delay).max(self.last_arrival_us[d]);
             self.last_arrival_us[d] = at;
             return at;
         }
