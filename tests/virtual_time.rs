@@ -209,7 +209,10 @@ fn aggregator_kill_and_broker_restart_lose_nothing_the_nodes_held() {
     // kill (to the standbys, with the kill named as the cause) and got
     // them back after its restart.
     let series = &r.ownership.primary_per_second[&2];
-    assert!(series[5] > 0 && series[12] == 0 && *series.last().unwrap() > 0, "{series:?}");
+    assert!(
+        series[5] > 0 && series[12] == 0 && *series.last().unwrap() > 0,
+        "{series:?}"
+    );
     let moved_away: Vec<_> = r
         .ownership
         .moves
@@ -218,7 +221,9 @@ fn aggregator_kill_and_broker_restart_lose_nothing_the_nodes_held() {
         .collect();
     assert!(!moved_away.is_empty(), "{:?}", r.ownership.moves);
     assert!(
-        moved_away.iter().all(|m| m.cause.contains("kill aggregator 2")),
+        moved_away
+            .iter()
+            .all(|m| m.cause.contains("kill aggregator 2")),
         "{moved_away:?}"
     );
     // Every node lost its connection in the restart and came back.
@@ -259,7 +264,10 @@ fn latency_and_packet_loss_act_on_the_modelled_links() {
     let r = run(&cases::latency_and_packet_loss());
     cases::expect_latency_and_packet_loss(&r);
     let w2 = r.latency.per_ward[2].latency;
-    assert!(w2.p99_ms < 20.0, "an untouched ward sees the base link only: {w2:?}");
+    assert!(
+        w2.p99_ms < 20.0,
+        "an untouched ward sees the base link only: {w2:?}"
+    );
 }
 
 #[test]

@@ -60,7 +60,11 @@ pub(crate) fn expect_partition_longer_than_the_buffer(r: &Report) {
         r.seed
     );
     for w in [0, 2, 3, 4] {
-        assert_eq!(ward(r, w).dropped_overflow, 0, "ward {w} was not partitioned");
+        assert_eq!(
+            ward(r, w).dropped_overflow,
+            0,
+            "ward {w} was not partitioned"
+        );
     }
     assert_eq!(r.ledger.total.dropped_overflow, w1.dropped_overflow);
 }
@@ -102,13 +106,28 @@ pub(crate) fn expect_aggregator_kill_and_broker_restart(r: &Report) {
             .iter()
             .any(|e| e.kind == "restarted" && e.detail == "injected")
     );
-    assert_eq!(r.alerts.count("aggregator_down"), 1, "{:?}", r.alerts.counts);
+    assert_eq!(
+        r.alerts.count("aggregator_down"),
+        1,
+        "{:?}",
+        r.alerts.counts
+    );
     let actions: Vec<&str> = r.timeline.iter().map(|e| e.action.as_str()).collect();
-    assert_eq!(actions, ["kill_aggregator", "restart_broker", "restart_aggregator"]);
-    assert!(r.timeline.iter().all(|e| e.error.is_none()), "{:?}", r.timeline);
+    assert_eq!(
+        actions,
+        ["kill_aggregator", "restart_broker", "restart_aggregator"]
+    );
+    assert!(
+        r.timeline.iter().all(|e| e.error.is_none()),
+        "{:?}",
+        r.timeline
+    );
     let agg2 = r.aggregators.iter().find(|a| a.id == 2).unwrap();
     assert_eq!(agg2.restarts, 1);
-    assert!(!agg2.primary.is_empty(), "aggregator 2 came back and owned partitions again");
+    assert!(
+        !agg2.primary.is_empty(),
+        "aggregator 2 came back and owned partitions again"
+    );
 }
 
 /// 300 ± 50 ms on ward 0, 30 % loss on ward 4, for 30 s.
@@ -142,9 +161,21 @@ pub(crate) fn expect_latency_and_packet_loss(r: &Report) {
     let e = r.latency.end_to_end;
     assert!(e.p90_ms >= 200.0, "{e:?} (seed {})", r.seed);
     assert!(e.p50_ms < 50.0, "the other wards are unaffected: {e:?}");
-    assert!(r.latency.publish_ack.p90_ms >= 400.0, "{:?}", r.latency.publish_ack);
+    assert!(
+        r.latency.publish_ack.p90_ms >= 400.0,
+        "{:?}",
+        r.latency.publish_ack
+    );
     let w = |i: usize| r.latency.per_ward[i].latency;
-    assert!(w(0).p50_ms >= 250.0, "ward 0 crosses a 300 ms ± 50 ms link: {:?}", w(0));
-    assert!(w(4).p99_ms >= 200.0, "ward 4 waits for retransmissions: {:?}", w(4));
+    assert!(
+        w(0).p50_ms >= 250.0,
+        "ward 0 crosses a 300 ms ± 50 ms link: {:?}",
+        w(0)
+    );
+    assert!(
+        w(4).p99_ms >= 200.0,
+        "ward 4 waits for retransmissions: {:?}",
+        w(4)
+    );
     assert!(w(2).p99_ms < 100.0, "{:?}", w(2));
 }
