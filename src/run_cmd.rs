@@ -420,7 +420,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let host_start = std::time::Instant::now();
     let outcome: Result<Finished> = if args.virtual_time {
         crate::virtual_cmd::run(&config, args.speed, stop_rx, snap_tx, command_rx)
-            .map_err(Into::into)
     } else {
         runtime
             .block_on(vitalmesh_mesh::run(

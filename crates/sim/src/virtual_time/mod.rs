@@ -604,10 +604,11 @@ impl VirtualMesh {
             }
             What::BrokerKeepAlive { client, epoch } => {
                 let link = &self.endpoint(client).link;
-                if link.is_partitioned() && link.partition_epoch == epoch {
-                    if self.broker_session(client).is_some() {
-                        self.end_session(client, true);
-                    }
+                if link.is_partitioned()
+                    && link.partition_epoch == epoch
+                    && self.broker_session(client).is_some()
+                {
+                    self.end_session(client, true);
                 }
             }
             What::ClientKeepAlive { client, epoch } => {
