@@ -219,9 +219,10 @@ fn inject_steers_a_live_run_and_the_timeline_records_it() {
             .success()
     );
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "stopped early, report written: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
