@@ -150,13 +150,6 @@ impl Observer {
         }
     }
 
-    /// Samples ingested by a primary.
-    pub fn deliveries(&mut self, batch: &[Delivery]) {
-        for d in batch {
-            self.delivery(d);
-        }
-    }
-
     /// One sample ingested by a primary.
     pub fn delivery(&mut self, d: &Delivery) {
         let Some(set) = self.delivered.get_mut(d.node.0 as usize) else {
@@ -325,7 +318,9 @@ mod tests {
     #[test]
     fn a_second_delivery_is_a_duplicate_and_latency_is_kept_per_ward() {
         let mut o = Observer::new(20, 2, false);
-        o.deliveries(&[delivery(3, 0, 5), delivery(3, 0, 9), delivery(15, 0, 50)]);
+        for d in [delivery(3, 0, 5), delivery(3, 0, 9), delivery(15, 0, 50)] {
+            o.delivery(&d);
+        }
         assert_eq!((o.delivered_total, o.duplicates), (2, 1));
         assert_eq!(o.e2e_ward[0].len(), 1);
         assert_eq!(o.e2e_ward[1].len(), 1);

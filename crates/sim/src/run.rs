@@ -186,7 +186,6 @@ pub struct Run {
     touched: BTreeSet<u32>,
     timeline: Vec<TimelineEntry>,
     injections: u32,
-    injected_broker_restarts: u64,
     commands: VecDeque<Command>,
     begun: bool,
 }
@@ -215,7 +214,6 @@ impl Run {
             touched: BTreeSet::new(),
             timeline: Vec::new(),
             injections: 0,
-            injected_broker_restarts: 0,
             commands: VecDeque::new(),
             begun: false,
             scenario: scenario.clone(),
@@ -535,10 +533,7 @@ impl Run {
                     _ => entry.error = Some(format!("aggregator {aggregator} is already running")),
                 }
             }
-            Action::RestartBroker => {
-                self.injected_broker_restarts += 1;
-                self.commands.push_back(Command::RestartBroker);
-            }
+            Action::RestartBroker => self.commands.push_back(Command::RestartBroker),
             Action::Partition { group, for_ } => {
                 let target = self.link_target(group, &mut rng, &mut entry);
                 self.timed_link(
@@ -657,16 +652,22 @@ impl Run {
     }
 
     /// The driver could not carry out the entry at `index` (a broker that
-    /// would not restart, say): it is recorded as refused, and nothing it
-    /// would have silenced counts as touched by it.
+    /// would not restart, say): it is recorded as refused. Nodes it may
+    /// already have disturbed stay touched — a broker that failed to come
+    /// back still dropped every connection.
     pub fn refuse(&mut self, index: usize, error: String) {
-        let Some(entry) = self.timeline.get_mut(index) else {
-            return;
-        };
-        if entry.action == "restart_broker" && entry.error.is_none() {
-            self.injected_broker_restarts = self.injected_broker_restarts.saturating_sub(1);
+        if let Some(entry) = self.timeline.get_mut(index) {
+            entry.error = Some(error);
         }
-        entry.error = Some(error);
+    }
+
+    /// Broker restarts done on purpose (applied, not refused): the others
+    /// are the broker's own failures.
+    fn injected_broker_restarts(&self) -> u64 {
+        self.timeline
+            .iter()
+            .filter(|e| e.action == "restart_broker" && e.error.is_none())
+            .count() as u64
     }
 
     /// Nodes reported down that no action silenced: false alarms.
@@ -765,7 +766,7 @@ impl Run {
             unplanned_broker_restarts: inputs
                 .broker
                 .process_restarts
-                .saturating_sub(self.injected_broker_restarts),
+                .saturating_sub(self.injected_broker_restarts()),
         };
         Report {
             schema: REPORT_SCHEMA,

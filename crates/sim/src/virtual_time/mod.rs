@@ -427,7 +427,7 @@ impl VirtualMesh {
         Ok(())
     }
 
-    fn aggregators_agree(&mut self) -> bool {
+    fn aggregators_agree(&self) -> bool {
         let want = self.aggs.len();
         let mut owned = 0u32;
         for a in &self.aggs {
