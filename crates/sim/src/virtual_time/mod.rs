@@ -36,10 +36,9 @@
 
 mod broker;
 mod network;
+mod queue;
 
 use std::cell::OnceCell;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -55,6 +54,7 @@ use vitalmesh_wire::{
 
 use self::broker::{Client, Subscriptions};
 use self::network::{Dir, Link};
+use self::queue::EventQueue;
 use crate::health::NodeHealth;
 use crate::latency::{Percentiles, latency_histogram, record_latency};
 use crate::ledger::{NodeFinal, NodeTally};
@@ -184,12 +184,6 @@ enum What {
     BrokerUp,
 }
 
-/// An event's place in the queue: when, in what order among events at the
-/// same microsecond (insertion order, so a run is deterministic), and
-/// where its payload waits in the slab. Small entries keep the heap's
-/// sifting cheap: it is the hottest structure of a virtual run.
-type Timed = (u64, u64, u32);
-
 /// A client's end of its connection.
 #[derive(Debug)]
 struct Endpoint {
@@ -275,11 +269,7 @@ pub struct VirtualMesh {
     now: u64,
     start: u64,
     origin: Option<u64>,
-    queue: BinaryHeap<Reverse<Timed>>,
-    slab: Vec<Option<What>>,
-    free: Vec<u32>,
-    seq: u64,
-    events: u64,
+    queue: EventQueue<What>,
     nodes: Vec<VNode>,
     aggs: Vec<VAgg>,
     broker_up: bool,
@@ -356,11 +346,7 @@ impl VirtualMesh {
             now: start,
             start,
             origin: None,
-            queue: BinaryHeap::new(),
-            slab: Vec::new(),
-            free: Vec::new(),
-            seq: 0,
-            events: 0,
+            queue: EventQueue::new(),
             nodes,
             aggs,
             broker_up: true,
@@ -402,7 +388,7 @@ impl VirtualMesh {
 
     /// Events processed so far.
     pub fn events(&self) -> u64 {
-        self.events
+        self.queue.popped()
     }
 
     /// Starts the aggregators, waits (in simulated time) until they own
@@ -447,35 +433,15 @@ impl VirtualMesh {
     }
 
     fn process_until(&mut self, until: u64) {
-        while let Some(&Reverse((at, _, _))) = self.queue.peek() {
-            if at > until {
-                break;
-            }
-            let Reverse((at, _, slot)) = self.queue.pop().expect("peeked");
-            let what = self.slab[slot as usize]
-                .take()
-                .expect("a queued slot holds its event");
-            self.free.push(slot);
+        while let Some((at, what)) = self.queue.pop_due(until) {
             self.now = at;
-            self.events += 1;
             self.dispatch(what);
         }
         self.now = self.now.max(until);
     }
 
     fn schedule(&mut self, at: u64, what: What) {
-        self.seq += 1;
-        let slot = match self.free.pop() {
-            Some(slot) => {
-                self.slab[slot as usize] = Some(what);
-                slot
-            }
-            None => {
-                self.slab.push(Some(what));
-                (self.slab.len() - 1) as u32
-            }
-        };
-        self.queue.push(Reverse((at, self.seq, slot)));
+        self.queue.push(at, what);
     }
 
     fn ts(&self) -> Timestamp {
@@ -1440,7 +1406,7 @@ impl VirtualMesh {
         VirtualOutcome {
             report,
             intervals: self.observer.intervals.take(),
-            events: self.events,
+            events: self.queue.popped(),
         }
     }
 }
