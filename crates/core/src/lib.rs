@@ -19,11 +19,13 @@
 //! - [`rendezvous`]: partition → primary and standby by HRW hashing.
 //! - [`population`]: the ward layout.
 //! - [`alert`]: alerts and severities.
+//! - [`detect`]: population, patient and sensor-fault detectors.
 
 #![warn(missing_docs)]
 
 pub mod aggregator;
 pub mod alert;
+pub mod detect;
 pub mod membership;
 pub mod news2;
 pub mod phi;
