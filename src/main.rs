@@ -1,5 +1,6 @@
 //! `vitalmesh`: the command-line front end.
 
+mod detect_cmd;
 mod run_cmd;
 mod seed;
 mod virtual_cmd;
@@ -25,6 +26,11 @@ enum Command {
     /// Run the mesh: an embedded MQTT broker, sensor nodes and aggregators,
     /// ending with an exact ledger and latency histograms.
     Run(run_cmd::RunArgs),
+    /// Run a population detector (EARS C1/C2/C3, CUSUM, Poisson CUSUM,
+    /// EWMA) on your own series: a CSV with a `count` column (optional
+    /// `census`, `time`) in, one row per bucket out with the statistic, its
+    /// threshold and whether it alarms.
+    Detect(detect_cmd::DetectArgs),
     /// Check scenario files without running them.
     Validate(run_cmd::ValidateArgs),
     /// Apply an action to a running `vitalmesh run` (same names and fields
@@ -53,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run_cmd::run(&args),
         Command::Broker(args) => run_cmd::broker(&args),
         Command::Validate(args) => run_cmd::validate(&args),
+        Command::Detect(args) => detect_cmd::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Inject(args) => run_cmd::inject(&args),
     };
     match result {

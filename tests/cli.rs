@@ -394,3 +394,90 @@ fn every_shipped_scenario_runs_in_virtual_time_or_is_refused_up_front() {
         let _ = std::fs::remove_file(&report);
     }
 }
+
+#[test]
+fn detect_runs_a_method_on_a_users_csv_and_agrees_with_r_surveillance() {
+    // The "spikes" series of the committed R fixtures, as an analyst's CSV
+    // with a time column and spreadsheet-style quoting.
+    let series = include_str!("../crates/core/tests/fixtures/surveillance/series.csv");
+    let counts: Vec<&str> = series
+        .lines()
+        .filter(|l| l.starts_with("spikes,"))
+        .map(|l| l.rsplit(',').next().unwrap())
+        .collect();
+    let mut csv = String::from("\"time\",\"count\"\r\n");
+    for (i, c) in counts.iter().enumerate() {
+        csv.push_str(&format!("2026-01-{:02},{c}\r\n", i % 28 + 1));
+    }
+    let path = temp_path("detect-spikes.csv");
+    std::fs::write(&path, csv).unwrap();
+    let out = vitalmesh(&[
+        "detect",
+        "--method",
+        "c1",
+        "--param",
+        "min_sigma=0",
+        path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("index,count,statistic,threshold,alarm"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows.len(), counts.len(), "one row per input row");
+    assert!(
+        rows[..7].iter().all(|r| r[2].is_empty() && r[4] == "false"),
+        "warm-up"
+    );
+    // R: earsC(method = "C1", minSigma = 0) alarms on exactly these buckets.
+    let fixture = include_str!("../crates/core/tests/fixtures/surveillance/ears.csv");
+    let r_alarms: Vec<usize> = fixture
+        .lines()
+        .filter(|l| l.starts_with("spikes,c1,0,"))
+        .filter(|l| l.split(',').nth(7) == Some("1"))
+        .map(|l| l.split(',').nth(4).unwrap().parse().unwrap())
+        .collect();
+    let ours: Vec<usize> = rows
+        .iter()
+        .filter(|r| r[4] == "true")
+        .map(|r| r[0].parse().unwrap())
+        .collect();
+    assert!(!ours.is_empty());
+    assert_eq!(ours, r_alarms);
+}
+
+#[test]
+fn detect_refuses_bad_input_naming_the_line_and_what_was_expected() {
+    let path = temp_path("detect-bad.csv");
+    std::fs::write(&path, "count,census\n3,40\nfour,40\n").unwrap();
+    let p = path.to_str().unwrap();
+    let err = refused(&["detect", "--method", "cusum", p]);
+    assert!(
+        err.contains(":3: count 'four' is not a count; expected a number of at least 0"),
+        "{err}"
+    );
+    std::fs::write(&path, "cases\n3\n").unwrap();
+    let err = refused(&["detect", "--method", "ewma", p]);
+    assert!(err.contains("no 'count' column (found 'cases')"), "{err}");
+    std::fs::write(&path, "count\n3\n").unwrap();
+    let err = refused(&[
+        "detect",
+        "--method",
+        "c2",
+        "--param",
+        "measure=proportion",
+        p,
+    ]);
+    assert!(err.contains("needs a 'census' column"), "{err}");
+    let err = refused(&["detect", "--method", "ewma", "--param", "lambda=2", p]);
+    assert!(
+        err.contains("--param lambda: '2' is not an EWMA weight; expected above 0 and at most 1"),
+        "{err}"
+    );
+    let err = refused(&["detect", "--method", "c1", "--param", "k=1", p]);
+    assert!(err.contains("'k' is not a parameter of 'c1'"), "{err}");
+}
