@@ -27,13 +27,24 @@
 //! unacknowledged samples (go-back-N), doubling the timeout up to a cap; the
 //! receiver de-duplicates. Each batch carries `held_from` so the receiver
 //! learns which sequence numbers the node no longer holds.
+//!
+//! # Patients and presence
+//!
+//! A node is a bed's monitor. Patients come and go ([`Node::admit`],
+//! [`Node::discharge`]); each sample carries the admission number of the
+//! patient it measured, so a receiver starts a new baseline for a new
+//! patient. An empty bed's node takes no samples but heartbeats on its
+//! sample grid (an empty batch saying [`Presence::BedEmpty`]). A node that
+//! leaves ([`Node::shut_down`]) delivers its backlog, says goodbye
+//! ([`Presence::Leaving`]) with its last transmit, and switches off: its
+//! silence after that is not a failure.
 
 use std::collections::VecDeque;
 use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
 use vitalmesh_wire::envelope::{self, DeviceKey};
-use vitalmesh_wire::{Batch, Body, FaultFlags, NodeId, PartitionId, Sample, Timestamp};
+use vitalmesh_wire::{Batch, Body, FaultFlags, NodeId, PartitionId, Presence, Sample, Timestamp};
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::battery::{Battery, BatteryConfig, LOW_BATTERY_PCT};
@@ -164,6 +175,8 @@ pub struct NodeStatus {
     pub battery_pct: u8,
     /// Whether a sensor fault is active (ground truth, not visible on the wire).
     pub sensor_fault: bool,
+    /// Whether the bed is empty (no patient; the node only heartbeats).
+    pub bed_empty: bool,
 }
 
 /// One sensor node.
@@ -191,6 +204,18 @@ pub struct Node {
     sampling: bool,
     /// Switching off once the buffer is empty.
     leaving: bool,
+    /// The backlog is delivered: the goodbye goes out with the next
+    /// transmit, then the node switches off.
+    goodbye_due: bool,
+    /// The master seed, for the patients admitted later.
+    seed: u64,
+    /// The current patient's admission number at this bed.
+    admission: u32,
+    /// No patient: the node heartbeats on its sample grid instead of
+    /// sampling.
+    bed_empty: bool,
+    /// An empty bed's heartbeat is due.
+    heartbeat_due: bool,
     next_sample_at: Timestamp,
     next_seq: u64,
     /// Next sequence number to send on this connection.
@@ -237,6 +262,11 @@ impl Node {
             phase,
             sampling: true,
             leaving: false,
+            goodbye_due: false,
+            seed,
+            admission: 0,
+            bed_empty: false,
+            heartbeat_due: false,
             next_sample_at: now,
             next_seq: 0,
             send_cursor: 0,
@@ -287,6 +317,16 @@ impl Node {
         &self.physiology
     }
 
+    /// The current patient's admission number at this bed (0: the first).
+    pub fn admission(&self) -> u32 {
+        self.admission
+    }
+
+    /// Whether the bed is empty.
+    pub fn is_bed_empty(&self) -> bool {
+        self.bed_empty
+    }
+
     /// Next sequence number to be produced (= samples produced so far).
     pub fn next_seq(&self) -> u64 {
         self.next_seq
@@ -301,6 +341,7 @@ impl Node {
             buffer_capacity: self.buffer.capacity(),
             battery_pct: self.battery.level_pct(),
             sensor_fault: self.sensor.active_faults(now).next().is_some(),
+            bed_empty: self.bed_empty,
         }
     }
 
@@ -320,7 +361,11 @@ impl Node {
         while self.sampling && self.next_sample_at <= now && self.power == Power::On {
             let due = self.next_sample_at;
             self.next_sample_at = due + self.config.sample_interval;
-            self.take_sample(due);
+            if self.bed_empty {
+                self.heartbeat_due = true;
+            } else {
+                self.take_sample(due);
+            }
         }
         if self.power != Power::On {
             return;
@@ -401,6 +446,8 @@ impl Node {
         for sample in self.buffer.take_all() {
             self.ledger.lost_on_crash.insert(sample.seq);
         }
+        self.leaving = false;
+        self.goodbye_due = false;
         self.power = Power::Crashed;
         self.go_offline(false);
     }
@@ -444,12 +491,38 @@ impl Node {
         self.maybe_switch_off();
     }
 
+    /// Once a leaving node's backlog is delivered, its goodbye is due: it
+    /// goes out with the next transmit (when the node is online), and the
+    /// node switches off after it, so the aggregators know its silence is
+    /// not a failure.
     fn maybe_switch_off(&mut self) {
         if self.leaving && self.power == Power::On && self.buffer.is_empty() {
-            self.leaving = false;
-            self.power = Power::Off;
-            self.go_offline(true);
+            self.goodbye_due = true;
         }
+    }
+
+    /// The patient is discharged: the bed is empty from now on. The node
+    /// delivers what it holds, then heartbeats on its sample grid so the
+    /// aggregators know it is alive with nobody to monitor.
+    pub fn discharge(&mut self, _now: Timestamp) {
+        self.bed_empty = true;
+    }
+
+    /// A new patient is admitted to the bed (replacing any still there): a
+    /// fresh draw of physiology under the next admission number, with the
+    /// given clinical facts. The device and its faults stay.
+    pub fn admit(&mut self, options: PatientOptions, _now: Timestamp) {
+        self.admission += 1;
+        self.config.patient = options;
+        self.physiology = Physiology::admitted(
+            self.seed,
+            self.id,
+            self.admission,
+            options,
+            self.config.utc_offset_s,
+        );
+        self.bed_empty = false;
+        self.heartbeat_due = false;
     }
 
     /// Stops (or resumes) taking samples; delivery of what is buffered goes
@@ -480,9 +553,11 @@ impl Node {
         self.sensor.clear_faults();
     }
 
-    /// Adds a health episode to the patient.
+    /// Adds a health episode to the patient (none to an empty bed).
     pub fn add_episode(&mut self, episode: Episode) {
-        self.physiology.add_episode(episode);
+        if !self.bed_empty {
+            self.physiology.add_episode(episode);
+        }
     }
 
     /// Gives the patient a fever with randomly drawn course from `onset`.
@@ -523,15 +598,29 @@ impl Node {
                 .take(self.config.max_batch_samples)
                 .copied(),
         );
-        let (Some(first), Some(last)) = (samples.first(), samples.last()) else {
-            self.scratch = samples;
-            return None;
+        let presence = if self.goodbye_due {
+            Presence::Leaving
+        } else if self.bed_empty {
+            Presence::BedEmpty
+        } else {
+            Presence::Monitoring
         };
-        let (first_seq, next_cursor, count) = (first.seq, last.seq + 1, samples.len());
+        let (first_seq, next_cursor, count) = match (samples.first(), samples.last()) {
+            (Some(first), Some(last)) => (first.seq, last.seq + 1, samples.len()),
+            // Nothing to send but a goodbye or an empty bed's heartbeat.
+            _ if self.goodbye_due || (self.heartbeat_due && self.bed_empty) => {
+                (self.send_cursor, self.send_cursor, 0)
+            }
+            _ => {
+                self.scratch = samples;
+                return None;
+            }
+        };
         let body = Body::Batch(Batch {
             node: self.id,
             held_from: self.held_from(),
             samples,
+            presence,
         });
         let mut payload = Vec::with_capacity(16 + 32 * count);
         let encoded = envelope::encode(&body, &self.key, &mut payload);
@@ -549,8 +638,15 @@ impl Node {
         self.battery.charge_transmit(payload.len());
         self.ledger.transmissions += 1;
         self.ledger.samples_sent += count as u64;
-        if self.retransmit_at.is_none() {
+        self.heartbeat_due = false;
+        if count > 0 && self.retransmit_at.is_none() {
             self.retransmit_at = Some(now + self.ack_timeout());
+        }
+        if presence == Presence::Leaving {
+            self.goodbye_due = false;
+            self.leaving = false;
+            self.power = Power::Off;
+            self.go_offline(true);
         }
         Some(Transmit {
             payload,
@@ -649,6 +745,7 @@ impl Node {
             vitals,
             battery_pct,
             faults,
+            admission: self.admission,
         };
         self.next_seq += 1;
         self.ledger.produced += 1;

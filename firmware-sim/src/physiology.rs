@@ -53,53 +53,7 @@ use vitalmesh_wire::{Acvpu, NodeId, SpO2Scale, Timestamp};
 
 use crate::rng::{self, Draw, Purpose};
 
-/// The continuous vital signs a device can measure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VitalSign {
-    /// Pulse, bpm.
-    HeartRate,
-    /// Respiration rate, breaths/min.
-    RespRate,
-    /// Oxygen saturation, %.
-    #[serde(rename = "spo2")]
-    SpO2,
-    /// Temperature, °C.
-    Temperature,
-    /// Systolic blood pressure, mmHg.
-    Systolic,
-    /// Diastolic blood pressure, mmHg.
-    Diastolic,
-}
-
-impl VitalSign {
-    /// Every sign, in index order.
-    pub const ALL: [Self; 6] = [
-        Self::HeartRate,
-        Self::RespRate,
-        Self::SpO2,
-        Self::Temperature,
-        Self::Systolic,
-        Self::Diastolic,
-    ];
-
-    /// Position in per-sign arrays.
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-
-    /// Name as written in scenario files.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::HeartRate => "heart_rate",
-            Self::RespRate => "resp_rate",
-            Self::SpO2 => "spo2",
-            Self::Temperature => "temperature",
-            Self::Systolic => "systolic",
-            Self::Diastolic => "diastolic",
-        }
-    }
-}
+pub use vitalmesh_wire::VitalSign;
 
 /// True (noise-free, unquantised) vital signs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -144,10 +98,17 @@ pub struct PatientOptions {
 }
 
 impl PatientOptions {
-    /// Decides, reproducibly from `(seed, node)`, whether a patient is on
-    /// oxygen and on SpO2 scale 2, given the population's shares.
-    pub fn assign(seed: u64, node: NodeId, oxygen_share: f64, scale2_share: f64) -> Self {
-        let mut rng = rng::stream(seed, node, Purpose::Scenario);
+    /// Decides, reproducibly from `(seed, node, admission)`, whether a
+    /// patient is on oxygen and on SpO2 scale 2, given the population's
+    /// shares.
+    pub fn assign(
+        seed: u64,
+        node: NodeId,
+        admission: u32,
+        oxygen_share: f64,
+        scale2_share: f64,
+    ) -> Self {
+        let mut rng = rng::patient_stream(seed, node, admission, Purpose::Scenario);
         Self {
             on_oxygen: rng.chance(oxygen_share),
             spo2_scale2: rng.chance(scale2_share),
@@ -433,9 +394,20 @@ pub struct Physiology {
 }
 
 impl Physiology {
-    /// The patient of `node` under `seed`.
+    /// The first patient of `node` under `seed`.
     pub fn new(seed: u64, node: NodeId, options: PatientOptions, utc_offset_s: i64) -> Self {
-        let mut rng = rng::stream(seed, node, Purpose::Physiology);
+        Self::admitted(seed, node, 0, options, utc_offset_s)
+    }
+
+    /// The `admission`-th patient at `node`'s bed under `seed`.
+    pub fn admitted(
+        seed: u64,
+        node: NodeId,
+        admission: u32,
+        options: PatientOptions,
+        utc_offset_s: i64,
+    ) -> Self {
+        let mut rng = rng::patient_stream(seed, node, admission, Purpose::Physiology);
         let profile = PatientProfile::draw(&mut rng, options);
         let ou = std::array::from_fn(|i| Ou::new(MODELS[i].ou_sd, MODELS[i].ou_tau_s, &mut rng));
         let peaks = std::array::from_fn(|i| match MODELS[i].circadian {

@@ -36,13 +36,24 @@ pub enum Purpose {
 
 /// The stream for `purpose` of `node` under `seed`.
 pub fn stream(seed: u64, node: NodeId, purpose: Purpose) -> ChaCha8Rng {
+    patient_stream(seed, node, 0, purpose)
+}
+
+/// The stream for `purpose` of the `admission`-th patient at `node`'s bed
+/// (admission 0 is [`stream`]'s): each new patient is a new draw, and the
+/// first patient of every bed is the same as before admissions existed.
+pub fn patient_stream(seed: u64, node: NodeId, admission: u32, purpose: Purpose) -> ChaCha8Rng {
     let mut key = [0u8; 32];
     let mut state = seed;
     for chunk in key.chunks_exact_mut(8) {
         chunk.copy_from_slice(&splitmix64(&mut state).to_le_bytes());
     }
     let mut rng = ChaCha8Rng::from_seed(key);
-    rng.set_stream((u64::from(purpose as u8) << 32) | u64::from(node.0));
+    rng.set_stream(
+        (u64::from(admission & 0xFF_FFFF) << 40)
+            | (u64::from(purpose as u8) << 32)
+            | u64::from(node.0),
+    );
     rng
 }
 

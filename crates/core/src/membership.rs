@@ -25,6 +25,17 @@ pub enum DownReason {
     Silent,
 }
 
+impl DownReason {
+    /// A short word for logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Leaving => "left",
+            Self::LastWill => "last will",
+            Self::Silent => "silent",
+        }
+    }
+}
+
 /// A change in the live set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerChange {

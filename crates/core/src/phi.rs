@@ -125,6 +125,21 @@ impl PhiDetector {
         phi(elapsed, mean, sd)
     }
 
+    /// Until when the peer cannot be suspected: the last heartbeat plus the
+    /// mean interval and the acceptable pause, before which φ is at most
+    /// −log₁₀(½) (see [`Self::is_available`]). `Timestamp::MAX` before the
+    /// first heartbeat.
+    pub fn quiet_until(&self, config: &PhiConfig) -> Timestamp {
+        match self.last {
+            None => Timestamp::MAX,
+            Some(last) => {
+                let n = f64::from(self.len.max(1));
+                let mean_us = self.sum_ms / n * 1000.0;
+                last + Duration::from_micros(mean_us.max(0.0) as u64) + config.acceptable_pause
+            }
+        }
+    }
+
     /// Whether the peer is considered up at `now`.
     ///
     /// Until the expected interval (plus the acceptable pause) has passed,
@@ -169,6 +184,7 @@ mod short_circuit_tests {
         let mut d = PhiDetector::new(&config);
         let t0 = Timestamp::from_secs(1_000);
         for i in 0..20u64 {
+            assert!(d.is_available(d.quiet_until(&config), &config));
             d.heartbeat(
                 t0 + Duration::from_millis(i * 1000 + (i * 37) % 200),
                 &config,

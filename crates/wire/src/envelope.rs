@@ -25,7 +25,7 @@ use siphasher::sip128::{Hasher128, SipHasher24 as SipHasher24x128};
 use crate::{AggregatorId, Body, NodeId, WireError};
 
 /// The wire version this build writes and the only one it reads.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// Length of the authentication tag.
 pub const TAG_BYTES: usize = 8;
@@ -62,6 +62,8 @@ impl Body {
             Self::Batch(b) => Principal::Node(b.node),
             Self::Ack(a) => Principal::Aggregator(a.aggregator),
             Self::Status(s) => Principal::Aggregator(s.aggregator),
+            Self::Alert(a) => Principal::Aggregator(a.aggregator),
+            Self::Ward(w) => Principal::Aggregator(w.aggregator),
         }
     }
 }
@@ -233,7 +235,7 @@ mod tests {
 
     use super::*;
     use crate::message::*;
-    use crate::{PartitionId, Timestamp};
+    use crate::{AlertNotice, PartitionId, Timestamp};
 
     fn keyring() -> Keyring {
         Keyring::new(*b"0123456789abcdef", 10_000)
@@ -278,13 +280,17 @@ mod tests {
         (
             0u32..10_000,
             any::<u32>(),
-            prop::collection::vec((1u64..1000, arb_vitals(), 0u8..=100, 0u16..0x200), 0..40),
+            prop::collection::vec(
+                (1u64..1000, arb_vitals(), 0u8..=100, 0u16..0x200, any::<u32>()),
+                0..40,
+            ),
+            0..3u8,
         )
-            .prop_map(|(node, held_from, parts)| {
+            .prop_map(|(node, held_from, parts, presence)| {
                 let mut seq = u64::from(held_from);
                 let samples = parts
                     .into_iter()
-                    .map(|(step, vitals, battery_pct, flags)| {
+                    .map(|(step, vitals, battery_pct, flags, admission)| {
                         seq += step;
                         Sample {
                             node: NodeId(node),
@@ -293,6 +299,7 @@ mod tests {
                             vitals,
                             battery_pct,
                             faults: FaultFlags(flags & FaultFlags::KNOWN.0),
+                            admission,
                         }
                     })
                     .collect();
@@ -300,6 +307,8 @@ mod tests {
                     node: NodeId(node),
                     held_from: u64::from(held_from),
                     samples,
+                    presence: [Presence::Monitoring, Presence::BedEmpty, Presence::Leaving]
+                        [usize::from(presence)],
                 }
             })
     }
@@ -335,6 +344,58 @@ mod tests {
                     ][st as usize],
                 })
             }),
+            (
+                0u16..100,
+                any::<u16>(),
+                1u32..100_000,
+                any::<u64>(),
+                prop::collection::btree_set(any::<u16>(), 0..20),
+                prop::collection::btree_map(0u32..100_000, 0u8..16, 0..60),
+            )
+                .prop_map(|(a, ward, bucket_s, bucket, partitions, patients)| {
+                    Body::Ward(WardReport {
+                        aggregator: AggregatorId(a),
+                        ward,
+                        bucket_s,
+                        bucket,
+                        partitions: partitions.into_iter().collect(),
+                        chunk: 0,
+                        chunks: 1,
+                        patients: patients
+                            .into_iter()
+                            .map(|(n, flags)| PatientBucket {
+                                node: NodeId(n),
+                                flags,
+                            })
+                            .collect(),
+                    })
+                }),
+            (
+                0u16..100,
+                "[a-z_]{1,32}",
+                0u32..10_000,
+                any::<u64>(),
+                proptest::option::of(any::<u64>()),
+                proptest::option::of(-1e9f64..1e9),
+                ".{0,60}",
+            )
+                .prop_map(|(a, kind, node, raised, cleared, statistic, summary)| {
+                    Body::Alert(AlertNotice {
+                        aggregator: AggregatorId(a),
+                        kind,
+                        scope: crate::Scope::Node {
+                            node: NodeId(node),
+                            ward: 3,
+                        },
+                        severity: crate::Severity::Warning,
+                        raised_at: Timestamp::from_micros(raised),
+                        cleared_at: cleared.map(Timestamp::from_micros),
+                        statistic,
+                        threshold: statistic.map(|_| 4.0),
+                        window: None,
+                        summary,
+                    })
+                }),
         ]
     }
 
@@ -402,8 +463,10 @@ mod tests {
                     vitals: Vitals::default(),
                     battery_pct: 100,
                     faults: FaultFlags::empty(),
+                    admission: 0,
                 })
                 .collect(),
+            presence: Presence::Monitoring,
         }
     }
 

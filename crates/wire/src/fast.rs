@@ -8,7 +8,7 @@
 //! `fast_encoding_matches_postcard` holds the two together: any field added to
 //! the messages without updating this file fails it.
 
-use crate::message::{Acvpu, Batch, Sample, SpO2Scale};
+use crate::message::{Acvpu, Batch, Presence, Sample, SpO2Scale};
 
 /// Appends `Body::Batch(batch)` in postcard encoding.
 pub(crate) fn write_batch_body(out: &mut Vec<u8>, batch: &Batch) {
@@ -20,6 +20,14 @@ pub(crate) fn write_batch_body(out: &mut Vec<u8>, batch: &Batch) {
     for s in &batch.samples {
         write_sample(out, s);
     }
+    varint(
+        out,
+        match batch.presence {
+            Presence::Monitoring => 0,
+            Presence::BedEmpty => 1,
+            Presence::Leaving => 2,
+        },
+    );
 }
 
 fn write_sample(out: &mut Vec<u8>, s: &Sample) {
@@ -55,6 +63,7 @@ fn write_sample(out: &mut Vec<u8>, s: &Sample) {
     );
     out.push(s.battery_pct);
     varint(out, u64::from(s.faults.0));
+    varint(out, u64::from(s.admission));
 }
 
 fn option<T: Copy>(out: &mut Vec<u8>, value: Option<T>, write: impl FnOnce(&mut Vec<u8>, T)) {

@@ -19,14 +19,16 @@
 //! - [`ids`]: [`NodeId`], [`AggregatorId`], [`PartitionId`], the partition
 //!   function and the fixed-key hash.
 //! - [`time`]: [`Timestamp`], microseconds since the Unix epoch.
-//! - [`message`]: [`Sample`], [`Batch`], [`AckBatch`], [`AggregatorStatus`] and
-//!   the [`Body`] that carries one of them.
+//! - [`message`]: [`Sample`], [`Batch`], [`AckBatch`], [`AggregatorStatus`],
+//!   [`WardReport`] and the [`Body`] that carries one of them.
+//! - [`alert`]: scopes, severities and the published alert notice.
 //! - [`envelope`]: the versioned, authenticated byte layout and the keys.
 //! - [`topic`]: every MQTT topic vitalmesh uses, in one place.
 //! - [`seq`]: [`SeqSet`], a compact set of sequence numbers (ranges).
 
 #![warn(missing_docs)]
 
+pub mod alert;
 pub mod envelope;
 mod error;
 mod fast;
@@ -39,9 +41,10 @@ pub mod topic;
 pub use envelope::{DeviceKey, KeyLookup, Keyring, Principal, WIRE_VERSION, decode, encode};
 pub use error::WireError;
 pub use ids::{AggregatorId, NodeId, PartitionId, Partitioning};
+pub use alert::{AlertNotice, Scope, Severity};
 pub use message::{
-    AckBatch, Acvpu, AggregatorState, AggregatorStatus, Batch, Body, FaultFlags, NodeAck, Sample,
-    SpO2Scale, Vitals,
+    AckBatch, Acvpu, AggregatorState, AggregatorStatus, Batch, Body, FaultFlags, NodeAck,
+    PatientBucket, Presence, Sample, SpO2Scale, VitalSign, Vitals, WardReport,
 };
 pub use seq::SeqSet;
 pub use time::Timestamp;

@@ -114,6 +114,80 @@ pub struct Vitals {
     pub spo2_scale: SpO2Scale,
 }
 
+/// The continuous vital signs a device measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VitalSign {
+    /// Pulse, bpm.
+    HeartRate,
+    /// Respiration rate, breaths/min.
+    RespRate,
+    /// Oxygen saturation, %.
+    #[serde(rename = "spo2")]
+    SpO2,
+    /// Temperature, °C.
+    Temperature,
+    /// Systolic blood pressure, mmHg.
+    Systolic,
+    /// Diastolic blood pressure, mmHg.
+    Diastolic,
+}
+
+impl VitalSign {
+    /// Every sign, in index order.
+    pub const ALL: [Self; 6] = [
+        Self::HeartRate,
+        Self::RespRate,
+        Self::SpO2,
+        Self::Temperature,
+        Self::Systolic,
+        Self::Diastolic,
+    ];
+
+    /// Position in per-sign arrays.
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Name as written in scenario files and reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::HeartRate => "heart_rate",
+            Self::RespRate => "resp_rate",
+            Self::SpO2 => "spo2",
+            Self::Temperature => "temperature",
+            Self::Systolic => "systolic",
+            Self::Diastolic => "diastolic",
+        }
+    }
+
+    /// The device flag for a lost reading of this sign.
+    pub const fn lost_flag(self) -> FaultFlags {
+        match self {
+            Self::HeartRate => FaultFlags::HEART_RATE_LOST,
+            Self::RespRate => FaultFlags::RESP_RATE_LOST,
+            Self::SpO2 => FaultFlags::SPO2_LOST,
+            Self::Temperature => FaultFlags::TEMPERATURE_LOST,
+            Self::Systolic | Self::Diastolic => FaultFlags::BLOOD_PRESSURE_LOST,
+        }
+    }
+}
+
+impl Vitals {
+    /// The reading of `sign` in its natural unit (°C for temperature), if
+    /// there is one.
+    pub fn reading(&self, sign: VitalSign) -> Option<f64> {
+        match sign {
+            VitalSign::HeartRate => self.heart_rate.map(f64::from),
+            VitalSign::RespRate => self.resp_rate.map(f64::from),
+            VitalSign::SpO2 => self.spo2.map(f64::from),
+            VitalSign::Temperature => self.temp_decicelsius.map(|t| f64::from(t) / 10.0),
+            VitalSign::Systolic => self.systolic.map(f64::from),
+            VitalSign::Diastolic => self.diastolic.map(f64::from),
+        }
+    }
+}
+
 /// One reading from one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Sample {
@@ -130,6 +204,9 @@ pub struct Sample {
     pub battery_pct: u8,
     /// Faults the device detected.
     pub faults: FaultFlags,
+    /// Which patient at this bed: the bed's admission number, from 0. A
+    /// higher number is a new patient, whose own baseline starts afresh.
+    pub admission: u32,
 }
 
 /// Samples from one node, sent together: one live sample, or a backfill after
@@ -144,6 +221,23 @@ pub struct Batch {
     pub held_from: u64,
     /// Samples in strictly increasing `seq` order, each `>= held_from`.
     pub samples: Vec<Sample>,
+    /// What the node says about itself. A batch may carry no samples: an
+    /// empty bed's heartbeat, or a leaving node's goodbye.
+    pub presence: Presence,
+}
+
+/// What a node says about itself in every batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum Presence {
+    /// Monitoring a patient.
+    #[default]
+    Monitoring,
+    /// The bed is empty (the patient was discharged): the node is alive and
+    /// connected but takes no samples until the next admission.
+    BedEmpty,
+    /// Goodbye: the node has delivered its backlog and switches off. Its
+    /// silence from now on is not a failure.
+    Leaving,
 }
 
 /// A cumulative acknowledgement for one node.
@@ -165,6 +259,103 @@ pub struct AckBatch {
     pub aggregator: AggregatorId,
     /// At most one entry per node.
     pub acks: Vec<NodeAck>,
+}
+
+/// Largest number of patients in one [`WardReport`]; a bigger ward is
+/// reported in chunks.
+pub const MAX_WARD_REPORT_PATIENTS: usize = 4096;
+
+/// Largest number of partitions a [`WardReport`] can cover.
+pub const MAX_WARD_REPORT_PARTITIONS: usize = 4096;
+
+/// What one patient looked like over one time bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PatientBucket {
+    /// The bed's node.
+    pub node: NodeId,
+    /// [`PatientBucket`] flag bits.
+    pub flags: u8,
+}
+
+impl PatientBucket {
+    /// Febrile over the bucket (most accepted temperatures ≥ 38.1 °C).
+    pub const FEBRILE: u8 = 1 << 0;
+    /// Febrile now, not in the previous bucket.
+    pub const NEW_FEBRILE: u8 = 1 << 1;
+    /// NEWS2 ≥ 5 over the bucket (most decided scores).
+    pub const NEWS2_GE5: u8 = 1 << 2;
+    /// NEWS2 ≥ 5 now, not in the previous bucket.
+    pub const NEW_NEWS2_GE5: u8 = 1 << 3;
+    /// Bits defined in this wire version.
+    pub const KNOWN: u8 = 0b1111;
+
+    /// Whether `flag` is set.
+    pub const fn has(self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// One aggregator's view of one ward over one time bucket: every patient it
+/// monitored there (the census) with what they looked like. The partitions
+/// it covers let the receiver tell when every aggregator has reported.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WardReport {
+    /// The reporting aggregator.
+    pub aggregator: AggregatorId,
+    /// The ward.
+    pub ward: u16,
+    /// Bucket length in seconds (every aggregator must agree).
+    pub bucket_s: u32,
+    /// Bucket number: its start is `bucket × bucket_s` seconds after the
+    /// Unix epoch.
+    pub bucket: u64,
+    /// Partitions (primary or standby) whose patients this covers.
+    pub partitions: Vec<u16>,
+    /// This chunk's number, from 0.
+    pub chunk: u16,
+    /// How many chunks this aggregator sends for the ward and bucket.
+    pub chunks: u16,
+    /// The patients, by strictly increasing node id.
+    pub patients: Vec<PatientBucket>,
+}
+
+impl WardReport {
+    fn validate(&self) -> Result<(), WireError> {
+        if self.bucket_s == 0 {
+            return Err(WireError::invalid("ward.bucket_s", "'0'; expected at least 1 second"));
+        }
+        if self.chunks == 0 || self.chunk >= self.chunks {
+            return Err(WireError::invalid(
+                "ward.chunk",
+                format!("'{}' of '{}' chunks", self.chunk, self.chunks),
+            ));
+        }
+        if self.partitions.len() > MAX_WARD_REPORT_PARTITIONS {
+            return Err(WireError::invalid(
+                "ward.partitions",
+                format!("'{}' entries; at most {MAX_WARD_REPORT_PARTITIONS} are allowed", self.partitions.len()),
+            ));
+        }
+        if self.partitions.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(WireError::invalid("ward.partitions", "not strictly increasing"));
+        }
+        if self.patients.len() > MAX_WARD_REPORT_PATIENTS {
+            return Err(WireError::invalid(
+                "ward.patients",
+                format!("'{}' entries; at most {MAX_WARD_REPORT_PATIENTS} are allowed", self.patients.len()),
+            ));
+        }
+        if self.patients.windows(2).any(|w| w[0].node >= w[1].node) {
+            return Err(WireError::invalid("ward.patients", "not strictly increasing by node"));
+        }
+        if let Some(p) = self.patients.iter().find(|p| p.flags & !PatientBucket::KNOWN != 0) {
+            return Err(WireError::invalid(
+                "ward.patients.flags",
+                format!("unknown flag bits '{:#04x}' for node '{}'", p.flags & !PatientBucket::KNOWN, p.node.0),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Life-cycle state an aggregator announces.
@@ -193,7 +384,7 @@ pub struct AggregatorStatus {
 }
 
 /// What an envelope carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Body {
     /// Node → aggregators: samples.
     Batch(Batch),
@@ -201,6 +392,10 @@ pub enum Body {
     Ack(AckBatch),
     /// Aggregator → aggregators: heartbeat or last will.
     Status(AggregatorStatus),
+    /// Aggregator → anyone: an alert raised or cleared.
+    Alert(crate::alert::AlertNotice),
+    /// Aggregator → aggregators: one ward over one bucket.
+    Ward(WardReport),
 }
 
 impl Body {
@@ -212,6 +407,8 @@ impl Body {
             Self::Batch(b) => b.validate(),
             Self::Ack(a) => a.validate(),
             Self::Status(_) => Ok(()),
+            Self::Alert(a) => a.validate(),
+            Self::Ward(w) => w.validate(),
         }
     }
 }

@@ -5,12 +5,16 @@
 //! | `{root}/v1/p/{partition}/{node}`| node → partition owners       | [`Batch`]       |
 //! | `{root}/v1/ack/{partition}`     | primary aggregator → nodes    | [`AckBatch`]    |
 //! | `{root}/v1/agg/{aggregator}`    | aggregator → aggregators      | [`AggregatorStatus`] (heartbeat, last will) |
+//! | `{root}/v1/ward/{ward}`         | aggregator → aggregators      | [`WardReport`] (one bucket) |
+//! | `{root}/v1/alert/{aggregator}`  | aggregator → anyone watching  | [`AlertNotice`] |
 //!
 //! `root` defaults to `vm`, so a node topic looks like `vm/v1/p/17/4242`.
 //! Partition owners subscribe to `{root}/v1/p/{partition}/+`; nodes subscribe
 //! to their partition's ack topic (one filter per partition, not per node, so
 //! the broker keeps a handful of logs rather than one per node); aggregators
-//! subscribe to `{root}/v1/agg/+`. The `v1` level is [`crate::WIRE_VERSION`].
+//! subscribe to `{root}/v1/agg/+` and `{root}/v1/ward/+`. The `v1` level is
+//! the version of this topic scheme; the payload's own version is the
+//! envelope's first byte ([`crate::WIRE_VERSION`]).
 //!
 //! Client ids are `{root}-n{node}` and `{root}-a{aggregator}`: short, unique
 //! per run and free of `/ + # $`, which some brokers refuse (and which make
@@ -23,6 +27,8 @@
 //! [`Batch`]: crate::Batch
 //! [`AckBatch`]: crate::AckBatch
 //! [`AggregatorStatus`]: crate::AggregatorStatus
+//! [`WardReport`]: crate::WardReport
+//! [`AlertNotice`]: crate::AlertNotice
 
 use crate::{AggregatorId, NodeId, PartitionId, WireError};
 
@@ -45,6 +51,16 @@ pub enum WireTopic {
     Status {
         /// Aggregator level of the topic.
         aggregator: AggregatorId,
+    },
+    /// Alerts an aggregator raised or cleared, for anyone watching.
+    Alert {
+        /// The publishing aggregator.
+        aggregator: AggregatorId,
+    },
+    /// Aggregators' per-bucket reports on one ward.
+    Ward {
+        /// The ward.
+        ward: u16,
     },
 }
 
@@ -108,6 +124,26 @@ impl TopicScheme {
         format!("{}/v1/agg/+", self.root)
     }
 
+    /// Where `aggregator` publishes its alerts.
+    pub fn alert(&self, aggregator: AggregatorId) -> String {
+        format!("{}/v1/alert/{}", self.root, aggregator.0)
+    }
+
+    /// Every aggregator's alerts.
+    pub fn alert_filter(&self) -> String {
+        format!("{}/v1/alert/+", self.root)
+    }
+
+    /// Where ward reports for `ward` go.
+    pub fn ward(&self, ward: u16) -> String {
+        format!("{}/v1/ward/{ward}", self.root)
+    }
+
+    /// Every ward's reports.
+    pub fn ward_filter(&self) -> String {
+        format!("{}/v1/ward/+", self.root)
+    }
+
     /// MQTT client id of a node; `generation` counts its failed attempts.
     pub fn node_client_id(&self, node: NodeId, generation: u32) -> String {
         with_generation(format!("{}-n{}", self.root, node.0), generation)
@@ -135,6 +171,12 @@ impl TopicScheme {
             },
             "agg" => WireTopic::Status {
                 aggregator: AggregatorId(parse_number(levels.next()?)?),
+            },
+            "alert" => WireTopic::Alert {
+                aggregator: AggregatorId(parse_number(levels.next()?)?),
+            },
+            "ward" => WireTopic::Ward {
+                ward: parse_number(levels.next()?)?,
             },
             _ => return None,
         };
@@ -172,6 +214,15 @@ mod tests {
         assert_eq!(t.ack(PartitionId(3)), "vm/v1/ack/3");
         assert_eq!(t.status(AggregatorId(2)), "vm/v1/agg/2");
         assert_eq!(t.status_filter(), "vm/v1/agg/+");
+        assert_eq!(t.alert(AggregatorId(2)), "vm/v1/alert/2");
+        assert_eq!(t.ward(7), "vm/v1/ward/7");
+        assert_eq!(t.parse("vm/v1/ward/7"), Some(WireTopic::Ward { ward: 7 }));
+        assert_eq!(
+            t.parse("vm/v1/alert/3"),
+            Some(WireTopic::Alert {
+                aggregator: AggregatorId(3)
+            })
+        );
         assert_eq!(t.node_client_id(NodeId(9), 0), "vm-n9");
         assert_eq!(t.node_client_id(NodeId(9), 2), "vm-n9.2");
         assert_eq!(t.aggregator_client_id(AggregatorId(1), 0), "vm-a1");
