@@ -322,6 +322,11 @@ impl Node {
         self.admission
     }
 
+    /// Its power state.
+    pub fn power(&self) -> Power {
+        self.power
+    }
+
     /// Whether the bed is empty.
     pub fn is_bed_empty(&self) -> bool {
         self.bed_empty

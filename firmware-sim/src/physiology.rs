@@ -117,6 +117,14 @@ impl PatientOptions {
 }
 
 impl PatientProfile {
+    /// The profile of the `admission`-th patient at `node`'s bed: the one
+    /// [`Physiology::admitted`] draws, without the rest of the model (the
+    /// run needs a patient's baseline temperature to plan a fever).
+    pub fn of(seed: u64, node: NodeId, admission: u32, options: PatientOptions) -> Self {
+        let mut rng = rng::patient_stream(seed, node, admission, Purpose::Physiology);
+        Self::draw(&mut rng, options)
+    }
+
     /// Draws a patient.
     pub fn draw(rng: &mut ChaCha8Rng, options: PatientOptions) -> Self {
         let spo2 = if options.spo2_scale2 {

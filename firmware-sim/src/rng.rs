@@ -32,6 +32,11 @@ pub enum Purpose {
     /// Delays of one client's modelled link in virtual time (nodes by id,
     /// aggregators from `1 << 31`).
     Link = 7,
+    /// A bed's admissions and discharges (per admission), and a ward's
+    /// occupancy (stream id `1 << 31 | ward`).
+    Census = 8,
+    /// Background illness of one admission.
+    Illness = 9,
 }
 
 /// The stream for `purpose` of `node` under `seed`.

@@ -4,11 +4,11 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use vitalmesh_firmware::PatientOptions;
 use vitalmesh_firmware::battery::BatteryConfig;
 use vitalmesh_firmware::buffer::{DropPolicy, RECORD_BYTES};
 use vitalmesh_firmware::{Link, LinkAction, Node, NodeConfig, Power, Transmit};
 use vitalmesh_wire::envelope::{Keyring, Principal};
-use vitalmesh_firmware::PatientOptions;
 use vitalmesh_wire::{Batch, Body, NodeId, PartitionId, Presence, Timestamp, decode};
 
 const T0: Timestamp = Timestamp::from_secs(1_767_225_600);
@@ -465,7 +465,11 @@ fn a_node_that_leaves_delivers_its_backlog_then_switches_off() {
     let (goodbye, backlog) = sent.split_last().unwrap();
     assert_eq!(goodbye.samples, 0);
     assert_eq!(batch(goodbye).presence, Presence::Leaving);
-    assert!(backlog.iter().all(|t| batch(t).presence == Presence::Monitoring));
+    assert!(
+        backlog
+            .iter()
+            .all(|t| batch(t).presence == Presence::Monitoring)
+    );
     assert_eq!(
         n.poll_link(),
         Some(LinkAction::Disconnect { graceful: true }),
@@ -483,7 +487,11 @@ fn an_empty_bed_heartbeats_and_a_new_patient_is_a_new_draw() {
     let mut n = node_with(21, 4, NodeConfig::default());
     let t1 = T0 + Duration::from_secs(10);
     let first = drive_acked(&mut n, T0, t1);
-    assert!(first.iter().all(|t| batch(t).samples.iter().all(|s| s.admission == 0)));
+    assert!(
+        first
+            .iter()
+            .all(|t| batch(t).samples.iter().all(|s| s.admission == 0))
+    );
     let hr_before: Vec<u16> = first
         .iter()
         .flat_map(|t| batch(t).samples)
@@ -494,8 +502,15 @@ fn an_empty_bed_heartbeats_and_a_new_patient_is_a_new_draw() {
     let t2 = t1 + Duration::from_secs(10);
     let idle = drive_acked(&mut n, t1, t2);
     assert_eq!(n.next_seq(), produced, "an empty bed takes no samples");
-    assert!(idle.len() >= 9, "one heartbeat per sample slot: {}", idle.len());
-    assert!(idle.iter().all(|t| t.samples == 0 && batch(t).presence == Presence::BedEmpty));
+    assert!(
+        idle.len() >= 9,
+        "one heartbeat per sample slot: {}",
+        idle.len()
+    );
+    assert!(
+        idle.iter()
+            .all(|t| t.samples == 0 && batch(t).presence == Presence::BedEmpty)
+    );
     assert!(n.status(t2).bed_empty);
 
     n.admit(PatientOptions::default(), t2);
@@ -503,7 +518,11 @@ fn an_empty_bed_heartbeats_and_a_new_patient_is_a_new_draw() {
     let samples: Vec<_> = again.iter().flat_map(|t| batch(t).samples).collect();
     assert!(!samples.is_empty());
     assert!(samples.iter().all(|s| s.admission == 1));
-    assert!(again.iter().all(|t| batch(t).presence == Presence::Monitoring));
+    assert!(
+        again
+            .iter()
+            .all(|t| batch(t).presence == Presence::Monitoring)
+    );
     // The same node and seed, another patient: a different baseline.
     let hr_after: Vec<u16> = samples.iter().filter_map(|s| s.vitals.heart_rate).collect();
     let mean = |v: &[u16]| v.iter().map(|&x| f64::from(x)).sum::<f64>() / v.len() as f64;

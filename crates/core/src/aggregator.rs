@@ -43,8 +43,8 @@
 //!
 //! Every alert raised or cleared is also published on the alerts topic.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use vitalmesh_wire::envelope::{DeviceKey, Keyring, Principal, encode_to_vec};
@@ -56,9 +56,9 @@ use vitalmesh_wire::{
 };
 
 use crate::alert::{Alert, AlertKind, Evidence};
+use crate::detect::DetectionConfig;
 use crate::detect::patient::{PatientEvent, PatientMonitor};
 use crate::detect::ward::{self, ReportRefused, WardBucket, WardDetection};
-use crate::detect::DetectionConfig;
 use crate::membership::{DownReason, Membership, PeerChange};
 use crate::phi::{PhiConfig, PhiDetector};
 use crate::population::{Population, WardId};
@@ -193,7 +193,9 @@ pub enum Rejection {
     },
     /// A ward report this mesh cannot use (another bucket length, a ward it
     /// does not have).
-    #[error("'{topic}' carries a ward report for ward '{ward}' with {seconds} s buckets; expected a ward below {wards} and {expected} s buckets")]
+    #[error(
+        "'{topic}' carries a ward report for ward '{ward}' with {seconds} s buckets; expected a ward below {wards} and {expected} s buckets"
+    )]
     WardReport {
         /// The topic.
         topic: String,
@@ -788,7 +790,12 @@ impl Aggregator {
                 self.clear(now, AlertKind::AggregatorLeft, scope);
             }
             PeerChange::Down(aggregator, DownReason::Leaving) => {
-                self.raise(now, AlertKind::AggregatorLeft, Scope::Aggregator { aggregator }, None);
+                self.raise(
+                    now,
+                    AlertKind::AggregatorLeft,
+                    Scope::Aggregator { aggregator },
+                    None,
+                );
             }
             PeerChange::Down(aggregator, reason) => {
                 self.raise(

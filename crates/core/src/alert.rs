@@ -291,13 +291,22 @@ impl fmt::Display for Alert {
             AlertKind::PatientRisk { band, news2 } => {
                 write!(f, "{}: NEWS2 {news2}, {band} risk", self.scope)?
             }
-            AlertKind::Deterioration => write!(f, "{}: deteriorating against own baseline", self.scope)?,
-            AlertKind::CheckSensor { sign, check } => {
-                write!(f, "{}: check the {} sensor ({})", self.scope, sign.name(), check.name())?
+            AlertKind::Deterioration => {
+                write!(f, "{}: deteriorating against own baseline", self.scope)?
             }
-            AlertKind::WardAnomaly { method, series, .. } => {
-                write!(f, "{}: {} above expected ({method})", self.scope, series.label())?
-            }
+            AlertKind::CheckSensor { sign, check } => write!(
+                f,
+                "{}: check the {} sensor ({})",
+                self.scope,
+                sign.name(),
+                check.name()
+            )?,
+            AlertKind::WardAnomaly { method, series, .. } => write!(
+                f,
+                "{}: {} above expected ({method})",
+                self.scope,
+                series.label()
+            )?,
             AlertKind::NodeDown { .. } => write!(f, "{} down", self.scope)?,
             AlertKind::NodeLeft => write!(f, "{} left", self.scope)?,
             AlertKind::AggregatorDown { reason } => {

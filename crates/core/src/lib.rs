@@ -20,12 +20,14 @@
 //! - [`population`]: the ward layout.
 //! - [`alert`]: alerts and severities.
 //! - [`detect`]: population, patient and sensor-fault detectors.
+//! - [`incident`]: alerts grouped into incidents (Alertmanager-style).
 
 #![warn(missing_docs)]
 
 pub mod aggregator;
 pub mod alert;
 pub mod detect;
+pub mod incident;
 pub mod membership;
 pub mod news2;
 pub mod phi;
@@ -33,7 +35,8 @@ pub mod population;
 pub mod rendezvous;
 
 pub use aggregator::{
-    Aggregator, AggregatorConfig, AggregatorStats, Delivery, Event, Output, Rejection, Role,
+    Aggregator, AggregatorConfig, AggregatorStats, Delivery, Event, News2Five, Output, Rejection,
+    Role,
 };
-pub use alert::{Alert, AlertKind, Severity};
+pub use alert::{Alert, AlertKey, AlertKind, Evidence, Scope, SensorCheck, Severity};
 pub use population::{Population, WardId};

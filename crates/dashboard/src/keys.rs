@@ -18,6 +18,10 @@ pub enum UiCommand {
     TogglePause,
     /// Switch the latency window (last 10 s / whole run).
     ToggleLatencyWindow,
+    /// Show the ground truth of sensor faults on the map, or not.
+    ToggleTruth,
+    /// List raw alerts instead of incidents, or back.
+    ToggleAlerts,
     /// Select the next ward.
     NextWard,
     /// Select the previous ward.
@@ -45,6 +49,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("← →", "select a ward"),
     ("↑ ↓", "select an aggregator"),
     ("l", "latency: last 10 s / whole run"),
+    ("i", "incidents / raw alerts"),
+    ("t", "map: ground-truth sensor faults"),
     ("space", "pause / resume rendering"),
     ("?", "show / hide this help"),
     ("q, Ctrl-C", "stop the run (the report is still written)"),
@@ -67,6 +73,8 @@ pub fn command_for(key: KeyEvent, state: &DashboardState) -> Option<UiCommand> {
         KeyCode::Char('?') => Some(UiCommand::ToggleHelp),
         KeyCode::Char(' ') => Some(UiCommand::TogglePause),
         KeyCode::Char('l') => Some(UiCommand::ToggleLatencyWindow),
+        KeyCode::Char('t') => Some(UiCommand::ToggleTruth),
+        KeyCode::Char('i') => Some(UiCommand::ToggleAlerts),
         KeyCode::Right => Some(UiCommand::NextWard),
         KeyCode::Left => Some(UiCommand::PrevWard),
         KeyCode::Down => Some(UiCommand::NextAggregator),
@@ -102,6 +110,8 @@ pub fn apply_local(command: UiCommand, state: &mut DashboardState) -> Option<UiC
                 LatencyWindow::Whole => LatencyWindow::Recent,
             }
         }
+        UiCommand::ToggleTruth => state.show_truth = !state.show_truth,
+        UiCommand::ToggleAlerts => state.show_alerts = !state.show_alerts,
         UiCommand::NextWard => state.selected_ward = (state.selected_ward + 1) % state.wards(),
         UiCommand::PrevWard => {
             state.selected_ward = (state.selected_ward + state.wards() - 1) % state.wards()

@@ -41,6 +41,10 @@ pub struct DashboardState {
     pub paused: bool,
     /// Key help shown.
     pub help: bool,
+    /// The map also shows the simulator's ground truth of sensor faults.
+    pub show_truth: bool,
+    /// The bottom-left panel lists raw alerts instead of incidents.
+    pub show_alerts: bool,
     /// The last action's outcome.
     pub status: Option<(String, StatusKind)>,
     /// Whether to use colour (off when `NO_COLOR` is set).
@@ -61,6 +65,8 @@ impl DashboardState {
             latency_window: LatencyWindow::Recent,
             paused: false,
             help: false,
+            show_truth: false,
+            show_alerts: false,
             status: None,
             color,
             stopping: false,

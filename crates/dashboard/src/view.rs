@@ -25,6 +25,7 @@ use ratatui::widgets::{
     Axis, Bar, BarChart, BarGroup, Block, Borders, Cell, Chart, Clear, Dataset, GraphType, List,
     ListItem, Paragraph, Row, Table, Widget, Wrap,
 };
+use vitalmesh_core::incident::Incident;
 use vitalmesh_core::news2::Risk;
 use vitalmesh_core::{Alert, AlertKind};
 use vitalmesh_sim::NodeHealth;
@@ -61,7 +62,10 @@ pub enum MapCell {
     Crashed,
     /// Missing samples: suspected, not yet declared down.
     Suspected,
-    /// A sensor fault is active.
+    /// The detectors hold a sensor suspect ("check sensor" alert).
+    SensorSuspect,
+    /// A sensor fault is active that the detectors have not flagged
+    /// (ground truth, shown only when asked for with `t`).
     SensorFault,
     /// Battery low.
     LowBattery,
@@ -73,22 +77,26 @@ pub enum MapCell {
     Healthy,
     /// Switched off or stopped.
     Off,
+    /// No patient in the bed.
+    Empty,
     /// Not started yet.
     Pending,
 }
 
 impl MapCell {
     /// Every state, for the legend.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 12] = [
         Self::Healthy,
         Self::Suspected,
         Self::Down,
         Self::Buffering,
         Self::LowBattery,
+        Self::SensorSuspect,
         Self::SensorFault,
         Self::Crashed,
         Self::Offline,
         Self::Off,
+        Self::Empty,
         Self::Pending,
     ];
 
@@ -100,10 +108,12 @@ impl MapCell {
             Self::Down => 'X',
             Self::Buffering => 'b',
             Self::LowBattery => 'l',
-            Self::SensorFault => 's',
+            Self::SensorSuspect => 's',
+            Self::SensorFault => 'S',
             Self::Crashed => 'x',
             Self::Offline => 'o',
             Self::Off => '-',
+            Self::Empty => '_',
             Self::Pending => ' ',
         }
     }
@@ -115,10 +125,12 @@ impl MapCell {
             Self::Down => "down",
             Self::Buffering => "buffer",
             Self::LowBattery => "battery",
-            Self::SensorFault => "sensor",
+            Self::SensorSuspect => "check sensor",
+            Self::SensorFault => "faulty (truth)",
             Self::Crashed => "crash",
             Self::Offline => "offline",
             Self::Off => "off",
+            Self::Empty => "empty bed",
             Self::Pending => "pending",
         }
     }
@@ -130,25 +142,38 @@ impl MapCell {
             Self::Down => Color::Red,
             Self::Buffering => Color::Cyan,
             Self::LowBattery => Color::Magenta,
-            Self::SensorFault => Color::LightYellow,
+            Self::SensorSuspect => Color::LightYellow,
+            Self::SensorFault => Color::LightMagenta,
             Self::Crashed => Color::LightRed,
             Self::Offline => Color::Blue,
-            Self::Off | Self::Pending => Color::DarkGray,
+            Self::Off | Self::Empty | Self::Pending => Color::DarkGray,
         }
     }
 
-    fn of(health: NodeHealth, down: bool, suspected: bool) -> Self {
+    /// The cell of one node: what the aggregators concluded (down,
+    /// suspected, sensor suspect) over what the node itself knows; the
+    /// simulator's ground truth of a sensor fault only if `truth` is asked
+    /// for, and then only where the detectors have not (yet) seen it.
+    fn of(
+        health: NodeHealth,
+        down: bool,
+        suspected: bool,
+        sensor_suspect: bool,
+        truth: bool,
+    ) -> Self {
         if down {
             return Self::Down;
         }
         match health {
             NodeHealth::Crashed | NodeHealth::Flat => Self::Crashed,
             _ if suspected => Self::Suspected,
-            NodeHealth::SensorFault => Self::SensorFault,
+            _ if sensor_suspect => Self::SensorSuspect,
+            NodeHealth::SensorFault if truth => Self::SensorFault,
             NodeHealth::LowBattery => Self::LowBattery,
+            NodeHealth::Empty => Self::Empty,
             NodeHealth::Buffering => Self::Buffering,
             NodeHealth::Offline => Self::Offline,
-            NodeHealth::Healthy => Self::Healthy,
+            NodeHealth::Healthy | NodeHealth::SensorFault => Self::Healthy,
             NodeHealth::Stopped => Self::Off,
             NodeHealth::Pending => Self::Pending,
         }
@@ -220,7 +245,11 @@ fn panels(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState, p:
     health_map(map, buf, s, state, p);
     aggregators(aggs, buf, s, state, p);
     let [alerts_area, events_area] = halves(rows[3]);
-    alerts(alerts_area, buf, s, p);
+    if state.show_alerts {
+        alerts(alerts_area, buf, s, p);
+    } else {
+        incidents(alerts_area, buf, s, p);
+    }
     events(events_area, buf, s, p);
     ledger(rows[4], buf, s, state, p);
     footer(rows[5], buf, state, p);
@@ -257,10 +286,17 @@ fn compact(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState, p
             s.aggregators.len()
         )),
     ];
-    if let Some(a) = s.alerts.last() {
+    // The worst open incident, the newest of equals.
+    let worst = s
+        .incidents
+        .iter()
+        .filter(|i| i.is_open())
+        .max_by_key(|i| (i.severity, i.opened_at));
+    if let Some(i) = worst.or(s.incidents.first()) {
         lines.push(Line::from(format!(
-            "alert {}",
-            alert_line(s, a).trim_start()
+            "incident {} ({} open)",
+            incident_line(s, i).trim_start(),
+            s.incidents_open
         )));
     }
     if let Some(e) = s.timeline.last() {
@@ -559,8 +595,10 @@ fn health_map(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState
     // keeps its own label and segment, so a boundary is always visible.
     let wards_per_row = wards.div_ceil(map_rows);
     const LABEL: usize = 4;
-    let segment = (inner.width as usize / wards_per_row).max(LABEL + 1);
-    let cells = segment - LABEL - usize::from(wards_per_row > 1);
+    // Each ward ends with its detectors' gauge: two columns.
+    const GAUGE: usize = 2;
+    let segment = (inner.width as usize / wards_per_row).max(LABEL + GAUGE + 1);
+    let cells = segment - LABEL - GAUGE - usize::from(wards_per_row > 1);
     let group = per_ward.div_ceil(cells.max(1));
     let grouping = if group > 1 {
         format!("1 cell = worst of {group} · ")
@@ -578,16 +616,20 @@ fn health_map(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState
     }
     let down: std::collections::HashSet<u32> = s.nodes_down.iter().copied().collect();
     let suspected: std::collections::HashSet<u32> = s.nodes_suspected.iter().copied().collect();
+    let sensors: std::collections::HashSet<u32> = s.sensor_suspect.iter().copied().collect();
     let cell_of = |node: usize| -> MapCell {
         let health = s
             .node_health
             .get(node)
             .copied()
             .unwrap_or(NodeHealth::Pending);
+        let n = node as u32;
         MapCell::of(
             health,
-            down.contains(&(node as u32)),
-            suspected.contains(&(node as u32)),
+            down.contains(&n),
+            suspected.contains(&n),
+            sensors.contains(&n),
+            state.show_truth,
         )
     };
     for ward in 0..wards {
@@ -617,6 +659,13 @@ fn health_map(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState
                 p.fg(worst.color()),
             );
         }
+        let (gauge, color) = ward_gauge(s, ward as u16);
+        buf.set_string(
+            x0 + (LABEL + cells.min(per_ward.div_ceil(group))) as u16 + 1,
+            y,
+            gauge,
+            p.fg(color),
+        );
     }
     if legend_rows > 0 {
         let y = inner.y + inner.height - legend_rows as u16;
@@ -630,6 +679,29 @@ fn health_map(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState
                 },
                 buf,
             );
+    }
+}
+
+/// A ward's detectors in one glyph and a mark: how close the most excited
+/// detector is to its threshold (`▁` calm … `█` at it), `!` while one
+/// alarms, `·` while all still warm up, blank before the first bucket.
+pub fn ward_gauge(s: &Snapshot, ward: u16) -> (String, Color) {
+    const LEVELS: [char; 8] = ['▁', '▂', '▃', '▄', '▅', '▆', '▇', '█'];
+    let Some(w) = s.wards.iter().find(|w| w.ward == ward) else {
+        return ("  ".into(), Color::DarkGray);
+    };
+    match w.level {
+        _ if !w.alarming.is_empty() => ("█!".into(), Color::Red),
+        None => ("· ".into(), Color::DarkGray),
+        Some(level) => {
+            let i = ((level.max(0.0) * 8.0) as usize).min(7);
+            let color = if level >= 0.75 {
+                Color::Yellow
+            } else {
+                Color::Green
+            };
+            (format!("{} ", LEVELS[i]), color)
+        }
     }
 }
 
@@ -712,65 +784,147 @@ fn since(s: &Snapshot, t: vitalmesh_wire::Timestamp) -> String {
     run_clock(micros as f64 / 1e6)
 }
 
-/// One alert as a line.
+/// One alert event (raised or cleared) as a line.
 pub fn alert_line(s: &Snapshot, a: &Alert) -> String {
-    let t = since(s, a.at);
-    match a.kind {
-        AlertKind::PatientRisk {
-            node,
-            ward,
-            risk,
-            news2,
-            ..
-        } => {
+    let cleared = a.cleared_at.is_some();
+    let t = since(s, a.cleared_at.unwrap_or(a.raised_at));
+    let what = match a.kind {
+        AlertKind::PatientRisk { band, news2 } => {
             // The RCP bands; "low-medium" is a single parameter scoring 3.
-            let r = match risk {
+            let r = match band {
                 Risk::High => "HIGH",
                 Risk::Medium => "MEDIUM",
                 Risk::LowMedium => "LOW-MED",
                 Risk::Low => "low",
             };
-            format!("{t} {r:<7} NEWS2 {news2} patient {} ({ward})", node.0)
+            if cleared {
+                format!("calm    {}", a.scope)
+            } else {
+                format!("{r:<7} NEWS2 {news2} {}", a.scope)
+            }
         }
-        AlertKind::NodeDown { node, ward, .. } => format!("{t} DOWN    node {} ({ward})", node.0),
-        AlertKind::NodeUp {
-            node,
-            ward,
-            down_for,
+        AlertKind::Deterioration => {
+            format!(
+                "{} {}",
+                if cleared { "steady " } else { "WORSE  " },
+                a.scope
+            )
+        }
+        AlertKind::CheckSensor { sign, check } => {
+            if cleared {
+                format!("sensor ok {} {}", a.scope, sign.name())
+            } else {
+                format!("SENSOR  {} {} ({})", a.scope, sign.name(), check.name())
+            }
+        }
+        AlertKind::WardAnomaly {
+            method,
+            series,
+            detector,
         } => {
+            let name = s
+                .detectors
+                .get(usize::from(detector))
+                .cloned()
+                .unwrap_or_else(|| method.name().into());
+            if cleared {
+                format!("quiet   {} ({name})", a.scope)
+            } else {
+                format!("WARD    {}: {} up ({name})", a.scope, series.label())
+            }
+        }
+        AlertKind::NodeDown { .. } => {
             format!(
-                "{t} up      node {} ({ward}) after {:.0} s",
-                node.0,
-                down_for.as_secs_f64()
+                "{} {}",
+                if cleared { "up     " } else { "DOWN   " },
+                a.scope
             )
         }
-        AlertKind::AggregatorDown { aggregator, reason } => {
+        AlertKind::NodeLeft => {
             format!(
-                "{t} DOWN    aggregator {} ({})",
-                aggregator.0,
-                reason.as_str()
+                "{} {}",
+                if cleared { "back   " } else { "left   " },
+                a.scope
             )
         }
-        AlertKind::AggregatorUp { aggregator } => {
-            format!("{t} up      aggregator {}", aggregator.0)
+        AlertKind::AggregatorDown { reason } => {
+            if cleared {
+                format!("up      {}", a.scope)
+            } else {
+                format!("DOWN    {} ({})", a.scope, reason.as_str())
+            }
         }
-        AlertKind::AggregatorIsolated { aggregator, .. } => {
-            format!("{t} CUT OFF aggregator {}", aggregator.0)
+        AlertKind::AggregatorLeft => {
+            format!(
+                "{} {}",
+                if cleared { "back   " } else { "left   " },
+                a.scope
+            )
         }
-    }
+        AlertKind::AggregatorIsolated { .. } => {
+            if cleared {
+                format!("up      {} (hears itself again)", a.scope)
+            } else {
+                format!("CUT OFF {}", a.scope)
+            }
+        }
+    };
+    format!("{t} {what}")
+}
+
+/// One incident as a line: when, how bad, what, how many alerts.
+pub fn incident_line(s: &Snapshot, i: &Incident) -> String {
+    let t = since(s, i.opened_at);
+    let mark = if i.is_open() {
+        match i.severity {
+            vitalmesh_core::Severity::Critical => "CRIT",
+            vitalmesh_core::Severity::Warning => "WARN",
+            vitalmesh_core::Severity::Info => "info",
+        }
+    } else {
+        "done"
+    };
+    let n = i.members.len();
+    format!(
+        "{t} {mark} {} · {n} alert{}",
+        i.title,
+        if n == 1 { "" } else { "s" }
+    )
+}
+
+fn incidents(area: Rect, buf: &mut Buffer, s: &Snapshot, p: Palette) {
+    let block = titled(format!(
+        " Incidents · {} open of {} · i: alerts ",
+        s.incidents_open, s.incidents_total
+    ));
+    let items: Vec<ListItem<'_>> = s
+        .incidents
+        .iter()
+        .map(|i| {
+            let color = match (i.is_open(), i.severity) {
+                (false, _) => Color::DarkGray,
+                (true, vitalmesh_core::Severity::Critical) => Color::Red,
+                (true, vitalmesh_core::Severity::Warning) => Color::Yellow,
+                (true, vitalmesh_core::Severity::Info) => Color::Green,
+            };
+            ListItem::new(Line::from(Span::styled(incident_line(s, i), p.fg(color))))
+        })
+        .collect();
+    List::new(items).block(block).render(area, buf);
 }
 
 fn alerts(area: Rect, buf: &mut Buffer, s: &Snapshot, p: Palette) {
-    let block = titled(format!(" Alerts · {} ", s.alerts.len()));
+    let block = titled(format!(" Alerts · {} · i: incidents ", s.alerts.len()));
     let items: Vec<ListItem<'_>> = s
         .alerts
         .iter()
         .rev()
         .map(|a| {
-            let color = match a.severity() {
-                vitalmesh_core::Severity::Critical => Color::Red,
-                vitalmesh_core::Severity::Warning => Color::Yellow,
-                vitalmesh_core::Severity::Info => Color::Green,
+            let color = match (a.cleared_at, a.severity) {
+                (Some(_), _) => Color::Green,
+                (None, vitalmesh_core::Severity::Critical) => Color::Red,
+                (None, vitalmesh_core::Severity::Warning) => Color::Yellow,
+                (None, vitalmesh_core::Severity::Info) => Color::Green,
             };
             ListItem::new(Line::from(Span::styled(alert_line(s, a), p.fg(color))))
         })

@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::sleep_until;
-use vitalmesh_firmware::{LinkAction, Node, SensorFault};
+use vitalmesh_firmware::physiology::{DeteriorationEpisode, Episode, FeverEpisode};
+use vitalmesh_firmware::{LinkAction, Node, PatientOptions, Power, SensorFault};
 use vitalmesh_sim::NodeHealth;
 use vitalmesh_sim::ledger::{NodeFinal, NodeTally};
 use vitalmesh_wire::envelope::Keyring;
@@ -60,13 +61,14 @@ pub enum NodeCommand {
     InjectFault(SensorFault),
     /// Repair the sensor.
     ClearFaults,
-    /// The patient develops a fever starting at `onset`.
-    Fever {
-        /// When the temperature starts to rise.
-        onset: vitalmesh_wire::Timestamp,
-    },
-    /// The patient starts deteriorating now.
-    Deteriorate,
+    /// The patient develops this fever (its onset is absolute).
+    Fever(FeverEpisode),
+    /// The patient starts deteriorating now, over this ramp.
+    Deteriorate(Duration),
+    /// The patient is discharged: the bed is empty.
+    Discharge,
+    /// A new patient is admitted.
+    Admit(PatientOptions),
     /// New sample interval.
     SetSampleInterval(Duration),
     /// Stop sampling; keep delivering the backlog.
@@ -174,6 +176,10 @@ pub(crate) async fn run_node(
                     .fetch_add(t.samples as u64, Ordering::Relaxed);
             }
         }
+        if node.power() == Power::Off && conn.is_some() {
+            // It just said goodbye: close now, after the goodbye's publish.
+            continue;
+        }
         report(&node, &mut tally, &mut health, counters, index, now);
 
         let deadline = node.poll_timeout().map(|t| rt.clock.instant_of(t));
@@ -196,8 +202,12 @@ pub(crate) async fn run_node(
                         NodeCommand::Reboot => node.reboot(now),
                         NodeCommand::InjectFault(f) => node.inject_fault(f),
                         NodeCommand::ClearFaults => node.clear_faults(),
-                        NodeCommand::Fever { onset } => { node.start_fever(onset); }
-                        NodeCommand::Deteriorate => { node.start_deterioration(now); }
+                        NodeCommand::Fever(episode) => node.add_episode(Episode::Fever(episode)),
+                        NodeCommand::Deteriorate(ramp) => node.add_episode(Episode::Deterioration(
+                            DeteriorationEpisode { onset: now, ramp },
+                        )),
+                        NodeCommand::Discharge => node.discharge(now),
+                        NodeCommand::Admit(options) => node.admit(options, now),
                         NodeCommand::SetSampleInterval(d) => node.set_sample_interval(d, now),
                         NodeCommand::StopSampling => node.set_sampling(false, now),
                         NodeCommand::ShutDown => node.shut_down(now),

@@ -134,8 +134,10 @@ fn forged_batch(node: NodeId, rng: &mut Rng) -> Vec<u8> {
         },
         battery_pct: 90,
         faults: FaultFlags::empty(),
+        admission: 0,
     };
     let body = Body::Batch(Batch {
+        presence: vitalmesh_wire::Presence::Monitoring,
         node,
         held_from: sample.seq,
         samples: vec![sample],

@@ -26,6 +26,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use vitalmesh_firmware::SensorFault;
+use vitalmesh_firmware::physiology::FeverEpisode;
 use vitalmesh_scenario::{BrokerChoice, Limits, RogueKind, Scenario};
 use vitalmesh_sim::ledger::NodeFinal;
 use vitalmesh_sim::report::{ConnectionsReport, CpuReport, MemoryReport, RogueReport};
@@ -213,8 +214,7 @@ impl Mesh {
         let keys = setup::keyring(scenario, config.seed);
         let counters = Arc::new(LiveCounters::new(nodes as usize));
         let observer = Arc::new(Mutex::new(Observer::new(
-            nodes as usize,
-            usize::from(scenario.population.wards),
+            scenario.population,
             config.keep_intervals,
         )));
         let node_rt = Arc::new(NodeRuntime {
@@ -367,8 +367,9 @@ impl Mesh {
         self.nodes_started_at = Some(Instant::now());
         self.origin = self.clock.now();
         let _ = self.agg_rt.origin.set(self.origin);
+        locked(&self.observer).origin = Some(self.origin);
         self.phase = Phase::Ramping;
-        self.run.begin();
+        self.run.begin(self.origin.as_micros() / 1_000_000);
     }
 
     /// Starts every node as the schedule says and waits until all have
@@ -429,8 +430,13 @@ impl Mesh {
                                 until: for_.map(|d| now + d),
                             })
                         }
-                        NodeOp::Fever { after } => NodeCommand::Fever { onset: now + after },
-                        NodeOp::Deteriorate => NodeCommand::Deteriorate,
+                        NodeOp::Fever { after, episode } => NodeCommand::Fever(FeverEpisode {
+                            onset: now + after,
+                            ..episode
+                        }),
+                        NodeOp::Deteriorate { ramp } => NodeCommand::Deteriorate(ramp),
+                        NodeOp::Discharge => NodeCommand::Discharge,
+                        NodeOp::Admit { options } => NodeCommand::Admit(options),
                     };
                     for n in nodes {
                         if let Some(slot) = self.nodes.get(n.0 as usize) {
@@ -570,6 +576,12 @@ impl Mesh {
         self.seconds
             .close(totals, c.connected.load(Ordering::Relaxed));
         locked(&self.observer).tick(seconds_done as f64);
+        // A node whose battery ran flat is down: a restart must reach it.
+        for (n, h) in c.health().iter().enumerate() {
+            if *h == vitalmesh_sim::NodeHealth::Flat {
+                self.run.node_went_flat(NodeId(n as u32));
+            }
+        }
         self.host.rss = procfs::rss_bytes("self");
         self.host.process_peak = self.host.process_peak.max(self.host.rss);
         self.host.broker_rss = self
@@ -610,7 +622,7 @@ impl Mesh {
             broker: self.broker.report(),
             rss_bytes: self.host.rss,
             broker_rss_bytes: self.host.broker_rss,
-            ..Snapshot::observed(&o, &self.seconds, self.run.timeline())
+            ..Snapshot::observed(&o, &self.seconds, self.run.timeline(), s)
         }
     }
 
@@ -640,6 +652,9 @@ impl Mesh {
                 }
             }
         }
+        // The run's own shutdown is not news: aggregators leaving now would
+        // announce each other's departure.
+        locked(&self.observer).closed = true;
         for slot in &mut self.aggregators {
             if let Some(task) = slot.task.take() {
                 slot.control.stop(AggregatorStop::Leave);
@@ -674,6 +689,7 @@ impl Mesh {
         self.run.report(ReportInputs {
             mode: RunMode::Real,
             started_at_unix_s: self.clock.started_at().as_secs_f64(),
+            origin: self.origin,
             ran_for,
             interrupted,
             finals,

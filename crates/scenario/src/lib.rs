@@ -40,6 +40,6 @@ pub use error::{ScenarioError, ScenarioErrors};
 pub use flags::{MeshFlags, from_flags};
 pub use raw::RawEntry;
 pub use validate::{
-    BrokerChoice, DEFAULT_VIRTUAL_START_UNIX_S, NodeProfile, Scenario, Scheduled, VirtualModel,
-    load, parse, parse_injection,
+    Admissions, BrokerChoice, DEFAULT_VIRTUAL_START_UNIX_S, Illness, NodeProfile, Scenario,
+    Scheduled, VirtualModel, load, parse, parse_injection,
 };

@@ -2,6 +2,8 @@
 //! fields are refused everywhere; values that stage two checks keep their
 //! position ([`Spanned`]) so its messages can name the line.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -19,6 +21,29 @@ pub(crate) struct RawScenario {
     pub(crate) slo: Option<RawSlo>,
     #[serde(rename = "virtual")]
     pub(crate) virtual_model: Option<RawVirtual>,
+    pub(crate) detection: Option<RawDetection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDetection {
+    pub(crate) bucket: Option<Spanned<String>>,
+    pub(crate) grace: Option<Spanned<String>>,
+    pub(crate) assemble: Option<Spanned<String>>,
+    pub(crate) baseline: Option<Spanned<String>>,
+    pub(crate) epoch: Option<Spanned<String>>,
+    pub(crate) patient_k: Option<Spanned<f64>>,
+    pub(crate) patient_h: Option<Spanned<f64>>,
+    pub(crate) risk_persistence: Option<Spanned<String>>,
+    pub(crate) risk_readings: Option<Spanned<u32>>,
+    pub(crate) hampel_sigmas: Option<Spanned<f64>>,
+    pub(crate) noise_ratio: Option<Spanned<f64>>,
+    pub(crate) clear_after: Option<Spanned<String>>,
+    /// `[[detection.ward]]`: `name`, `method`, `series` and the method's
+    /// own parameters, which only the method knows (so the table is read
+    /// as a map and every key checked in stage two).
+    #[serde(default)]
+    pub(crate) ward: Vec<Spanned<BTreeMap<String, Spanned<toml::Value>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +74,24 @@ pub(crate) struct RawPopulation {
     pub(crate) scale2_share: Option<Spanned<f64>>,
     pub(crate) connect_rate: Option<Spanned<u32>>,
     pub(crate) profile: Option<RawProfile>,
+    pub(crate) admissions: Option<RawAdmissions>,
+    pub(crate) illness: Option<RawIllness>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmissions {
+    pub(crate) occupancy: Option<Spanned<f64>>,
+    pub(crate) ward_spread: Option<Spanned<f64>>,
+    pub(crate) stay_median: Option<Spanned<String>>,
+    pub(crate) stay_spread: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawIllness {
+    pub(crate) fever_per_patient_day: Option<Spanned<f64>>,
+    pub(crate) deterioration_per_patient_day: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,5 +195,11 @@ pub(crate) struct RawSlo {
     pub(crate) max_rejected: Option<Spanned<f64>>,
     pub(crate) min_rejected: Option<Spanned<f64>>,
     pub(crate) max_unplanned_broker_restarts: Option<Spanned<f64>>,
+    pub(crate) min_outbreak_recall: Option<Spanned<f64>>,
+    pub(crate) max_false_alarms_per_ward_day: Option<Spanned<f64>>,
+    pub(crate) max_time_to_detect: Option<Spanned<String>>,
+    pub(crate) min_sensor_fault_recall: Option<Spanned<f64>>,
+    pub(crate) max_fevers_misflagged: Option<Spanned<f64>>,
+    pub(crate) min_deterioration_early: Option<Spanned<f64>>,
     pub(crate) outbreak_detected_within: Option<Spanned<String>>,
 }

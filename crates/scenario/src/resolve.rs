@@ -20,12 +20,24 @@ pub fn resolve(
     population: &Population,
     rng: &mut ChaCha8Rng,
 ) -> Vec<NodeId> {
+    resolve_among(selector, population, rng, |_| true)
+}
+
+/// The nodes `selector` names among those `eligible` allows: `count` and
+/// `fraction` pick from the eligible ones (an outbreak among the occupied
+/// beds, a restart among the nodes that are down).
+pub fn resolve_among(
+    selector: &NodeSelector,
+    population: &Population,
+    rng: &mut ChaCha8Rng,
+    eligible: impl Fn(NodeId) -> bool,
+) -> Vec<NodeId> {
     let mut scope: Vec<NodeId> = match (&selector.nodes, selector.ward) {
         (Some(list), _) => list.iter().copied().map(NodeId).collect(),
         (None, Some(w)) => population.nodes_of(vitalmesh_core::WardId(w)).collect(),
         (None, None) => population.all_nodes().collect(),
     };
-    scope.retain(|n| n.0 < population.nodes());
+    scope.retain(|n| n.0 < population.nodes() && eligible(*n));
     let want = match selector.pick {
         Pick::All => scope.len(),
         Pick::Count(n) => (n as usize).min(scope.len()),
@@ -44,7 +56,7 @@ pub fn resolve(
 }
 
 /// Who falls ill in an outbreak and when: `attack_rate` of the ward's
-/// patients, each with an onset `median · exp(spread · z)` after the event,
+/// patients (the beds `occupied` says hold one), each with an onset `median · exp(spread · z)` after the event,
 /// z standard normal — the lognormal epidemic curve used for simulated
 /// outbreaks by Hutwagner et al. 2005 (`domain-science.md` §3.2).
 pub fn outbreak_onsets(
@@ -54,13 +66,14 @@ pub fn outbreak_onsets(
     spread: f64,
     population: &Population,
     rng: &mut ChaCha8Rng,
+    occupied: impl Fn(NodeId) -> bool,
 ) -> Vec<(NodeId, Duration)> {
     let selector = NodeSelector {
         ward: Some(ward),
         nodes: None,
         pick: Pick::Fraction(attack_rate),
     };
-    let cases = resolve(&selector, population, rng);
+    let cases = resolve_among(&selector, population, rng, occupied);
     cases
         .into_iter()
         .map(|n| {
@@ -129,6 +142,7 @@ mod tests {
             0.5,
             &p,
             &mut event_rng(3, 5),
+            |_| true,
         );
         assert_eq!(cases.len(), 300);
         assert!(cases.iter().all(|(n, _)| n.0 >= 1000));

@@ -34,6 +34,23 @@ pub enum SloMetric {
     MinRejected,
     /// Broker restarts nobody asked for, at most.
     MaxUnplannedBrokerRestarts,
+    /// Outbreaks alerted on in their ward, as a share of outbreaks, at
+    /// least (any ward detector).
+    MinOutbreakRecall,
+    /// Ward alerts with no outbreak behind them, per ward-day, at most.
+    MaxFalseAlarmsPerWardDay,
+    /// Seconds from an outbreak's first onset to its first ward alert
+    /// (median over outbreaks), at most. Written as a duration.
+    MaxTimeToDetect,
+    /// Injected sensor faults flagged by a check-sensor alert, as a share,
+    /// at least.
+    MinSensorFaultRecall,
+    /// Real fever episodes whose temperature sensor was called faulty, as
+    /// a share, at most.
+    MaxFeversMisflagged,
+    /// Deteriorations alerted before their NEWS2 reached 5, as a share, at
+    /// least.
+    MinDeteriorationEarly,
 }
 
 impl SloMetric {
@@ -54,11 +71,36 @@ impl SloMetric {
             Self::MaxRejected => "max_rejected",
             Self::MinRejected => "min_rejected",
             Self::MaxUnplannedBrokerRestarts => "max_unplanned_broker_restarts",
+            Self::MinOutbreakRecall => "min_outbreak_recall",
+            Self::MaxFalseAlarmsPerWardDay => "max_false_alarms_per_ward_day",
+            Self::MaxTimeToDetect => "max_time_to_detect",
+            Self::MinSensorFaultRecall => "min_sensor_fault_recall",
+            Self::MaxFeversMisflagged => "max_fevers_misflagged",
+            Self::MinDeteriorationEarly => "min_deterioration_early",
         }
     }
 
     fn is_minimum(self) -> bool {
-        matches!(self, Self::MinDeliveredShare | Self::MinRejected)
+        matches!(
+            self,
+            Self::MinDeliveredShare
+                | Self::MinRejected
+                | Self::MinOutbreakRecall
+                | Self::MinSensorFaultRecall
+                | Self::MinDeteriorationEarly
+        )
+    }
+
+    /// Whether the threshold is a share from 0 to 1.
+    pub fn is_share(self) -> bool {
+        matches!(
+            self,
+            Self::MinDeliveredShare
+                | Self::MinOutbreakRecall
+                | Self::MinSensorFaultRecall
+                | Self::MaxFeversMisflagged
+                | Self::MinDeteriorationEarly
+        )
     }
 }
 
@@ -72,7 +114,7 @@ pub struct Slo {
 }
 
 /// The figures thresholds are checked against (filled from the report).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SloFigures {
     /// Unexplained samples.
     pub unexplained: u64,
@@ -100,6 +142,45 @@ pub struct SloFigures {
     pub rejected: u64,
     /// Unplanned broker restarts.
     pub unplanned_broker_restarts: u64,
+    /// Detection figures; NaN where the run had nothing to measure them on
+    /// (no outbreak, no injected fault): a threshold on those fails.
+    pub outbreak_recall: f64,
+    /// Ward false alarms per ward-day.
+    pub false_alarms_per_ward_day: f64,
+    /// Median time to detect an outbreak, seconds.
+    pub time_to_detect_s: f64,
+    /// Sensor faults flagged.
+    pub sensor_fault_recall: f64,
+    /// Fevers misflagged as sensor faults.
+    pub fevers_misflagged: f64,
+    /// Deteriorations alerted before NEWS2 ≥ 5.
+    pub deterioration_early: f64,
+}
+
+impl Default for SloFigures {
+    fn default() -> Self {
+        Self {
+            unexplained: 0,
+            delivered_share: 0.0,
+            p50_ms: 0.0,
+            p99_ms: 0.0,
+            p999_ms: 0.0,
+            max_ms: 0.0,
+            dropped_overflow: 0,
+            lost_on_crash: 0,
+            duplicates: 0,
+            connect_failures: 0,
+            false_node_down: 0,
+            rejected: 0,
+            unplanned_broker_restarts: 0,
+            outbreak_recall: f64::NAN,
+            false_alarms_per_ward_day: f64::NAN,
+            time_to_detect_s: f64::NAN,
+            sensor_fault_recall: f64::NAN,
+            fevers_misflagged: f64::NAN,
+            deterioration_early: f64::NAN,
+        }
+    }
 }
 
 /// The verdict on one threshold.
@@ -111,7 +192,8 @@ pub struct SloResult {
     pub comparison: &'static str,
     /// The bound.
     pub limit: f64,
-    /// What the run reached.
+    /// What the run reached (`null` in JSON where the run had nothing to
+    /// measure it on).
     pub actual: f64,
     /// Whether it held.
     pub passed: bool,
@@ -135,6 +217,12 @@ pub fn evaluate(slos: &[Slo], f: &SloFigures) -> Vec<SloResult> {
                 SloMetric::MaxFalseNodeDown => f.false_node_down as f64,
                 SloMetric::MaxRejected | SloMetric::MinRejected => f.rejected as f64,
                 SloMetric::MaxUnplannedBrokerRestarts => f.unplanned_broker_restarts as f64,
+                SloMetric::MinOutbreakRecall => f.outbreak_recall,
+                SloMetric::MaxFalseAlarmsPerWardDay => f.false_alarms_per_ward_day,
+                SloMetric::MaxTimeToDetect => f.time_to_detect_s,
+                SloMetric::MinSensorFaultRecall => f.sensor_fault_recall,
+                SloMetric::MaxFeversMisflagged => f.fevers_misflagged,
+                SloMetric::MinDeteriorationEarly => f.deterioration_early,
             };
             let minimum = s.metric.is_minimum();
             SloResult {
@@ -142,6 +230,7 @@ pub fn evaluate(slos: &[Slo], f: &SloFigures) -> Vec<SloResult> {
                 comparison: if minimum { ">=" } else { "<=" },
                 limit: s.limit,
                 actual,
+                // NaN (nothing measured) fails either way.
                 passed: if minimum {
                     actual >= s.limit
                 } else {
@@ -186,5 +275,27 @@ mod tests {
             ..Default::default()
         };
         assert!(evaluate(&slos, &bad).iter().all(|r| !r.passed));
+    }
+
+    #[test]
+    fn a_detection_threshold_with_nothing_to_measure_fails() {
+        let slos = [
+            Slo {
+                metric: SloMetric::MinOutbreakRecall,
+                limit: 0.9,
+            },
+            Slo {
+                metric: SloMetric::MaxFalseAlarmsPerWardDay,
+                limit: 1.0,
+            },
+        ];
+        let none = SloFigures::default();
+        assert!(evaluate(&slos, &none).iter().all(|r| !r.passed));
+        let good = SloFigures {
+            outbreak_recall: 1.0,
+            false_alarms_per_ward_day: 0.1,
+            ..SloFigures::default()
+        };
+        assert!(evaluate(&slos, &good).iter().all(|r| r.passed));
     }
 }

@@ -15,9 +15,10 @@ use vitalmesh_firmware::buffer::{DropPolicy, RECORD_BYTES};
 
 use crate::action::{Action, EntryCheck, EntryKind, Limits, parse_entry};
 use crate::error::Source;
-use crate::raw::{RawEntry, RawScenario, RawSlo};
+use crate::raw::{RawDetection, RawEntry, RawScenario, RawSlo};
 use crate::slo::{Slo, SloMetric};
 use crate::{ScenarioError, ScenarioErrors, broker_url, duration};
+use vitalmesh_core::detect::{DetectionConfig, Method, MethodConfig, WardDetectorSpec, WardSeries};
 
 /// Node behaviour every node of the population shares.
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +112,47 @@ impl Default for VirtualModel {
     }
 }
 
+/// How beds fill and empty (`[population.admissions]`): each bed holds a
+/// patient for a lognormal length of stay, then stands empty until the
+/// next admission, so that on average `occupancy` of the beds are full.
+/// Discharges fall in the late morning and admissions in the afternoon and
+/// evening, so the census moves by the hour as well as by the ward.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Admissions {
+    /// Mean share of beds occupied.
+    pub occupancy: f64,
+    /// Wards differ: each ward's occupancy is drawn within ± this.
+    pub ward_spread: f64,
+    /// Median length of stay.
+    pub stay_median: Duration,
+    /// Lognormal σ of the length of stay.
+    pub stay_spread: f64,
+}
+
+impl Default for Admissions {
+    /// 85 % occupancy (NHS England's general and acute beds run at 85–95 %),
+    /// wards ± 10 %, a median stay of four days (acute medical wards:
+    /// mean 4–5 days), σ 0.6.
+    fn default() -> Self {
+        Self {
+            occupancy: 0.85,
+            ward_spread: 0.1,
+            stay_median: Duration::from_secs(4 * 86_400),
+            stay_spread: 0.6,
+        }
+    }
+}
+
+/// Illness among inpatients that no scenario event caused
+/// (`[population.illness]`): the background every detector must see past.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Illness {
+    /// New fevers per occupied bed-day (a Poisson process per patient).
+    pub fever_per_patient_day: f64,
+    /// New deteriorations per occupied bed-day.
+    pub deterioration_per_patient_day: f64,
+}
+
 /// 2026-01-01T00:00:00Z: when a virtual run's clock starts unless the
 /// scenario says otherwise (`[scenario] start`).
 pub const DEFAULT_VIRTUAL_START_UNIX_S: u64 = 1_767_225_600;
@@ -157,6 +199,13 @@ pub struct Scenario {
     pub start_unix_s: u64,
     /// The network and broker model of a virtual run.
     pub virtual_model: VirtualModel,
+    /// How beds fill and empty; `None`: every bed holds one patient for
+    /// the whole run.
+    pub admissions: Option<Admissions>,
+    /// Background illness.
+    pub illness: Illness,
+    /// What the aggregators detect, and how.
+    pub detection: DetectionConfig,
 }
 
 impl Scenario {
@@ -568,6 +617,93 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
         }
     }
 
+    let admissions = p.admissions.as_ref().map(|a| {
+        let mut out = Admissions::default();
+        if let Some(v) = &a.occupancy {
+            match *v.get_ref() {
+                x if x > 0.0 && x <= 1.0 => out.occupancy = x,
+                x => bad(
+                    errors,
+                    v.span().start,
+                    "population.admissions.occupancy",
+                    format!("'{x}' is not a share of beds; expected above 0 and at most 1"),
+                ),
+            }
+        }
+        if let Some(v) = &a.ward_spread {
+            match *v.get_ref() {
+                x if (0.0..=0.5).contains(&x) => out.ward_spread = x,
+                x => bad(
+                    errors,
+                    v.span().start,
+                    "population.admissions.ward_spread",
+                    format!("'{x}' is not a spread; expected 0 to 0.5"),
+                ),
+            }
+        }
+        if let Some(v) = &a.stay_median {
+            if let Some(d) = dur(errors, v, "population.admissions.stay_median") {
+                if d < Duration::from_secs(3600) {
+                    bad(
+                        errors,
+                        v.span().start,
+                        "population.admissions.stay_median",
+                        format!(
+                            "'{}' is shorter than any inpatient stay; expected at least '1h'",
+                            v.get_ref()
+                        ),
+                    );
+                } else {
+                    out.stay_median = d;
+                }
+            }
+        }
+        if let Some(v) = &a.stay_spread {
+            match *v.get_ref() {
+                x if (0.0..=3.0).contains(&x) => out.stay_spread = x,
+                x => bad(
+                    errors,
+                    v.span().start,
+                    "population.admissions.stay_spread",
+                    format!("'{x}' is not a spread; expected a lognormal σ from 0 to 3"),
+                ),
+            }
+        }
+        out
+    });
+    let mut illness = Illness::default();
+    if let Some(i) = &p.illness {
+        let rate = |errors: &mut Vec<ScenarioError>, v: &Option<Spanned<f64>>, path: &str| match v {
+            Some(x) if !(x.get_ref().is_finite() && (0.0..=5.0).contains(x.get_ref())) => {
+                errors.push(src.invalid(
+                    x.span().start,
+                    path,
+                    format!(
+                        "'{}' is not a rate; expected 0 to 5 per patient-day",
+                        x.get_ref()
+                    ),
+                ));
+                0.0
+            }
+            Some(x) => *x.get_ref(),
+            None => 0.0,
+        };
+        illness.fever_per_patient_day = rate(
+            errors,
+            &i.fever_per_patient_day,
+            "population.illness.fever_per_patient_day",
+        );
+        illness.deterioration_per_patient_day = rate(
+            errors,
+            &i.deterioration_per_patient_day,
+            "population.illness.deterioration_per_patient_day",
+        );
+    }
+    let detection = match &raw.detection {
+        Some(d) => check_detection(src, d, errors),
+        None => DetectionConfig::default(),
+    };
+
     // [aggregators], [broker]
     let (aggregators, partitions) = match &raw.aggregators {
         Some(a) => {
@@ -767,7 +903,307 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
         slos,
         start_unix_s,
         virtual_model,
+        admissions,
+        illness,
+        detection,
     })
+}
+
+/// `[detection]` and its `[[detection.ward]]` entries.
+fn check_detection(
+    src: &Source,
+    d: &RawDetection,
+    errors: &mut Vec<ScenarioError>,
+) -> DetectionConfig {
+    let mut out = DetectionConfig::default();
+    let dur = |errors: &mut Vec<ScenarioError>,
+               v: &Option<Spanned<String>>,
+               path: &str,
+               min: Duration|
+     -> Option<Duration> {
+        let v = v.as_ref()?;
+        match duration::parse(v.get_ref()) {
+            Ok(d) if d >= min => Some(d),
+            Ok(_) => {
+                errors.push(src.invalid(
+                    v.span().start,
+                    path,
+                    format!(
+                        "'{}' is too short; expected at least '{}'",
+                        v.get_ref(),
+                        duration::format(min)
+                    ),
+                ));
+                None
+            }
+            Err(e) => {
+                errors.push(src.invalid(v.span().start, path, e));
+                None
+            }
+        }
+    };
+    let second = Duration::from_secs(1);
+    if let Some(b) = dur(errors, &d.bucket, "detection.bucket", second) {
+        if b > Duration::from_secs(7 * 86_400) || b.subsec_nanos() != 0 {
+            let v = d.bucket.as_ref().expect("parsed above");
+            errors.push(src.invalid(
+                v.span().start,
+                "detection.bucket",
+                format!(
+                    "'{}' is not a bucket length; expected whole seconds up to '7d'",
+                    v.get_ref()
+                ),
+            ));
+        } else {
+            out.ward.bucket = b;
+        }
+    }
+    if let Some(g) = dur(errors, &d.grace, "detection.grace", Duration::ZERO) {
+        out.ward.grace = g;
+    }
+    if let Some(a) = dur(errors, &d.assemble, "detection.assemble", Duration::ZERO) {
+        out.ward.assemble = a;
+    }
+    if let Some(e) = dur(errors, &d.epoch, "detection.epoch", second) {
+        out.patient.epoch = e;
+    }
+    if let Some(b) = dur(errors, &d.baseline, "detection.baseline", second) {
+        out.patient.baseline = b;
+    }
+    if out.patient.baseline < out.patient.epoch * 2 {
+        let at = d
+            .baseline
+            .as_ref()
+            .or(d.epoch.as_ref())
+            .map_or(0, |v| v.span().start);
+        errors.push(src.invalid(
+            at,
+            "detection.baseline",
+            format!(
+                "'{}' is less than two epochs of '{}'; expected a baseline of at least two epochs",
+                duration::format(out.patient.baseline),
+                duration::format(out.patient.epoch)
+            ),
+        ));
+    }
+    if let Some(r) = dur(
+        errors,
+        &d.risk_persistence,
+        "detection.risk_persistence",
+        Duration::ZERO,
+    ) {
+        out.patient.risk_persistence = r;
+    }
+    if let Some(c) = dur(
+        errors,
+        &d.clear_after,
+        "detection.clear_after",
+        Duration::ZERO,
+    ) {
+        out.sensor.clear_after = c;
+    }
+    let positive = |errors: &mut Vec<ScenarioError>,
+                    v: &Option<Spanned<f64>>,
+                    path: &str,
+                    min: f64,
+                    what: &str|
+     -> Option<f64> {
+        let v = v.as_ref()?;
+        let x = *v.get_ref();
+        if x.is_finite() && x > min && x <= 1e6 {
+            Some(x)
+        } else {
+            errors.push(src.invalid(v.span().start, path, format!("'{x}' is not {what}")));
+            None
+        }
+    };
+    if let Some(k) = positive(
+        errors,
+        &d.patient_k,
+        "detection.patient_k",
+        -1e-12,
+        "a reference value; expected a number of at least 0",
+    ) {
+        out.patient.k = k;
+    }
+    if let Some(h) = positive(
+        errors,
+        &d.patient_h,
+        "detection.patient_h",
+        0.0,
+        "a decision interval; expected a number above 0",
+    ) {
+        out.patient.h = h;
+    }
+    if let Some(h) = positive(
+        errors,
+        &d.hampel_sigmas,
+        "detection.hampel_sigmas",
+        0.0,
+        "a threshold; expected a number of SDs above 0",
+    ) {
+        out.sensor.hampel_sigmas = h;
+    }
+    if let Some(r) = positive(
+        errors,
+        &d.noise_ratio,
+        "detection.noise_ratio",
+        1.0,
+        "a ratio; expected a number above 1",
+    ) {
+        out.sensor.noise_ratio = r;
+    }
+    if let Some(n) = &d.risk_readings {
+        match *n.get_ref() {
+            0 => errors.push(src.invalid(
+                n.span().start,
+                "detection.risk_readings",
+                "'0' is not enough; expected at least 1 reading",
+            )),
+            n => out.patient.risk_readings = n,
+        }
+    }
+    if !d.ward.is_empty() {
+        out.ward.detectors = check_ward_detectors(src, &d.ward, errors);
+    }
+    out
+}
+
+/// A TOML value as the user wrote it, near enough for a message.
+fn show(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(n) => n.to_string(),
+        toml::Value::Float(x) => x.to_string(),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        toml::Value::Array(_) => "[…]".into(),
+        toml::Value::Table(_) => "{…}".into(),
+    }
+}
+
+/// The `[[detection.ward]]` entries: a method, the series it watches, a
+/// name, and the method's parameters (any other key).
+fn check_ward_detectors(
+    src: &Source,
+    entries: &[Spanned<std::collections::BTreeMap<String, Spanned<toml::Value>>>],
+    errors: &mut Vec<ScenarioError>,
+) -> Vec<WardDetectorSpec> {
+    const MAX: usize = 32;
+    let mut out: Vec<WardDetectorSpec> = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let path = format!("detection.ward[{i}]");
+        let table = entry.get_ref();
+        let text = |v: &Spanned<toml::Value>| -> Option<String> {
+            match v.get_ref() {
+                toml::Value::String(s) => Some(s.clone()),
+                toml::Value::Integer(n) => Some(n.to_string()),
+                toml::Value::Float(x) => Some(x.to_string()),
+                toml::Value::Boolean(b) => Some(b.to_string()),
+                _ => None,
+            }
+        };
+        let Some(m) = table.get("method") else {
+            errors.push(src.invalid(
+                entry.span().start,
+                format!("{path}.method"),
+                format!("missing; expected one of {}", Method::names()),
+            ));
+            continue;
+        };
+        let Some(method) = text(m).as_deref().and_then(Method::parse) else {
+            errors.push(src.invalid(
+                m.span().start,
+                format!("{path}.method"),
+                format!(
+                    "'{}' is not a method; expected one of {}",
+                    text(m).unwrap_or_default(),
+                    Method::names()
+                ),
+            ));
+            continue;
+        };
+        let series = match table.get("series") {
+            None => WardSeries::NewFebrile,
+            Some(v) => match text(v).as_deref().and_then(WardSeries::parse) {
+                Some(s) => s,
+                None => {
+                    errors.push(src.invalid(
+                        v.span().start,
+                        format!("{path}.series"),
+                        format!(
+                            "'{}' is not a ward series; expected {}",
+                            text(v).unwrap_or_default(),
+                            WardSeries::names()
+                        ),
+                    ));
+                    continue;
+                }
+            },
+        };
+        let name = match table.get("name") {
+            None => method.name().to_owned(),
+            Some(v) => match v.get_ref() {
+                toml::Value::String(s) if !s.trim().is_empty() && s.len() <= 32 => s.clone(),
+                other => {
+                    errors.push(src.invalid(
+                        v.span().start,
+                        format!("{path}.name"),
+                        format!(
+                            "'{}' is not a detector name; expected 1 to 32 characters",
+                            show(other)
+                        ),
+                    ));
+                    continue;
+                }
+            },
+        };
+        let mut config = MethodConfig::new(method);
+        let mut ok = true;
+        for (key, value) in table {
+            if matches!(key.as_str(), "method" | "series" | "name") {
+                continue;
+            }
+            let result = match text(value) {
+                Some(t) => config.set(key, &t),
+                None => Err(format!(
+                    "'{}' is not a parameter value; expected a number, a string or true/false",
+                    show(value.get_ref())
+                )),
+            };
+            if let Err(e) = result {
+                errors.push(src.invalid(value.span().start, format!("{path}.{key}"), e));
+                ok = false;
+            }
+        }
+        if let Err(e) = config.check() {
+            errors.push(src.invalid(entry.span().start, path.clone(), e));
+            ok = false;
+        }
+        if out.iter().any(|d| d.name == name) {
+            let at = table
+                .get("name")
+                .map_or(entry.span().start, |v| v.span().start);
+            errors.push(src.invalid(at, format!("{path}.name"), format!("'{name}' is used by an earlier detector; expected a name of its own (give one with name = \"...\")")));
+            ok = false;
+        }
+        if ok {
+            out.push(WardDetectorSpec {
+                name,
+                series,
+                method: config,
+            });
+        }
+    }
+    if out.len() > MAX {
+        errors.push(src.invalid(
+            entries[MAX].span().start,
+            format!("detection.ward[{MAX}]"),
+            format!("'{}' detectors; expected at most {MAX}", entries.len()),
+        ));
+        out.truncate(MAX);
+    }
+    out
 }
 
 /// Parses an RFC 3339 UTC time of the form `2026-01-05T08:00:00Z` into
@@ -847,14 +1283,21 @@ fn check_slo(src: &Source, s: &RawSlo, errors: &mut Vec<ScenarioError>) -> Vec<S
             &s.max_unplanned_broker_restarts,
             SloMetric::MaxUnplannedBrokerRestarts,
         ),
+        (&s.min_outbreak_recall, SloMetric::MinOutbreakRecall),
+        (
+            &s.max_false_alarms_per_ward_day,
+            SloMetric::MaxFalseAlarmsPerWardDay,
+        ),
+        (&s.min_sensor_fault_recall, SloMetric::MinSensorFaultRecall),
+        (&s.max_fevers_misflagged, SloMetric::MaxFeversMisflagged),
+        (&s.min_deterioration_early, SloMetric::MinDeteriorationEarly),
     ];
     for (value, metric) in fields {
         let Some(v) = value else { continue };
         let x = *v.get_ref();
-        let valid =
-            x.is_finite() && x >= 0.0 && (metric != SloMetric::MinDeliveredShare || x <= 1.0);
+        let valid = x.is_finite() && x >= 0.0 && (!metric.is_share() || x <= 1.0);
         if !valid {
-            let expected = if metric == SloMetric::MinDeliveredShare {
+            let expected = if metric.is_share() {
                 "a share from 0 to 1"
             } else {
                 "a number of at least 0"
@@ -868,11 +1311,20 @@ fn check_slo(src: &Source, s: &RawSlo, errors: &mut Vec<ScenarioError>) -> Vec<S
         }
         out.push(Slo { metric, limit: x });
     }
+    if let Some(v) = &s.max_time_to_detect {
+        match duration::parse(v.get_ref()) {
+            Ok(d) => out.push(Slo {
+                metric: SloMetric::MaxTimeToDetect,
+                limit: d.as_secs_f64(),
+            }),
+            Err(e) => errors.push(src.invalid(v.span().start, "slo.max_time_to_detect", e)),
+        }
+    }
     if let Some(v) = &s.outbreak_detected_within {
         errors.push(src.invalid(
             v.span().start,
             "slo.outbreak_detected_within",
-            format!("'{}' cannot be checked: this version has no population-level outbreak detector yet; remove the threshold", v.get_ref()),
+            format!("'{}' is not a threshold of this version; expected max_time_to_detect = '{}' (median time from an outbreak's first onset to its first ward alert)", v.get_ref(), v.get_ref()),
         ));
     }
     out

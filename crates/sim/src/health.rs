@@ -29,6 +29,8 @@ pub enum NodeHealth {
     Flat = 7,
     /// Stopped at the end of the run.
     Stopped = 8,
+    /// Connected, no patient in the bed.
+    Empty = 9,
 }
 
 impl NodeHealth {
@@ -43,6 +45,7 @@ impl NodeHealth {
             6 => Self::Crashed,
             7 => Self::Flat,
             8 => Self::Stopped,
+            9 => Self::Empty,
             _ => Self::Pending,
         }
     }
@@ -59,6 +62,7 @@ impl NodeHealth {
                 Self::LowBattery
             }
             Power::On if s.sensor_fault => Self::SensorFault,
+            Power::On if s.bed_empty && s.link == Link::Online => Self::Empty,
             Power::On if s.link != Link::Online => {
                 if s.buffered > 0 {
                     Self::Buffering

@@ -48,6 +48,7 @@ pub struct NodeTally {
     dropped: u64,
     lost: u64,
     buffered: i64,
+    flat: bool,
 }
 
 /// How far a node's counts moved since its last [`NodeTally::update`].
@@ -63,6 +64,9 @@ pub struct TallyDelta {
     pub lost: u64,
     /// Change in samples held (may be negative).
     pub buffered: i64,
+    /// The battery ran flat since the last update (the run must know, so
+    /// that a restart targets it).
+    pub went_flat: bool,
 }
 
 impl NodeTally {
@@ -74,14 +78,18 @@ impl NodeTally {
             *last = now;
             d
         };
-        let delta = TallyDelta {
+        let mut delta = TallyDelta {
             produced: moved(node.next_seq(), &mut self.produced),
             acked: moved(ledger.acked.len(), &mut self.acked),
             dropped: moved(ledger.dropped_overflow.len(), &mut self.dropped),
             lost: moved(ledger.lost_on_crash.len(), &mut self.lost),
             buffered: node.buffered_len() as i64 - self.buffered,
+            went_flat: false,
         };
         self.buffered += delta.buffered;
+        let flat = node.power() == vitalmesh_firmware::Power::Flat;
+        delta.went_flat = flat && !self.flat;
+        self.flat = flat;
         delta
     }
 

@@ -17,9 +17,12 @@
 //! # Layout
 //!
 //! - [`mod@run`]: [`Run`], the schedule and action semantics, commands for
-//!   drivers, report assembly.
+//!   drivers, report assembly; with the bed census and background illness
+//!   it plans (`census.rs`).
 //! - [`observe`]: the observer (deliveries, latency per ward, alerts,
 //!   ownership over time).
+//! - [`truth`]: what really happened (episodes, outbreaks, admissions);
+//!   [`score`]: every detector judged against it.
 //! - [`ledger`], [`report`], [`timeline`], [`snapshot`], [`latency`],
 //!   [`health`]: the data a run produces.
 //! - [`virtual_time`]: the discrete-event driver with its modelled broker
@@ -27,15 +30,18 @@
 
 #![warn(missing_docs)]
 
+mod census;
 pub mod health;
 pub mod latency;
 pub mod ledger;
 pub mod observe;
 pub mod report;
 pub mod run;
+pub mod score;
 pub mod setup;
 pub mod snapshot;
 pub mod timeline;
+pub mod truth;
 pub mod virtual_time;
 
 pub use health::NodeHealth;
@@ -43,5 +49,5 @@ pub use latency::Percentiles;
 pub use observe::{AggregatorView, Observer};
 pub use report::{Report, RunMode};
 pub use run::{Command, LinkOp, LinkTarget, NodeOp, ReportInputs, Run};
-pub use snapshot::{Phase, RatePoint, Seconds, Snapshot};
+pub use snapshot::{Phase, RatePoint, Seconds, Snapshot, WardState};
 pub use timeline::TimelineEntry;

@@ -11,13 +11,34 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
-use vitalmesh_core::{AggregatorStats, Alert, AlertKind, Delivery};
-use vitalmesh_wire::{AggregatorId, NodeId, PartitionId, SeqSet};
+use vitalmesh_core::detect::{Step, WardBucket, WardCounts};
+use vitalmesh_core::incident::{IncidentBook, IncidentConfig};
+use vitalmesh_core::{
+    AggregatorStats, Alert, AlertKey, AlertKind, Delivery, News2Five, Population,
+};
+use vitalmesh_wire::{AggregatorId, NodeId, PartitionId, SeqSet, Timestamp};
 
 use crate::latency::{latency_histogram, record_latency, ward_histogram};
 
-/// Alerts kept in full; beyond this only counts grow.
+/// Recent alert events (raises and clears) kept for dashboards.
 pub const ALERTS_KEPT: usize = 5000;
+
+/// Alerts kept for scoring and the report; beyond this only counts grow
+/// (a week of a thousand patients raises a few thousand).
+pub const ALERT_HISTORY: usize = 200_000;
+
+/// One judged bucket of a ward's series.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WardPoint {
+    /// Bucket start, seconds since the nodes started.
+    pub at_s: f64,
+    /// The counts (`None`: nobody reported).
+    pub counts: Option<WardCounts>,
+    /// Whether every partition was covered.
+    pub complete: bool,
+    /// Per detector, in configuration order.
+    pub steps: Vec<Step>,
+}
 
 /// Seconds of per-second latency histograms kept for the "recent" window.
 pub const WINDOW_SECONDS: usize = 10;
@@ -103,10 +124,31 @@ pub struct Observer {
     e2e_window: VecDeque<Histogram<u64>>,
     /// Per-second histograms for the HdrHistogram interval log, if wanted.
     pub intervals: Option<Vec<(f64, Histogram<u64>)>>,
-    /// The most recent alerts.
+    /// The most recent alert events (raises and clears), oldest first.
     pub alerts: VecDeque<Alert>,
-    /// Alerts by kind.
+    /// Every alert raised, with its clearing time once it cleared.
+    pub history: Vec<Alert>,
+    /// Active alerts: their position in `history`.
+    active: BTreeMap<AlertKey, usize>,
+    /// Alerts raised, by kind.
     pub alert_counts: BTreeMap<&'static str, u64>,
+    /// Alerts cleared, by kind.
+    pub cleared_counts: BTreeMap<&'static str, u64>,
+    /// The same alert raised again while it held (two aggregators that
+    /// briefly both believed they owned it).
+    pub repeated_raises: u64,
+    /// Alerts grouped.
+    pub incidents: IncidentBook,
+    /// Each ward's judged buckets, in order.
+    pub wards: Vec<Vec<WardPoint>>,
+    /// When each patient's NEWS2 first reached 5: (node, admission) →
+    /// sample time.
+    pub news2_five: BTreeMap<(u32, u32), Timestamp>,
+    /// When the nodes started (alerts carry absolute times).
+    pub origin: Option<Timestamp>,
+    /// The run is shutting down: what its own shutdown causes is not
+    /// recorded (peers announcing the others' departure, say).
+    pub closed: bool,
     /// Nodes the aggregators currently report down.
     pub nodes_down: BTreeSet<NodeId>,
     /// Every node ever reported down.
@@ -126,8 +168,10 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// An observer for `nodes` nodes in `wards` wards.
-    pub fn new(nodes: usize, wards: usize, keep_intervals: bool) -> Self {
+    /// An observer for `population`.
+    pub fn new(population: Population, keep_intervals: bool) -> Self {
+        let nodes = population.nodes() as usize;
+        let wards = usize::from(population.wards);
         Self {
             delivered: vec![SeqSet::new(); nodes],
             delivered_total: 0,
@@ -138,7 +182,16 @@ impl Observer {
             e2e_window: VecDeque::new(),
             intervals: keep_intervals.then(Vec::new),
             alerts: VecDeque::new(),
+            history: Vec::new(),
+            active: BTreeMap::new(),
             alert_counts: BTreeMap::new(),
+            cleared_counts: BTreeMap::new(),
+            repeated_raises: 0,
+            incidents: IncidentBook::new(IncidentConfig::default(), population),
+            wards: vec![Vec::new(); wards],
+            news2_five: BTreeMap::new(),
+            origin: None,
+            closed: false,
             nodes_down: BTreeSet::new(),
             nodes_ever_down: BTreeSet::new(),
             rejected: BTreeMap::new(),
@@ -168,23 +221,80 @@ impl Observer {
         }
     }
 
-    /// An alert.
+    /// An alert raised or cleared.
     pub fn alert(&mut self, alert: Alert) {
-        match alert.kind {
-            AlertKind::NodeDown { node, .. } => {
-                self.nodes_down.insert(node);
-                self.nodes_ever_down.insert(node);
-            }
-            AlertKind::NodeUp { node, .. } => {
-                self.nodes_down.remove(&node);
-            }
-            _ => {}
+        if self.closed {
+            return;
         }
-        *self.alert_counts.entry(alert.kind.name()).or_default() += 1;
+        let key = alert.key();
+        let now = alert.cleared_at.unwrap_or(alert.raised_at);
+        match alert.cleared_at {
+            None => {
+                if self.active.contains_key(&key) {
+                    self.repeated_raises += 1;
+                    return;
+                }
+                if let AlertKind::NodeDown { .. } = alert.kind {
+                    if let Some(node) = alert.node() {
+                        self.nodes_down.insert(node);
+                        self.nodes_ever_down.insert(node);
+                    }
+                }
+                *self.alert_counts.entry(alert.kind.name()).or_default() += 1;
+                if self.history.len() < ALERT_HISTORY {
+                    self.active.insert(key, self.history.len());
+                    self.history.push(alert);
+                }
+            }
+            Some(at) => {
+                let Some(i) = self.active.remove(&key) else {
+                    return; // nothing to clear (never raised, or already)
+                };
+                self.history[i].cleared_at = Some(at);
+                if let AlertKind::NodeDown { .. } = alert.kind {
+                    if let Some(node) = alert.node() {
+                        self.nodes_down.remove(&node);
+                    }
+                }
+                *self.cleared_counts.entry(alert.kind.name()).or_default() += 1;
+            }
+        }
+        self.incidents.handle(&alert, now);
         if self.alerts.len() == ALERTS_KEPT {
             self.alerts.pop_front();
         }
         self.alerts.push_back(alert);
+    }
+
+    /// Alerts holding now.
+    pub fn active_alerts(&self) -> impl Iterator<Item = &Alert> {
+        self.active.values().map(|&i| &self.history[i])
+    }
+
+    /// A ward bucket judged by the ward's owner.
+    pub fn ward_bucket(&mut self, b: WardBucket) {
+        let origin = self.origin.unwrap_or(b.start);
+        let at_s = b.start.as_micros() as f64 / 1e6 - origin.as_micros() as f64 / 1e6;
+        if let Some(series) = self.wards.get_mut(usize::from(b.ward)) {
+            // A new owner after a failover may judge a bucket the old one
+            // already did; the first verdict stands.
+            if series.last().is_some_and(|p| p.at_s >= at_s) {
+                return;
+            }
+            series.push(WardPoint {
+                at_s,
+                counts: b.counts,
+                complete: b.complete,
+                steps: b.steps,
+            });
+        }
+    }
+
+    /// A patient's NEWS2 first reached 5.
+    pub fn news2_five(&mut self, f: News2Five) {
+        self.news2_five
+            .entry((f.node.0, f.admission))
+            .or_insert(f.sampled_at);
     }
 
     /// A refused message.
@@ -251,8 +361,13 @@ impl Observer {
     }
 
     /// Closes the current second: rotates the latency window, records the
-    /// interval histogram, computes ingest rates and ownership per second.
+    /// interval histogram, computes ingest rates and ownership per second,
+    /// and groups the alerts that have waited long enough.
     pub fn tick(&mut self, second_started_at_s: f64) {
+        if let Some(origin) = self.origin {
+            let now = origin + std::time::Duration::from_secs_f64(second_started_at_s + 1.0);
+            self.incidents.handle_timeout(now);
+        }
         let h = std::mem::replace(&mut self.e2e_second, latency_histogram());
         if let Some(intervals) = &mut self.intervals {
             intervals.push((second_started_at_s, h.clone()));
@@ -317,7 +432,13 @@ mod tests {
 
     #[test]
     fn a_second_delivery_is_a_duplicate_and_latency_is_kept_per_ward() {
-        let mut o = Observer::new(20, 2, false);
+        let mut o = Observer::new(
+            Population {
+                wards: 2,
+                nodes_per_ward: 10,
+            },
+            false,
+        );
         for d in [delivery(3, 0, 5), delivery(3, 0, 9), delivery(15, 0, 50)] {
             o.delivery(&d);
         }
@@ -329,7 +450,13 @@ mod tests {
 
     #[test]
     fn ownership_moves_are_recorded_with_their_previous_owner() {
-        let mut o = Observer::new(1, 1, false);
+        let mut o = Observer::new(
+            Population {
+                wards: 1,
+                nodes_per_ward: 1,
+            },
+            false,
+        );
         o.ownership(AggregatorId(0), &[PartitionId(0), PartitionId(1)], &[], 0.5);
         o.aggregator_status(AggregatorStatusUpdate {
             id: AggregatorId(0),

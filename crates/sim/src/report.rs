@@ -12,16 +12,23 @@ use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
 use serde::Serialize;
 use vitalmesh_core::Alert;
+use vitalmesh_core::detect::WardDetectorSpec;
+use vitalmesh_core::incident::{Category, Incident};
 use vitalmesh_scenario::RogueKind;
 use vitalmesh_scenario::slo::SloResult;
 
 pub use crate::latency::Percentiles;
 use crate::ledger::Ledger;
-use crate::observe::{AggregatorView, OwnershipReport};
+use crate::observe::{AggregatorView, OwnershipReport, WardPoint};
+use crate::score::{DetectionScores, DetectorScore};
 use crate::timeline::TimelineEntry;
+use crate::truth::GroundTruth;
 
 /// Identifies the JSON layout; bumped on incompatible changes.
-pub const REPORT_SCHEMA: &str = "vitalmesh-report/2";
+pub const REPORT_SCHEMA: &str = "vitalmesh-report/3";
+
+/// Most incidents a report lists (counts cover them all).
+pub const INCIDENTS_KEPT: usize = 5000;
 
 /// Which driver ran.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -110,9 +117,13 @@ pub struct WardLatency {
     pub latency: Percentiles,
 }
 
-/// Per-second series, index 0 = the first second of the run.
+/// Series over the run, one point per `step_s` seconds (1 for runs up to
+/// three hours; longer runs are summed into coarser steps so a week stays
+/// a few thousand points), index 0 = the start of the run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Throughput {
+    /// Seconds per point.
+    pub step_s: u64,
     /// Samples taken per second.
     pub produced: Vec<u64>,
     /// Samples published per second (re-sends included).
@@ -121,8 +132,39 @@ pub struct Throughput {
     pub delivered: Vec<u64>,
     /// Samples acknowledged end to end per second.
     pub acked: Vec<u64>,
-    /// Nodes connected at the end of each second.
+    /// Nodes connected at the end of each step.
     pub connected: Vec<i64>,
+}
+
+impl Throughput {
+    /// Sums per-second series into steps of `step_s` (the last value of
+    /// each step for `connected`).
+    pub fn coarsened(&self, step_s: u64) -> Self {
+        let step = step_s.max(1) as usize;
+        let sum = |v: &[u64]| v.chunks(step).map(|c| c.iter().sum()).collect();
+        Self {
+            step_s: step as u64,
+            produced: sum(&self.produced),
+            published: sum(&self.published),
+            delivered: sum(&self.delivered),
+            acked: sum(&self.acked),
+            connected: self
+                .connected
+                .chunks(step)
+                .filter_map(|c| c.last().copied())
+                .collect(),
+        }
+    }
+
+    /// The step a run of `seconds` gets: 1 s up to three hours, then
+    /// whole minutes, enough for at most about 10,000 points.
+    pub fn step_for(seconds: usize) -> u64 {
+        if seconds <= 3 * 3600 {
+            1
+        } else {
+            (seconds as u64).div_ceil(10_000).div_ceil(60) * 60
+        }
+    }
 }
 
 /// Connection figures.
@@ -193,14 +235,49 @@ pub struct ConfigSummary {
 /// Alerts.
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertsReport {
-    /// Count per kind.
+    /// Raised, per kind.
     pub counts: BTreeMap<&'static str, u64>,
+    /// Cleared, per kind.
+    pub cleared: BTreeMap<&'static str, u64>,
+    /// Still holding at the end.
+    pub active_at_end: u64,
     /// Nodes reported down at least once.
     pub nodes_reported_down: Vec<u32>,
     /// Of those, nodes no fault had touched: false alarms.
     pub false_node_down: Vec<u32>,
-    /// The most recent alerts, oldest first.
+    /// The most recent alert events (raises and clears), oldest first.
     pub recent: Vec<Alert>,
+}
+
+/// Incidents.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentsReport {
+    /// Opened, per category.
+    pub counts: BTreeMap<Category, u64>,
+    /// Still open at the end.
+    pub open_at_end: u64,
+    /// The incidents (the first [`INCIDENTS_KEPT`]), with their members.
+    pub list: Vec<Incident>,
+}
+
+/// One ward's series as its detectors saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct WardSeriesReport {
+    /// The ward.
+    pub ward: u16,
+    /// Its judged buckets.
+    pub buckets: Vec<WardPoint>,
+}
+
+/// What the detectors concluded and how right they were.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectionReport {
+    /// The ward detectors, in order (alert `detector` indices point here).
+    pub detectors: Vec<WardDetectorSpec>,
+    /// Scores against the ground truth.
+    pub scores: DetectionScores,
+    /// Each ward's series.
+    pub wards: Vec<WardSeriesReport>,
 }
 
 impl AlertsReport {
@@ -260,6 +337,12 @@ pub struct Report {
     pub ownership: OwnershipReport,
     /// Alerts.
     pub alerts: AlertsReport,
+    /// Alerts grouped into incidents.
+    pub incidents: IncidentsReport,
+    /// Detection: detectors, scores, ward series.
+    pub detection: DetectionReport,
+    /// What really happened to patients and devices.
+    pub ground_truth: GroundTruth,
     /// Messages the aggregators refused, by kind (`bad_tag`, `too_large`,
     /// `malformed`, `wrong_topic`, …).
     pub rejected: BTreeMap<&'static str, u64>,
@@ -369,7 +452,8 @@ impl Report {
         }
         let _ = writeln!(s, "  {}", l.verdict());
         let _ = writeln!(s);
-        let secs = self.throughput.delivered.len().max(1) as f64;
+        let secs =
+            (self.throughput.delivered.len() as u64 * self.throughput.step_s.max(1)).max(1) as f64;
         let rate = |v: &[u64]| v.iter().sum::<u64>() as f64 / secs;
         let _ = writeln!(
             s,
@@ -482,6 +566,21 @@ impl Report {
                 self.alerts.false_node_down.len()
             );
         }
+        if !self.incidents.counts.is_empty() {
+            let c: Vec<String> = self
+                .incidents
+                .counts
+                .iter()
+                .map(|(k, v)| format!("{v} {}", format!("{k:?}").to_lowercase()))
+                .collect();
+            let _ = writeln!(
+                s,
+                "Incidents    {} ({} open at the end)",
+                c.join(", "),
+                self.incidents.open_at_end
+            );
+        }
+        self.detection_summary(&mut s);
         if !self.rejected.is_empty() {
             let r: Vec<String> = self
                 .rejected
@@ -525,13 +624,84 @@ impl Report {
                     "  {} {:<32} {:>12} {} {:<12}",
                     if r.passed { "pass" } else { "FAIL" },
                     r.name,
-                    trim_float(r.actual),
+                    if r.actual.is_nan() {
+                        "n/a".into()
+                    } else {
+                        trim_float(r.actual)
+                    },
                     r.comparison,
                     trim_float(r.limit)
                 );
             }
         }
         s
+    }
+
+    /// The detection lines of the summary: only what the run could score.
+    fn detection_summary(&self, s: &mut String) {
+        let d = &self.detection.scores;
+        let pct = |x: Option<f64>| x.map_or("—".into(), |x| format!("{:.0} %", 100.0 * x));
+        let hours = |x: Option<f64>| x.map_or("—".into(), |x| format!("{:.1} h", x / 3600.0));
+        let ward_alarms = d.ward.iter().any(|w| w.true_alarms + w.false_alarms > 0);
+        if d.any.outbreaks > 0 || ward_alarms {
+            let _ = writeln!(s);
+            let _ = writeln!(
+                s,
+                "Outbreak detection ({} outbreaks, {:.0} ward-days outside them, {:.0} min buckets)",
+                d.any.outbreaks,
+                d.ward_days,
+                d.bucket_s / 60.0
+            );
+            let _ = writeln!(
+                s,
+                "  {:<16} {:>7} {:>9} {:>11} {:>12} {:>11}",
+                "detector", "recall", "precision", "false/wk", "ttd median", "ttd p90"
+            );
+            let row = |s: &mut String, w: &DetectorScore| {
+                let _ = writeln!(
+                    s,
+                    "  {:<16} {:>7} {:>9} {:>11.2} {:>12} {:>11}",
+                    w.name,
+                    pct(w.recall),
+                    pct(w.precision),
+                    w.false_alarms_per_ward_week,
+                    hours(w.ttd_median_s),
+                    hours(w.ttd_p90_s)
+                );
+            };
+            for w in &d.ward {
+                row(s, w);
+            }
+            row(s, &d.any);
+        }
+        let p = &d.patient;
+        if p.deteriorations > 0 || p.false_alarms > 0 {
+            let _ = writeln!(
+                s,
+                "Deterioration {} of {} flagged, {} before NEWS2 reached 5 ({} eligible), median {} after onset; {} false alarms ({:.3} per patient-day)",
+                p.flagged,
+                p.deteriorations,
+                p.before_news2_five,
+                p.deteriorations - p.already_at_five,
+                hours(p.ttd_median_s),
+                p.false_alarms,
+                p.false_alarms_per_patient_day
+            );
+        }
+        let z = &d.sensor;
+        if z.faults > 0 || z.false_alarms > 0 {
+            let _ = writeln!(
+                s,
+                "Sensors      {} of {} faults flagged ({}), median {:.0} min after onset; {} of {} fevers misflagged; {} false alarms",
+                z.flagged,
+                z.faults,
+                pct(z.recall),
+                z.time_to_flag_median_s.unwrap_or(0.0) / 60.0,
+                z.fevers_misflagged,
+                z.fevers,
+                z.false_alarms
+            );
+        }
     }
 
     /// Whether every threshold held.

@@ -17,17 +17,22 @@ use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
 use vitalmesh_core::AlertKind;
-use vitalmesh_firmware::{FaultMode, VitalSign};
+use vitalmesh_firmware::physiology::{DeteriorationEpisode, FeverEpisode};
+use vitalmesh_firmware::{FaultMode, PatientOptions, VitalSign};
 use vitalmesh_scenario::slo::SloFigures;
 use vitalmesh_scenario::{Action, Group, RogueKind, Scenario, Scheduled, resolve};
-use vitalmesh_wire::NodeId;
+use vitalmesh_wire::{AggregatorId, NodeId, Scope, Timestamp};
+
+use crate::census::{BedEvent, Census, Planned};
+use crate::truth::{Episode, EpisodeKind, GroundTruth, Outbreak};
 
 use crate::latency::Percentiles;
 use crate::ledger::{self, NodeFinal};
 use crate::observe::Observer;
 use crate::report::{
-    AlertsReport, BrokerReport, ConfigSummary, ConnectionsReport, CpuReport, LatencyReport,
-    MemoryReport, REPORT_SCHEMA, Report, RogueReport, RunMode, Throughput, WardLatency,
+    AlertsReport, BrokerReport, ConfigSummary, ConnectionsReport, CpuReport, DetectionReport,
+    IncidentsReport, LatencyReport, MemoryReport, REPORT_SCHEMA, Report, RogueReport, RunMode,
+    Throughput, WardLatency, WardSeriesReport,
 };
 use crate::timeline::TimelineEntry;
 
@@ -57,13 +62,25 @@ pub enum NodeOp {
         /// How long.
         for_: Option<Duration>,
     },
-    /// The patient's fever starts this long from now.
+    /// The patient gets this fever, starting this long from now.
     Fever {
         /// Time to onset.
         after: Duration,
+        /// Its course (its `onset` is set by the driver: now + `after`).
+        episode: FeverEpisode,
     },
-    /// The patient starts deteriorating now.
-    Deteriorate,
+    /// The patient starts deteriorating now, over this ramp.
+    Deteriorate {
+        /// How long the decline lasts before it plateaus.
+        ramp: Duration,
+    },
+    /// The patient is discharged: the bed is empty.
+    Discharge,
+    /// A new patient is admitted to the bed.
+    Admit {
+        /// The patient's clinical facts.
+        options: PatientOptions,
+    },
 }
 
 /// Whose link a network condition applies to.
@@ -184,10 +201,17 @@ pub struct Run {
     intervals: Vec<Duration>,
     aggregator_running: Vec<bool>,
     touched: BTreeSet<u32>,
+    /// Nodes this run crashed or switched off, and not yet restarted: what
+    /// a restart touches.
+    down: BTreeSet<u32>,
     timeline: Vec<TimelineEntry>,
     injections: u32,
     commands: VecDeque<Command>,
     begun: bool,
+    census: Census,
+    truth: GroundTruth,
+    /// Open patient episodes (indices into `truth.episodes`) per node.
+    open_episodes: Vec<Vec<usize>>,
 }
 
 impl Run {
@@ -212,12 +236,50 @@ impl Run {
             intervals: vec![scenario.profile.sample_interval; nodes],
             aggregator_running: vec![true; usize::from(scenario.aggregators)],
             touched: BTreeSet::new(),
+            down: BTreeSet::new(),
             timeline: Vec::new(),
             injections: 0,
             commands: VecDeque::new(),
             begun: false,
+            census: Census::new(scenario, seed),
+            truth: GroundTruth::default(),
+            open_episodes: vec![Vec::new(); nodes],
             scenario: scenario.clone(),
         }
+    }
+
+    /// What really happened so far.
+    pub fn truth(&self) -> &GroundTruth {
+        &self.truth
+    }
+
+    /// Whether bed `node` holds a patient now.
+    pub fn occupied(&self, node: NodeId) -> bool {
+        self.census
+            .beds
+            .get(node.0 as usize)
+            .is_some_and(|b| b.occupied)
+    }
+
+    /// The admission number of the patient in bed `node` (or its last).
+    pub fn admission_of(&self, node: NodeId) -> u32 {
+        self.census
+            .beds
+            .get(node.0 as usize)
+            .map_or(0, |b| b.admission)
+    }
+
+    /// The clinical facts of the patient in bed `node`.
+    pub fn patient_of(&self, node: NodeId) -> PatientOptions {
+        self.census
+            .beds
+            .get(node.0 as usize)
+            .map_or_else(PatientOptions::default, |b| b.options)
+    }
+
+    /// A node's battery ran flat (the driver saw it): a restart touches it.
+    pub fn node_went_flat(&mut self, node: NodeId) {
+        self.down.insert(node.0);
     }
 
     /// The scenario.
@@ -253,13 +315,15 @@ impl Run {
             .unwrap_or(self.scenario.profile.sample_interval)
     }
 
-    /// Starts the nodes' clock (time zero). Without `ramp` entries every
-    /// node starts at the connect rate from now.
-    pub fn begin(&mut self) {
+    /// Starts the nodes' clock (time zero, `origin_unix_s` on the wall
+    /// clock: patients' time of day). Without `ramp` entries every node
+    /// starts at the connect rate from now.
+    pub fn begin(&mut self, origin_unix_s: u64) {
         if self.begun {
             return;
         }
         self.begun = true;
+        self.census.begin(origin_unix_s);
         let ramps_scheduled = self
             .entries
             .iter()
@@ -283,7 +347,8 @@ impl Run {
         let entry = self.entries.get(self.next_entry).map(|s| s.at);
         let ramp = self.ramps.iter().map(|r| r.due(r.started)).min();
         let end = self.ends.iter().map(|e| e.at).min();
-        [entry, ramp, end].into_iter().flatten().min()
+        let census = self.census.poll_timeout();
+        [entry, ramp, end, census].into_iter().flatten().min()
     }
 
     /// Fires what is due at `elapsed`: scheduled entries, node starts, the
@@ -316,7 +381,26 @@ impl Run {
                 first: self.started,
                 count: due,
             });
+            // Beds empty at time zero are empty from the node's first moment.
+            let empty: Vec<NodeId> = (self.started..self.started + due)
+                .filter(|&n| !self.census.beds[n as usize].occupied)
+                .map(NodeId)
+                .collect();
+            if !empty.is_empty() {
+                self.commands.push_back(Command::Node {
+                    nodes: empty,
+                    op: NodeOp::Discharge,
+                });
+            }
             self.started += due;
+        }
+        while let Some(p) = self.census.pop_due(elapsed) {
+            if p.node >= self.started {
+                // Its node has not started yet: the bed's life waits for it.
+                self.census.postpone(p, elapsed + Duration::from_secs(1));
+                continue;
+            }
+            self.bed_event(p, elapsed);
         }
         let (now, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.ends)
             .into_iter()
@@ -324,6 +408,113 @@ impl Run {
         self.ends = later;
         for end in now {
             self.end(end, elapsed);
+        }
+    }
+
+    /// An admission, discharge or background illness of one bed.
+    fn bed_event(&mut self, p: Planned, elapsed: Duration) {
+        let at_s = elapsed.as_secs_f64();
+        let node = NodeId(p.node);
+        match p.event {
+            BedEvent::Discharge => {
+                self.census.discharge(p.node, at_s);
+                self.close_episodes(p.node, at_s);
+                self.truth.discharges += 1;
+                self.commands.push_back(Command::Node {
+                    nodes: vec![node],
+                    op: NodeOp::Discharge,
+                });
+            }
+            BedEvent::Admit => {
+                let options = self.census.admit(p.node, at_s);
+                self.truth.admissions += 1;
+                self.commands.push_back(Command::Node {
+                    nodes: vec![node],
+                    op: NodeOp::Admit { options },
+                });
+            }
+            BedEvent::Fever(episode) => {
+                self.record_fever(p.node, at_s, &episode, "background", None);
+                self.commands.push_back(Command::Node {
+                    nodes: vec![node],
+                    op: NodeOp::Fever {
+                        after: Duration::ZERO,
+                        episode,
+                    },
+                });
+            }
+            BedEvent::Deteriorate(ramp) => {
+                self.record_patient_episode(
+                    p.node,
+                    EpisodeKind::Deterioration,
+                    at_s,
+                    None,
+                    "background",
+                    None,
+                );
+                self.commands.push_back(Command::Node {
+                    nodes: vec![node],
+                    op: NodeOp::Deteriorate { ramp },
+                });
+            }
+        }
+    }
+
+    /// Records a patient episode of bed `node`'s current patient.
+    fn record_patient_episode(
+        &mut self,
+        node: u32,
+        kind: EpisodeKind,
+        onset_s: f64,
+        end_s: Option<f64>,
+        source: &str,
+        outbreak: Option<usize>,
+    ) {
+        let population = self.scenario.population;
+        self.truth.episodes.push(Episode {
+            kind,
+            node,
+            ward: population.ward_of(NodeId(node)).0,
+            admission: self.admission_of(NodeId(node)),
+            onset_s,
+            end_s,
+            source: source.into(),
+            outbreak,
+            sign: None,
+            mode: None,
+        });
+        self.open_episodes[node as usize].push(self.truth.episodes.len() - 1);
+    }
+
+    fn record_fever(
+        &mut self,
+        node: u32,
+        onset_s: f64,
+        episode: &FeverEpisode,
+        source: &str,
+        outbreak: Option<usize>,
+    ) {
+        let length = episode
+            .end()
+            .saturating_duration_since(episode.onset)
+            .as_secs_f64();
+        self.record_patient_episode(
+            node,
+            EpisodeKind::Fever,
+            onset_s,
+            Some(onset_s + length),
+            source,
+            outbreak,
+        );
+    }
+
+    /// The patient of `node` leaves: their episodes end now.
+    fn close_episodes(&mut self, node: u32, at_s: f64) {
+        for i in std::mem::take(&mut self.open_episodes[node as usize]) {
+            let e = &mut self.truth.episodes[i];
+            if e.end_s.is_none_or(|end| end > at_s) {
+                e.end_s = Some(at_s);
+            }
         }
     }
 
@@ -409,6 +600,7 @@ impl Run {
             Action::Leave { target } => {
                 let nodes = targets(target, &mut rng);
                 entry.nodes = ids(&nodes);
+                self.down.extend(entry.nodes.iter().copied());
                 node_command(self, nodes, NodeOp::ShutDown);
             }
             Action::SampleRate { target, interval } => {
@@ -453,6 +645,7 @@ impl Run {
             Action::KillNodes { target } => {
                 let nodes = targets(target, &mut rng);
                 entry.nodes = ids(&nodes);
+                self.down.extend(entry.nodes.iter().copied());
                 node_command(self, nodes, NodeOp::Crash);
             }
             Action::RebootNodes { target } => {
@@ -461,14 +654,35 @@ impl Run {
                 node_command(self, nodes, NodeOp::Reboot);
             }
             Action::RestartNodes { target } => {
-                let nodes = targets(target, &mut rng);
+                // Only the nodes that are down: the ground truth of a restart
+                // is what it brought back, not the whole ward.
+                let down = &self.down;
+                let nodes =
+                    resolve::resolve_among(target, &population, &mut rng, |n| down.contains(&n.0));
                 entry.nodes = ids(&nodes);
+                for n in &nodes {
+                    self.down.remove(&n.0);
+                }
                 node_command(self, nodes, NodeOp::Restart);
             }
             Action::Deterioration { target } => {
-                let nodes = targets(target, &mut rng);
+                let beds = &self.census.beds;
+                let nodes = resolve::resolve_among(target, &population, &mut rng, |n| {
+                    beds[n.0 as usize].occupied
+                });
                 entry.nodes = ids(&nodes);
-                node_command(self, nodes, NodeOp::Deteriorate);
+                for n in nodes {
+                    let d = DeteriorationEpisode::draw(Timestamp::EPOCH, &mut rng);
+                    self.record_patient_episode(
+                        n.0,
+                        EpisodeKind::Deterioration,
+                        at_s,
+                        None,
+                        source,
+                        None,
+                    );
+                    node_command(self, vec![n], NodeOp::Deteriorate { ramp: d.ramp });
+                }
             }
             Action::SensorFault {
                 target,
@@ -478,6 +692,21 @@ impl Run {
             } => {
                 let nodes = targets(target, &mut rng);
                 entry.nodes = ids(&nodes);
+                let mode_name = fault_mode_name(mode);
+                for n in &nodes {
+                    self.truth.episodes.push(Episode {
+                        kind: EpisodeKind::SensorFault,
+                        node: n.0,
+                        ward: population.ward_of(*n).0,
+                        admission: self.admission_of(*n),
+                        onset_s: at_s,
+                        end_s: for_.map(|d| at_s + d.as_secs_f64()),
+                        source: source.into(),
+                        outbreak: None,
+                        sign: *sign,
+                        mode: Some(mode_name),
+                    });
+                }
                 node_command(
                     self,
                     nodes,
@@ -494,6 +723,7 @@ impl Run {
                 onset_median,
                 onset_spread,
             } => {
+                let beds = &self.census.beds;
                 let cases = resolve::outbreak_onsets(
                     *ward,
                     *attack_rate,
@@ -501,14 +731,32 @@ impl Run {
                     *onset_spread,
                     &population,
                     &mut rng,
+                    |n| beds[n.0 as usize].occupied,
                 );
                 entry.nodes = cases.iter().map(|(n, _)| n.0).collect();
                 entry.onsets = cases
                     .iter()
                     .map(|(n, d)| (n.0, at_s + d.as_secs_f64()))
                     .collect();
+                let outbreak = self.truth.outbreaks.len();
+                self.truth.outbreaks.push(Outbreak {
+                    ward: *ward,
+                    source: source.into(),
+                    at_s,
+                    onset_s: entry
+                        .onsets
+                        .iter()
+                        .map(|(_, t)| *t)
+                        .fold(f64::INFINITY, f64::min),
+                    end_s: None,
+                    cases: cases.len() as u32,
+                });
                 for (node, after) in cases {
-                    node_command(self, vec![node], NodeOp::Fever { after });
+                    let baseline = self.census.baseline_temperature(node.0);
+                    let episode = FeverEpisode::draw(Timestamp::EPOCH, baseline, &mut rng);
+                    let onset_s = at_s + after.as_secs_f64();
+                    self.record_fever(node.0, onset_s, &episode, source, Some(outbreak));
+                    node_command(self, vec![node], NodeOp::Fever { after, episode });
                 }
             }
             Action::KillAggregator { aggregator } => {
@@ -697,17 +945,24 @@ impl Run {
                             .filter(recent)
                             .find(|e| e.aggregator == Some(a) || e.action == "restart_broker")
                     };
-                    let down = observer.alerts.iter().rev().find(|a| {
-                        matches!(a.kind, AlertKind::AggregatorDown { aggregator, .. } if aggregator.0 == from)
+                    let down = observer.history.iter().rev().find(|a| {
+                        a.scope
+                            == Scope::Aggregator {
+                                aggregator: AggregatorId(from),
+                            }
+                            && matches!(
+                                a.kind,
+                                AlertKind::AggregatorDown { .. } | AlertKind::AggregatorLeft
+                            )
                     });
                     if let Some(e) = involved(from).or_else(|| involved(m.to)) {
                         format!("{} ({} at {:.1} s)", e.description, e.source, e.at_s)
                     } else if let Some(a) = down {
                         match a.kind {
-                            AlertKind::AggregatorDown { reason, .. } => {
+                            AlertKind::AggregatorDown { reason } => {
                                 format!("aggregator {from} reported down: {reason:?}")
                             }
-                            _ => unreachable!("filtered above"),
+                            _ => format!("aggregator {from} left"),
                         }
                     } else {
                         format!("rebalance: aggregator {} joined or left", m.to)
@@ -718,10 +973,46 @@ impl Run {
         ownership
     }
 
+    /// The ground truth as of `ran_for`: episodes still going on then are
+    /// open, and every bed's occupied time is counted up to then.
+    pub fn truth_at(&self, ran_for: Duration) -> GroundTruth {
+        let end_s = ran_for.as_secs_f64();
+        let mut truth = self.truth.clone();
+        let mut occupied = self.census.occupied_s.clone();
+        let per_ward = self.scenario.population.nodes_per_ward.max(1);
+        for (n, bed) in self.census.beds.iter().enumerate() {
+            if bed.occupied && (n as u32) < self.started {
+                if let Some(w) = occupied.get_mut(n / per_ward as usize) {
+                    *w += (end_s - bed.since_s).max(0.0);
+                }
+            }
+        }
+        truth.occupied_bed_s = occupied;
+        // Episodes that begin after the run ended did not happen in it.
+        truth.episodes.retain(|e| e.onset_s < end_s);
+        for o in &mut truth.outbreaks {
+            o.end_s = None;
+        }
+        truth
+    }
+
     /// Assembles the report from what the driver measured and observed.
     pub fn report(&self, inputs: ReportInputs<'_>) -> Report {
         let s = &self.scenario;
         let observer = inputs.observer;
+        let truth = self.truth_at(inputs.ran_for);
+        let scores = crate::score::score(
+            &truth,
+            crate::score::ScoreInputs {
+                origin: inputs.origin,
+                ran_for_s: inputs.ran_for.as_secs_f64(),
+                wards: s.population.wards,
+                nodes: s.population.nodes(),
+                ward: &s.detection.ward,
+                alerts: &observer.history,
+                news2_five: &observer.news2_five,
+            },
+        );
         let mut ledger = ledger::compute(inputs.finals, &observer.delivered, &[], &s.population);
         // Per-node duplicates are not tracked separately; attribute the
         // observer's total to the ledger's total.
@@ -767,6 +1058,16 @@ impl Run {
                 .broker
                 .process_restarts
                 .saturating_sub(self.injected_broker_restarts()),
+            outbreak_recall: scores.any.recall.unwrap_or(f64::NAN),
+            false_alarms_per_ward_day: if scores.ward_days > 0.0 {
+                scores.any.false_alarms_per_ward_day
+            } else {
+                f64::NAN
+            },
+            time_to_detect_s: scores.any.ttd_median_s.unwrap_or(f64::NAN),
+            sensor_fault_recall: scores.sensor.recall.unwrap_or(f64::NAN),
+            fevers_misflagged: scores.sensor.misflagged_share.unwrap_or(f64::NAN),
+            deterioration_early: scores.patient.early_share.unwrap_or(f64::NAN),
         };
         Report {
             schema: REPORT_SCHEMA,
@@ -795,7 +1096,10 @@ impl Run {
             slo: vitalmesh_scenario::slo::evaluate(&s.slos, &figures),
             ledger,
             latency,
-            throughput: inputs.throughput,
+            throughput: {
+                let step = Throughput::step_for(inputs.throughput.produced.len());
+                inputs.throughput.coarsened(step)
+            },
             connections: inputs.connections,
             cpu: inputs.cpu,
             memory: inputs.memory,
@@ -803,6 +1107,8 @@ impl Run {
             ownership: self.explain_moves(observer),
             alerts: AlertsReport {
                 counts: observer.alert_counts.clone(),
+                cleared: observer.cleared_counts.clone(),
+                active_at_end: observer.active_alerts().count() as u64,
                 nodes_reported_down: observer.nodes_ever_down.iter().map(|n| n.0).collect(),
                 false_node_down,
                 recent: observer
@@ -814,6 +1120,36 @@ impl Run {
                     .copied()
                     .collect(),
             },
+            incidents: {
+                let all = observer.incidents.incidents();
+                let mut counts = std::collections::BTreeMap::new();
+                for i in all {
+                    *counts.entry(i.category).or_default() += 1;
+                }
+                IncidentsReport {
+                    counts,
+                    open_at_end: observer.incidents.open().count() as u64,
+                    list: all
+                        .iter()
+                        .take(crate::report::INCIDENTS_KEPT)
+                        .cloned()
+                        .collect(),
+                }
+            },
+            detection: DetectionReport {
+                detectors: s.detection.ward.detectors.clone(),
+                scores,
+                wards: observer
+                    .wards
+                    .iter()
+                    .enumerate()
+                    .map(|(w, b)| WardSeriesReport {
+                        ward: w as u16,
+                        buckets: b.clone(),
+                    })
+                    .collect(),
+            },
+            ground_truth: truth,
             rejected: observer.rejected.clone(),
             rejected_examples: observer.rejected_examples.clone(),
             timeline: self.timeline.clone(),
@@ -829,6 +1165,8 @@ pub struct ReportInputs<'a> {
     pub mode: RunMode,
     /// When the run started, Unix seconds.
     pub started_at_unix_s: f64,
+    /// When the nodes started, on the clock alerts carry.
+    pub origin: Timestamp,
     /// How long the nodes ran.
     pub ran_for: Duration,
     /// Stopped early.
@@ -853,6 +1191,17 @@ pub struct ReportInputs<'a> {
     pub rogue: Vec<RogueReport>,
 }
 
+/// A sensor fault mode's name in files and reports.
+fn fault_mode_name(mode: &FaultMode) -> &'static str {
+    match mode {
+        FaultMode::StuckAt { .. } => "stuck_at",
+        FaultMode::Drift { .. } => "drift",
+        FaultMode::Spike { .. } => "spike",
+        FaultMode::Dropout { .. } => "dropout",
+        FaultMode::Noise { .. } => "noise",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -871,7 +1220,7 @@ mod tests {
     #[test]
     fn without_ramps_every_node_starts_at_the_connect_rate() {
         let mut run = Run::new(&scenario(""), 1);
-        run.begin();
+        run.begin(vitalmesh_scenario::DEFAULT_VIRTUAL_START_UNIX_S);
         let mut starts = Vec::new();
         while let Some(t) = run.poll_timeout() {
             run.handle_timeout(t);
@@ -893,7 +1242,7 @@ mod tests {
             &scenario("[[event]]\nat = \"5s\"\naction = \"partition\"\nward = 1\nfor = \"10s\"\n"),
             3,
         );
-        run.begin();
+        run.begin(vitalmesh_scenario::DEFAULT_VIRTUAL_START_UNIX_S);
         run.handle_timeout(Duration::from_secs(2));
         drain(&mut run);
         assert_eq!(run.poll_timeout(), Some(Duration::from_secs(5)));
@@ -926,7 +1275,7 @@ mod tests {
     #[test]
     fn killing_a_dead_aggregator_is_refused_and_touches_nothing() {
         let mut run = Run::new(&scenario(""), 1);
-        run.begin();
+        run.begin(vitalmesh_scenario::DEFAULT_VIRTUAL_START_UNIX_S);
         let first = run.apply(
             &Action::KillAggregator { aggregator: 1 },
             "inject",
@@ -955,7 +1304,7 @@ mod tests {
             ),
             1,
         );
-        run.begin();
+        run.begin(vitalmesh_scenario::DEFAULT_VIRTUAL_START_UNIX_S);
         run.handle_timeout(Duration::from_secs(3));
         let restores: Vec<Command> = drain(&mut run)
             .into_iter()

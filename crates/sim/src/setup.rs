@@ -43,7 +43,8 @@ pub fn node(
 ) -> Node {
     let mut config = NodeConfig::default();
     scenario.profile.apply(&mut config);
-    config.patient = PatientOptions::assign(seed, id, scenario.oxygen_share, scenario.scale2_share);
+    config.patient =
+        PatientOptions::assign(seed, id, 0, scenario.oxygen_share, scenario.scale2_share);
     config.sample_interval = interval;
     Node::new(
         id,
@@ -68,6 +69,7 @@ pub fn aggregator(
     config.partitioning = partitioning(scenario);
     config.topics = topics.clone();
     config.node_phi.first_interval = scenario.profile.sample_interval;
+    config.detection = scenario.detection.clone();
     Aggregator::new(config, keys.clone())
 }
 
@@ -106,6 +108,8 @@ pub fn observe_events(agg: &mut Aggregator, observer: &mut crate::Observer, at_s
             Event::Ownership { primary, standby } => {
                 observer.ownership(id, &primary, &standby, at_s)
             }
+            Event::WardBucket(b) => observer.ward_bucket(b),
+            Event::News2Five(f) => observer.news2_five(f),
         }
     }
 }

@@ -6,7 +6,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use serde::Serialize;
-use vitalmesh_core::{Alert, Population};
+use vitalmesh_core::incident::Incident;
+use vitalmesh_core::{Alert, AlertKind, Population};
+use vitalmesh_scenario::Scenario;
 use vitalmesh_wire::Timestamp;
 
 use crate::health::NodeHealth;
@@ -88,6 +90,43 @@ impl Seconds {
     }
 }
 
+/// A ward's detectors, as of the last bucket judged.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WardState {
+    /// The ward.
+    pub ward: u16,
+    /// The bucket's start, seconds since the nodes started.
+    pub at_s: f64,
+    /// Patients monitored in it.
+    pub census: u32,
+    /// Febrile.
+    pub febrile: u32,
+    /// Newly febrile.
+    pub new_febrile: u32,
+    /// The highest statistic ÷ threshold over the detectors out of
+    /// warm-up (`None`: all still warming up).
+    pub level: Option<f64>,
+    /// Detectors alarming, by position.
+    pub alarming: Vec<u8>,
+}
+
+/// How many incidents a snapshot carries (open ones first).
+pub const SNAPSHOT_INCIDENTS: usize = 60;
+
+/// At most `limit` incidents as a person should read them: the open ones,
+/// worst first and newest first among equals, then the most recently
+/// opened of those that are over.
+pub fn worst_first(all: &[Incident], limit: usize) -> Vec<Incident> {
+    let mut open: Vec<&Incident> = all.iter().filter(|i| i.is_open()).collect();
+    open.sort_by_key(|i| std::cmp::Reverse((i.severity, i.opened_at, i.id)));
+    let closed = all.iter().rev().filter(|i| !i.is_open());
+    open.into_iter()
+        .chain(closed)
+        .take(limit)
+        .cloned()
+        .collect()
+}
+
 /// The state of a run at one moment.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Snapshot {
@@ -157,8 +196,20 @@ pub struct Snapshot {
     pub population: Population,
     /// Aggregators.
     pub aggregators: Vec<AggregatorView>,
-    /// Most recent alerts, newest last.
+    /// Most recent alert events (raises and clears), newest last.
     pub alerts: Vec<Alert>,
+    /// Open incidents, then the most recently opened closed ones.
+    pub incidents: Vec<Incident>,
+    /// Incidents open now.
+    pub incidents_open: usize,
+    /// Incidents so far.
+    pub incidents_total: usize,
+    /// Ward detectors' names, in order.
+    pub detectors: Vec<String>,
+    /// Each ward's detectors now.
+    pub wards: Vec<WardState>,
+    /// Nodes whose sensors the detectors hold suspect now.
+    pub sensor_suspect: Vec<u32>,
     /// Most recent timeline entries, newest last.
     pub timeline: Vec<TimelineEntry>,
     /// Broker restarts and canary figures.
@@ -177,8 +228,18 @@ impl Snapshot {
         o: &crate::observe::Observer,
         seconds: &Seconds,
         timeline: &[TimelineEntry],
+        scenario: &Scenario,
     ) -> Self {
         let recent = o.window_histogram();
+        let all = o.incidents.incidents();
+        let incidents = worst_first(all, SNAPSHOT_INCIDENTS);
+        let mut sensor_suspect: Vec<u32> = o
+            .active_alerts()
+            .filter(|a| matches!(a.kind, AlertKind::CheckSensor { .. }))
+            .filter_map(|a| a.node().map(|n| n.0))
+            .collect();
+        sensor_suspect.sort_unstable();
+        sensor_suspect.dedup();
         Self {
             delivered: o.delivered_total,
             duplicates: o.duplicates,
@@ -198,6 +259,45 @@ impl Snapshot {
                 .collect(),
             aggregators: o.aggregators.values().cloned().collect(),
             alerts: o.alerts.iter().rev().take(100).rev().copied().collect(),
+            incidents_open: all.iter().filter(|i| i.is_open()).count(),
+            incidents_total: all.len(),
+            incidents,
+            detectors: scenario
+                .detection
+                .ward
+                .detectors
+                .iter()
+                .map(|d| d.name.clone())
+                .collect(),
+            wards: o
+                .wards
+                .iter()
+                .enumerate()
+                .filter_map(|(w, points)| {
+                    let last = points.last()?;
+                    let c = last.counts.unwrap_or_default();
+                    Some(WardState {
+                        ward: w as u16,
+                        at_s: last.at_s,
+                        census: c.census,
+                        febrile: c.febrile,
+                        new_febrile: c.new_febrile,
+                        level: last
+                            .steps
+                            .iter()
+                            .filter_map(|s| Some(s.statistic? / s.threshold.filter(|t| *t > 0.0)?))
+                            .reduce(f64::max),
+                        alarming: last
+                            .steps
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, s)| s.alarm)
+                            .map(|(i, _)| i as u8)
+                            .collect(),
+                    })
+                })
+                .collect(),
+            sensor_suspect,
             timeline: timeline.iter().rev().take(100).rev().cloned().collect(),
             ..Self::default()
         }

@@ -137,7 +137,10 @@ impl AlertNotice {
             if s.chars().count() > max {
                 Err(WireError::invalid(
                     field,
-                    format!("{} characters; at most {max} are allowed", s.chars().count()),
+                    format!(
+                        "{} characters; at most {max} are allowed",
+                        s.chars().count()
+                    ),
                 ))
             } else {
                 Ok(())
@@ -145,7 +148,10 @@ impl AlertNotice {
         };
         text("alert.kind", &self.kind, MAX_KIND_CHARS)?;
         text("alert.summary", &self.summary, MAX_SUMMARY_CHARS)?;
-        for (field, x) in [("alert.statistic", self.statistic), ("alert.threshold", self.threshold)] {
+        for (field, x) in [
+            ("alert.statistic", self.statistic),
+            ("alert.threshold", self.threshold),
+        ] {
             if x.is_some_and(|x| !x.is_finite()) {
                 return Err(WireError::invalid(field, "not a finite number"));
             }

@@ -38,10 +38,10 @@ pub mod seq;
 pub mod time;
 pub mod topic;
 
+pub use alert::{AlertNotice, Scope, Severity};
 pub use envelope::{DeviceKey, KeyLookup, Keyring, Principal, WIRE_VERSION, decode, encode};
 pub use error::WireError;
 pub use ids::{AggregatorId, NodeId, PartitionId, Partitioning};
-pub use alert::{AlertNotice, Scope, Severity};
 pub use message::{
     AckBatch, Acvpu, AggregatorState, AggregatorStatus, Batch, Body, FaultFlags, NodeAck,
     PatientBucket, Presence, Sample, SpO2Scale, VitalSign, Vitals, WardReport,

@@ -322,7 +322,10 @@ pub struct WardReport {
 impl WardReport {
     fn validate(&self) -> Result<(), WireError> {
         if self.bucket_s == 0 {
-            return Err(WireError::invalid("ward.bucket_s", "'0'; expected at least 1 second"));
+            return Err(WireError::invalid(
+                "ward.bucket_s",
+                "'0'; expected at least 1 second",
+            ));
         }
         if self.chunks == 0 || self.chunk >= self.chunks {
             return Err(WireError::invalid(
@@ -333,25 +336,45 @@ impl WardReport {
         if self.partitions.len() > MAX_WARD_REPORT_PARTITIONS {
             return Err(WireError::invalid(
                 "ward.partitions",
-                format!("'{}' entries; at most {MAX_WARD_REPORT_PARTITIONS} are allowed", self.partitions.len()),
+                format!(
+                    "'{}' entries; at most {MAX_WARD_REPORT_PARTITIONS} are allowed",
+                    self.partitions.len()
+                ),
             ));
         }
         if self.partitions.windows(2).any(|w| w[0] >= w[1]) {
-            return Err(WireError::invalid("ward.partitions", "not strictly increasing"));
+            return Err(WireError::invalid(
+                "ward.partitions",
+                "not strictly increasing",
+            ));
         }
         if self.patients.len() > MAX_WARD_REPORT_PATIENTS {
             return Err(WireError::invalid(
                 "ward.patients",
-                format!("'{}' entries; at most {MAX_WARD_REPORT_PATIENTS} are allowed", self.patients.len()),
+                format!(
+                    "'{}' entries; at most {MAX_WARD_REPORT_PATIENTS} are allowed",
+                    self.patients.len()
+                ),
             ));
         }
         if self.patients.windows(2).any(|w| w[0].node >= w[1].node) {
-            return Err(WireError::invalid("ward.patients", "not strictly increasing by node"));
+            return Err(WireError::invalid(
+                "ward.patients",
+                "not strictly increasing by node",
+            ));
         }
-        if let Some(p) = self.patients.iter().find(|p| p.flags & !PatientBucket::KNOWN != 0) {
+        if let Some(p) = self
+            .patients
+            .iter()
+            .find(|p| p.flags & !PatientBucket::KNOWN != 0)
+        {
             return Err(WireError::invalid(
                 "ward.patients.flags",
-                format!("unknown flag bits '{:#04x}' for node '{}'", p.flags & !PatientBucket::KNOWN, p.node.0),
+                format!(
+                    "unknown flag bits '{:#04x}' for node '{}'",
+                    p.flags & !PatientBucket::KNOWN,
+                    p.node.0
+                ),
             ));
         }
         Ok(())

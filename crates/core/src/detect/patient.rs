@@ -464,8 +464,10 @@ impl PatientMonitor {
     fn close_epoch(&mut self, epoch_len: u64, c: &PatientConfig, events: &mut Vec<PatientEvent>) {
         let start = Timestamp::from_micros(self.epoch * epoch_len);
         let end = Timestamp::from_micros((self.epoch + 1) * epoch_len);
-        let means: [Option<f64>; 6] =
-            std::array::from_fn(|i| (self.epoch_acc[i].n > 0).then(|| self.epoch_acc[i].sum / f64::from(self.epoch_acc[i].n)));
+        let means: [Option<f64>; 6] = std::array::from_fn(|i| {
+            (self.epoch_acc[i].n > 0)
+                .then(|| self.epoch_acc[i].sum / f64::from(self.epoch_acc[i].n))
+        });
         let first = self.first.unwrap_or(start);
         if !self.baseline_done {
             for (i, (w, m)) in self.baseline.iter_mut().zip(means).enumerate() {
@@ -484,8 +486,9 @@ impl PatientMonitor {
             let m = means[i]?;
             (b.n >= 2).then(|| (m - b.mean) / b.sd().max(c.sigma_floor[i]))
         });
-        let deviation: [Option<f64>; 6] =
-            std::array::from_fn(|i| Some(means[i]? - self.baseline[i].mean).filter(|_| self.baseline[i].n >= 2));
+        let deviation: [Option<f64>; 6] = std::array::from_fn(|i| {
+            Some(means[i]? - self.baseline[i].mean).filter(|_| self.baseline[i].n >= 2)
+        });
 
         // Coherence: a single sign far out on its own is the sensor.
         for sign in COUPLED {
@@ -497,9 +500,8 @@ impl PatientMonitor {
                 .filter_map(|o| z[o.index()])
                 .fold(0.0f64, |m, zj| m.max(zj.abs()));
             let fever_like = sign == VitalSign::Temperature && zi > 0.0;
-            let drifting = !fever_like
-                && zi.abs() >= c.drift_z
-                && others <= c.drift_isolation * zi.abs();
+            let drifting =
+                !fever_like && zi.abs() >= c.drift_z && others <= c.drift_isolation * zi.abs();
             self.drift_run[i] = if drifting { self.drift_run[i] + 1 } else { 0 };
             let evidence = Evidence {
                 statistic: zi,
@@ -507,7 +509,10 @@ impl PatientMonitor {
                 window: (start, end),
             };
             if self.drift_run[i] == c.sensor_epochs {
-                if let Some(e) = self.sensor.set_external(sign, Some(SensorCheck::Drift), evidence) {
+                if let Some(e) = self
+                    .sensor
+                    .set_external(sign, Some(SensorCheck::Drift), evidence)
+                {
                     push_sensor_events(&[e], events);
                 }
             } else if self.drift_run[i] == 0
@@ -527,7 +532,11 @@ impl PatientMonitor {
             let incoherent = dt >= c.fever_rise_c
                 && hr.is_none_or(|hr| hr < c.fever_hr_per_c * dt)
                 && rr.is_none_or(|rr| rr < c.fever_rr_per_c * dt);
-            self.incoherent_run = if incoherent { self.incoherent_run + 1 } else { 0 };
+            self.incoherent_run = if incoherent {
+                self.incoherent_run + 1
+            } else {
+                0
+            };
             let evidence = Evidence {
                 statistic: dt,
                 threshold: c.fever_rise_c,
@@ -543,7 +552,10 @@ impl PatientMonitor {
                     push_sensor_events(&[e], events);
                 }
             } else if self.incoherent_run == 0 && dt < c.fever_rise_c / 2.0 {
-                if let Some(e) = self.sensor.set_external(VitalSign::Temperature, None, evidence) {
+                if let Some(e) = self
+                    .sensor
+                    .set_external(VitalSign::Temperature, None, evidence)
+                {
                     push_sensor_events(&[e], events);
                 }
             }

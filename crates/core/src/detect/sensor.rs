@@ -561,7 +561,9 @@ fn update_fault(
             let external = s.external.is_some();
             s.fault = Some(Fault {
                 check: f.check,
-                jumped_from: (f.check == SensorCheck::RateOfChange).then_some(s.jumped_from).flatten(),
+                jumped_from: (f.check == SensorCheck::RateOfChange)
+                    .then_some(s.jumped_from)
+                    .flatten(),
                 last_finding: t,
                 clean: 0,
             });
@@ -585,8 +587,8 @@ fn update_fault(
             if present {
                 fault.clean += 1;
             }
-            let stuck_on = fault.check == SensorCheck::Stuck
-                && s.run_len >= c.stuck_readings[sign.index()];
+            let stuck_on =
+                fault.check == SensorCheck::Stuck && s.run_len >= c.stuck_readings[sign.index()];
             let still_jumped = match (fault.jumped_from, s.prev) {
                 (Some(from), Some((now, _))) => {
                     f64::from((now - from).abs()) > c.max_step[sign.index()].0
@@ -687,7 +689,10 @@ mod tests {
             sample(k, 60, hr, t)
         }));
         assert!(e.is_empty(), "{e:?}");
-        assert!(r.iter().all(|r| r.suspect == 0 && r.accepted.iter().all(Option::is_some)));
+        assert!(
+            r.iter()
+                .all(|r| r.suspect == 0 && r.accepted.iter().all(Option::is_some))
+        );
     }
 
     #[test]
@@ -711,9 +716,16 @@ mod tests {
             let (hr, t) = healthy(k);
             sample(k, 60, hr, if k >= 20 { 410 } else { t })
         }));
-        assert_eq!(raised(&e), [(21, VitalSign::Temperature, SensorCheck::RateOfChange)]);
+        assert_eq!(
+            raised(&e),
+            [(21, VitalSign::Temperature, SensorCheck::RateOfChange)]
+        );
         let temp = 1 << VitalSign::Temperature.index();
-        assert!(r[20..].iter().all(|r| r.suspect & temp != 0 && r.accepted[3].is_none()));
+        assert!(
+            r[20..]
+                .iter()
+                .all(|r| r.suspect & temp != 0 && r.accepted[3].is_none())
+        );
     }
 
     #[test]
@@ -725,8 +737,14 @@ mod tests {
         }));
         assert!(e.is_empty(), "{e:?}");
         let hr = 1 << VitalSign::HeartRate.index();
-        assert_eq!(r[20].suspect, hr, "the first reading of the new level waits");
-        assert!(r[21..].iter().all(|r| r.suspect == 0), "then it is believed");
+        assert_eq!(
+            r[20].suspect, hr,
+            "the first reading of the new level waits"
+        );
+        assert!(
+            r[21..].iter().all(|r| r.suspect == 0),
+            "then it is believed"
+        );
     }
 
     #[test]
@@ -746,7 +764,11 @@ mod tests {
             .map(|(k, _)| *k)
             .collect();
         assert_eq!(cleared.len(), 1);
-        assert!(cleared[0] >= 149, "30 clean minutes after it moved: {}", cleared[0]);
+        assert!(
+            cleared[0] >= 149,
+            "30 clean minutes after it moved: {}",
+            cleared[0]
+        );
     }
 
     #[test]
@@ -754,7 +776,11 @@ mod tests {
         let (_, e) = run((0..300).map(|k| {
             let (hr, t) = healthy(k);
             let wild = [0i32, 14, -13, 12, -15, 13, -12][(k % 7) as usize];
-            let hr = if k >= 200 { (i32::from(hr) + wild) as u16 } else { hr };
+            let hr = if k >= 200 {
+                (i32::from(hr) + wild) as u16
+            } else {
+                hr
+            };
             sample(k, 60, hr, t)
         }));
         let r = raised(&e);

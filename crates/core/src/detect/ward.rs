@@ -401,15 +401,13 @@ impl WardDetection {
 /// the one aggregator that alerts on it.
 pub fn owner(ward: u16, live: &BTreeSet<AggregatorId>) -> Option<AggregatorId> {
     use vitalmesh_wire::ids::{HashDomain, stable_hash64};
-    live.iter()
-        .copied()
-        .max_by_key(|a| {
-            let mut key = [0u8; 5];
-            key[0] = b'w';
-            key[1..3].copy_from_slice(&ward.to_le_bytes());
-            key[3..].copy_from_slice(&a.0.to_le_bytes());
-            (stable_hash64(HashDomain::Rendezvous, &key), u16::MAX - a.0)
-        })
+    live.iter().copied().max_by_key(|a| {
+        let mut key = [0u8; 5];
+        key[0] = b'w';
+        key[1..3].copy_from_slice(&ward.to_le_bytes());
+        key[3..].copy_from_slice(&a.0.to_le_bytes());
+        (stable_hash64(HashDomain::Rendezvous, &key), u16::MAX - a.0)
+    })
 }
 
 #[cfg(test)]
@@ -445,10 +443,12 @@ mod tests {
         let mut out = Vec::new();
         // Primary of partitions 0–1 and standby of 2; a patient (node 7)
         // appears in both its primary's and its standby's report.
-        d.handle_report(&report(0, b, &[0, 1, 2], &[(5, 0), (7, NF)])).unwrap();
+        d.handle_report(&report(0, b, &[0, 1, 2], &[(5, 0), (7, NF)]))
+            .unwrap();
         d.poll(Timestamp::EPOCH, &mut out);
         assert!(out.is_empty(), "partition 3 not yet covered");
-        d.handle_report(&report(1, b, &[2, 3], &[(7, F), (9, F)])).unwrap();
+        d.handle_report(&report(1, b, &[2, 3], &[(7, F), (9, F)]))
+            .unwrap();
         d.poll(Timestamp::EPOCH, &mut out);
         assert_eq!(out.len(), 1);
         let c = out[0].counts.unwrap();
@@ -490,10 +490,10 @@ mod tests {
         let mut out = Vec::new();
         let new_cases = [0, 1, 0, 0, 1, 0, 0, 6, 0, 0];
         for (k, &n) in new_cases.iter().enumerate() {
-            let patients: Vec<(u32, u8)> = (0..40)
-                .map(|p| (p, if p < n { NF } else { 0 }))
-                .collect();
-            d.handle_report(&report(0, 100 + k as u64, &[0], &patients)).unwrap();
+            let patients: Vec<(u32, u8)> =
+                (0..40).map(|p| (p, if p < n { NF } else { 0 })).collect();
+            d.handle_report(&report(0, 100 + k as u64, &[0], &patients))
+                .unwrap();
             d.poll(Timestamp::EPOCH, &mut out);
         }
         let alarms: Vec<(u64, Option<bool>)> =

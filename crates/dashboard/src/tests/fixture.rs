@@ -2,16 +2,17 @@
 
 use std::time::Duration;
 
+use vitalmesh_core::incident::{IncidentBook, IncidentConfig};
 use vitalmesh_core::membership::DownReason;
 use vitalmesh_core::news2::Risk;
-use vitalmesh_core::{AggregatorStats, Alert, AlertKind, Population, WardId};
+use vitalmesh_core::{AggregatorStats, Alert, AlertKind, Population, Scope, SensorCheck};
 use vitalmesh_sim::AggregatorView;
 use vitalmesh_sim::NodeHealth;
 use vitalmesh_sim::Percentiles;
 use vitalmesh_sim::RatePoint;
 use vitalmesh_sim::report::BrokerReport;
-use vitalmesh_sim::{Phase, Snapshot, TimelineEntry};
-use vitalmesh_wire::{AggregatorId, NodeId, Timestamp};
+use vitalmesh_sim::{Phase, Snapshot, TimelineEntry, WardState};
+use vitalmesh_wire::{AggregatorId, NodeId, Timestamp, VitalSign};
 
 use crate::state::DashboardState;
 
@@ -81,7 +82,9 @@ pub(crate) fn entry(at_s: f64, source: &str, description: &str) -> TimelineEntry
 }
 
 /// A run 65 s in: node 25 down, node 26 suspected, node 27 crashed, node 3
-/// with a sensor fault, aggregator 1 killed from the dashboard.
+/// with a sensor fault the detectors have not seen, node 5's temperature
+/// sensor held suspect, aggregator 1 killed from the dashboard, ward 1's
+/// CUSUM alarming.
 pub(crate) fn snapshot(wards: u16, nodes_per_ward: u32) -> Snapshot {
     let nodes = u32::from(wards) * nodes_per_ward;
     let mut node_health = vec![NodeHealth::Healthy; nodes as usize];
@@ -89,6 +92,60 @@ pub(crate) fn snapshot(wards: u16, nodes_per_ward: u32) -> Snapshot {
     node_health[3] = NodeHealth::SensorFault;
     node_health[25] = NodeHealth::Offline;
     node_health[26] = NodeHealth::Offline;
+    let alerts = vec![
+        Alert::raise(
+            AlertKind::AggregatorDown {
+                reason: DownReason::LastWill,
+            },
+            Scope::Aggregator {
+                aggregator: AggregatorId(1),
+            },
+            at(40),
+            AggregatorId(0),
+        ),
+        Alert::raise(
+            AlertKind::NodeDown { last_seen: at(41) },
+            Scope::Node {
+                node: NodeId(25),
+                ward: 1,
+            },
+            at(50),
+            AggregatorId(0),
+        ),
+        Alert::raise(
+            AlertKind::PatientRisk {
+                band: Risk::High,
+                news2: 8,
+            },
+            Scope::Patient {
+                node: NodeId(7),
+                ward: 0,
+            },
+            at(60),
+            AggregatorId(0),
+        ),
+        Alert::raise(
+            AlertKind::CheckSensor {
+                sign: VitalSign::Temperature,
+                check: SensorCheck::RateOfChange,
+            },
+            Scope::Node {
+                node: NodeId(5),
+                ward: 0,
+            },
+            at(61),
+            AggregatorId(0),
+        ),
+    ];
+    let population = Population {
+        wards,
+        nodes_per_ward,
+    };
+    let mut book = IncidentBook::new(IncidentConfig::default(), population);
+    for a in &alerts {
+        book.handle(a, a.raised_at);
+    }
+    book.handle_timeout(at(65));
     let rate = RatePoint {
         produced: 60,
         published: 61,
@@ -139,36 +196,23 @@ pub(crate) fn snapshot(wards: u16, nodes_per_ward: u32) -> Snapshot {
             nodes_per_ward,
         },
         aggregators: vec![aggregator(0, true, 64, 60), aggregator(1, false, 0, 0)],
-        alerts: vec![
-            Alert {
-                at: at(40),
-                raised_by: AggregatorId(0),
-                kind: AlertKind::AggregatorDown {
-                    aggregator: AggregatorId(1),
-                    reason: DownReason::LastWill,
-                },
-            },
-            Alert {
-                at: at(50),
-                raised_by: AggregatorId(0),
-                kind: AlertKind::NodeDown {
-                    node: NodeId(25),
-                    ward: WardId(1),
-                    last_seen: at(41),
-                },
-            },
-            Alert {
-                at: at(60),
-                raised_by: AggregatorId(0),
-                kind: AlertKind::PatientRisk {
-                    node: NodeId(7),
-                    ward: WardId(0),
-                    risk: Risk::High,
-                    news2: 8,
-                    sampled_at: at(59),
-                },
-            },
-        ],
+        alerts: alerts.clone(),
+        incidents_open: book.open().count(),
+        incidents_total: book.incidents().len(),
+        incidents: vitalmesh_sim::snapshot::worst_first(book.incidents(), 60),
+        detectors: vec!["c1".into(), "cusum".into()],
+        wards: (0..wards)
+            .map(|w| WardState {
+                ward: w,
+                at_s: 0.0,
+                census: nodes_per_ward,
+                febrile: u32::from(w == 1) * 6,
+                new_febrile: u32::from(w == 1) * 4,
+                level: Some(if w == 1 { 1.4 } else { 0.2 }),
+                alarming: if w == 1 { vec![1] } else { Vec::new() },
+            })
+            .collect(),
+        sensor_suspect: vec![5],
         timeline: vec![
             entry(12.0, "event[0]", "partition ward 2 for 30s"),
             entry(40.0, "dashboard", "kill aggregator 1"),

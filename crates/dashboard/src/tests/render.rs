@@ -73,9 +73,10 @@ fn every_panel_fits_an_80_by_24_terminal() {
             "Aggregators",
             "id up   prim stby in/s  down rst",
             "DOWN",
-            // alerts, newest first
-            "Alerts · 3",
-            "HIGH",
+            // incidents, newest first
+            "Incidents · 4 open of 4",
+            "CRIT patient at node 7 (ward 0)",
+            "WARN check the sensors of node 5",
             // events
             "Events · 2",
             "[dashboard] kill aggregator 1",
@@ -88,21 +89,42 @@ fn every_panel_fits_an_80_by_24_terminal() {
             "? help",
         ],
     );
-    let alerts: Vec<String> = lines(&buf)
-        .into_iter()
-        .filter(|l| l.contains("patient 7") || l.contains("node 25 ("))
-        .collect();
-    assert_eq!(alerts.len(), 2, "{text}");
-    assert!(
-        alerts[0].contains("patient 7"),
-        "newest alert first:\n{text}"
-    );
-    // Ward 1 holds nodes 20..40: node 25 down, 26 suspected, 27 crashed.
+    // Ward 1 holds nodes 20..40: node 25 down, 26 suspected, 27 crashed;
+    // its CUSUM alarms.
     let w1 = map_row(&buf, 1);
     assert_eq!(&w1[4..24], ".....X?x............", "{text}");
+    assert!(w1[24..].trim_start().starts_with("█!"), "ward gauge: {w1}");
+    // Ward 0: node 5's sensor is held suspect by the detectors; node 3's
+    // real fault is not shown (the map shows conclusions, not the truth).
     let w0 = map_row(&buf, 0);
-    assert_eq!(&w0[4..24], "...s................", "{text}");
+    assert_eq!(&w0[4..24], ".....s..............", "{text}");
+    assert!(w0[24..].trim_start().starts_with('▂'), "calm ward: {w0}");
     assert_eq!(buf.area.height, 24);
+}
+
+#[test]
+fn the_truth_key_adds_the_faults_the_detectors_missed_and_i_shows_raw_alerts() {
+    let mut st = state(snapshot(3, 20), true);
+    st.show_truth = true;
+    st.show_alerts = true;
+    let buf = render(&st, 80, 24);
+    let w0 = map_row(&buf, 0);
+    assert_eq!(&w0[4..24], "...S.s..............", "{}", screen(&buf));
+    let text = screen(&buf);
+    assert_shows(
+        &text,
+        &[
+            "Alerts · 4",
+            "HIGH    NEWS2 8 patient at",
+            "SENSOR  node 5 (ward 0)",
+        ],
+    );
+    let alerts: Vec<String> = lines(&buf)
+        .into_iter()
+        .filter(|l| l.contains("NEWS2 8") || l.contains("node 25 ("))
+        .collect();
+    assert_eq!(alerts.len(), 2, "{text}");
+    assert!(alerts[0].contains("NEWS2 8"), "newest alert first:\n{text}");
 }
 
 #[test]
@@ -296,8 +318,8 @@ fn a_terminal_too_small_for_the_panels_shows_a_line_for_each() {
             "pub 61/s · del 60/s · ack 59/s",
             "p50 1.5 · p99 3.4",
             "nodes 1 down · 1 suspected · aggregators 1/2 up",
-            "alert 1:00 HIGH",
-            "patient 7",
+            "incident 1:00 CRIT patient at node 7 (ward 0)",
+            "(4 open)",
             "event 0:40 [dashboard] kill aggregator 1",
             "50×14 is too small for the panels; they need 60×20",
             "prod 12,345",
@@ -308,7 +330,7 @@ fn a_terminal_too_small_for_the_panels_shows_a_line_for_each() {
     // From the minimum size up, the panels (and so the alerts) are back.
     let (w, h) = crate::view::MIN_PANELS;
     let text = screen(&render(&st, w, h));
-    assert_shows(&text, &["Throughput/s", "Alerts · 3", "1:00 HIGH"]);
+    assert_shows(&text, &["Throughput/s", "Incidents · 4 open", "1:00 CRIT"]);
     // Help and the final screen still open over the compact view.
     let mut help = st.clone();
     help.help = true;

@@ -154,7 +154,8 @@ impl Subscriptions {
                 }
             }
             Some(WireTopic::Status { .. }) => out.extend_from_slice(&self.status),
-            None => {}
+            // Ward reports and alerts reach their subscribers by matching.
+            Some(WireTopic::Ward { .. } | WireTopic::Alert { .. }) | None => {}
         }
         for (filter, client) in &self.other {
             if matches(filter, topic) && !out.contains(client) {

@@ -44,6 +44,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use vitalmesh_core::aggregator::{Aggregator, Output};
+use vitalmesh_firmware::physiology::{DeteriorationEpisode, Episode, FeverEpisode};
 use vitalmesh_firmware::rng::{Purpose, stream};
 use vitalmesh_firmware::{LinkAction, Node, SensorFault};
 use vitalmesh_scenario::Scenario;
@@ -353,11 +354,7 @@ impl VirtualMesh {
             node_sessions: vec![None; scenario.population.nodes() as usize],
             agg_sessions: vec![None; usize::from(scenario.aggregators)],
             next_session: 1,
-            observer: Observer::new(
-                scenario.population.nodes() as usize,
-                usize::from(scenario.population.wards),
-                options.keep_intervals,
-            ),
+            observer: Observer::new(scenario.population, options.keep_intervals),
             seconds: Seconds::default(),
             totals: Totals::default(),
             publish_ack: latency_histogram(),
@@ -406,8 +403,9 @@ impl VirtualMesh {
             self.process_until(step);
         }
         self.origin = Some(self.now);
+        self.observer.origin = Some(self.ts());
         self.phase = Phase::Ramping;
-        self.run.begin();
+        self.run.begin(self.now / 1_000_000);
         self.schedule(self.now + 1_000_000, What::Second { index: 0 });
         self.fire_run();
         Ok(())
@@ -899,7 +897,19 @@ impl VirtualMesh {
 
     fn poll_node(&mut self, n: u32) {
         let i = n as usize;
-        let now = self.ts();
+        if self.nodes[i].node.is_none() {
+            return;
+        }
+        self.node_links(n);
+        self.node_transmits(n);
+        // A goodbye goes out with the last transmit, and then the node asks
+        // to disconnect: the publish is on the link before the goodbye.
+        self.node_links(n);
+        self.node_timers(n);
+    }
+
+    fn node_links(&mut self, n: u32) {
+        let i = n as usize;
         let Some(node) = self.nodes[i].node.as_mut() else {
             return;
         };
@@ -925,6 +935,11 @@ impl VirtualMesh {
                 }
             }
         }
+    }
+
+    fn node_transmits(&mut self, n: u32) {
+        let i = n as usize;
+        let now = self.ts();
         let conn = self.nodes[i].ep.conn;
         while let Some(&(at, sent, session)) = self.nodes[i].pubacks.front() {
             if at > self.now {
@@ -979,9 +994,20 @@ impl VirtualMesh {
                 }
             }
         }
+    }
+
+    fn node_timers(&mut self, n: u32) {
+        let i = n as usize;
+        let v = &mut self.nodes[i];
+        let Some(node) = v.node.as_ref() else {
+            return;
+        };
+        let d = v.tally.update(node);
+        if d.went_flat {
+            self.run.node_went_flat(NodeId(n));
+        }
         let v = &mut self.nodes[i];
         let node = v.node.as_ref().expect("checked above");
-        let d = v.tally.update(node);
         let t = &mut self.totals;
         t.produced += d.produced;
         t.acked += d.acked;
@@ -1141,12 +1167,20 @@ impl VirtualMesh {
                                 since: now,
                                 until: for_.map(|d| now + d),
                             }),
-                            NodeOp::Fever { after } => {
-                                node.start_fever(now + after);
+                            NodeOp::Fever { after, episode } => {
+                                node.add_episode(Episode::Fever(FeverEpisode {
+                                    onset: now + after,
+                                    ..episode
+                                }));
                             }
-                            NodeOp::Deteriorate => {
-                                node.start_deterioration(now);
+                            NodeOp::Deteriorate { ramp } => {
+                                node.add_episode(Episode::Deterioration(DeteriorationEpisode {
+                                    onset: now,
+                                    ramp,
+                                }));
                             }
+                            NodeOp::Discharge => node.discharge(now),
+                            NodeOp::Admit { options } => node.admit(options, now),
                         }
                         self.poll_node(id.0);
                     }
@@ -1324,7 +1358,7 @@ impl VirtualMesh {
                 .flat_map(|a| a.suspected_nodes(now, setup::SUSPECT_PHI))
                 .map(|n| n.0)
                 .collect(),
-            ..Snapshot::observed(&self.observer, &self.seconds, self.run.timeline())
+            ..Snapshot::observed(&self.observer, &self.seconds, self.run.timeline(), s)
         }
     }
 
@@ -1378,6 +1412,7 @@ impl VirtualMesh {
         let report = self.run.report(ReportInputs {
             mode: RunMode::Virtual,
             started_at_unix_s: self.start as f64 / 1e6,
+            origin: Timestamp::from_micros(self.origin.unwrap_or(self.start)),
             ran_for,
             interrupted,
             finals: &finals,
