@@ -1,6 +1,7 @@
 //! `vitalmesh`: the command-line front end.
 
 mod detect_cmd;
+mod experiment_cmd;
 mod run_cmd;
 mod seed;
 mod virtual_cmd;
@@ -31,6 +32,10 @@ enum Command {
     /// `census`, `time`) in, one row per bucket out with the statistic, its
     /// threshold and whether it alarms.
     Detect(detect_cmd::DetectArgs),
+    /// Run a scenario over many seeds in virtual time, in parallel, and
+    /// score every detector against the ground truth: recall, precision,
+    /// false alarms per ward-week, time to detect, with the seeds.
+    Experiment(experiment_cmd::ExperimentArgs),
     /// Check scenario files without running them.
     Validate(run_cmd::ValidateArgs),
     /// Apply an action to a running `vitalmesh run` (same names and fields
@@ -59,6 +64,9 @@ fn main() -> std::process::ExitCode {
         Command::Run(args) => run_cmd::run(&args),
         Command::Broker(args) => run_cmd::broker(&args),
         Command::Validate(args) => run_cmd::validate(&args),
+        Command::Experiment(args) => {
+            experiment_cmd::run(&args).map(|()| std::process::ExitCode::SUCCESS)
+        }
         Command::Detect(args) => detect_cmd::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Inject(args) => run_cmd::inject(&args),
     };

@@ -78,7 +78,7 @@ fn the_dashboard_runs_in_a_real_terminal_takes_keys_and_gives_the_terminal_back(
         "End-to-end latency",
         "Nodes by ward",
         "Aggregators",
-        "Alerts",
+        "Incidents",
         "Events",
         "Ledger",
     ] {
@@ -112,6 +112,15 @@ fn the_dashboard_runs_in_a_real_terminal_takes_keys_and_gives_the_terminal_back(
         s.contains("[dashboard] kill aggregator 0") && s.contains("DOWN")
     });
     assert!(screen.contains("Events · 1"), "{screen}");
+    // The detectors' conclusion, as an incident; `i` shows the raw alert.
+    tmux.wait_for("the incident", Duration::from_secs(15), |s| {
+        s.contains("aggregator 0 down") && s.contains("1 open of 1")
+    });
+    tmux.keys("i");
+    tmux.wait_for("the raw alerts", Duration::from_secs(10), |s| {
+        s.contains("Alerts · ") && s.contains("DOWN    aggregator 0")
+    });
+    tmux.keys("i");
 
     // Resizing redraws to the new size.
     tmux.run(&["resize-window", "-t", "dash", "-x", "80", "-y", "24"]);

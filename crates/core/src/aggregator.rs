@@ -223,7 +223,7 @@ impl Rejection {
     }
 }
 
-/// A patient's NEWS2 first reached 5 (ground truth for scoring early
+/// A patient's NEWS2 first held at 5 or more (ground truth for scoring early
 /// warnings: did a detector see the deterioration before NEWS2 did?).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct News2Five {
@@ -253,7 +253,7 @@ pub enum Event {
     },
     /// A ward's bucket judged by its owner.
     WardBucket(WardBucket),
-    /// A patient's NEWS2 reached 5 (from the partition's primary).
+    /// A patient's NEWS2 first held at 5 or more (from the primary).
     News2Five(News2Five),
 }
 
@@ -461,11 +461,6 @@ impl Aggregator {
             primary_partitions: primary,
             standby_partitions: standby,
             tracked_nodes: self.nodes.len(),
-            nodes_down: self
-                .nodes
-                .values()
-                .filter(|t| t.down_since.is_some())
-                .count(),
             ..self.stats
         }
     }
@@ -857,6 +852,9 @@ impl Aggregator {
         });
         track.detector.heartbeat(now, &node_phi);
         let came_back = track.down_since.take().is_some();
+        if came_back {
+            self.stats.nodes_down -= 1;
+        }
         let was_left = track.left;
         track.left = batch.presence == Presence::Leaving;
         let (left_now, rejoined) = (track.left && !was_left, was_left && !track.left);
@@ -1175,6 +1173,7 @@ impl Aggregator {
                 continue;
             }
             track.down_since = Some(now);
+            self.stats.nodes_down += 1;
             track.check_at = Timestamp::MAX;
             if self.roles[usize::from(track.partition.0)] == Some(Role::Primary) {
                 let last_seen = track.detector.last_heartbeat().unwrap_or(now);
@@ -1319,6 +1318,11 @@ impl Aggregator {
         let roles = &self.roles;
         self.nodes
             .retain(|_, t| roles[usize::from(t.partition.0)].is_some());
+        self.stats.nodes_down = self
+            .nodes
+            .values()
+            .filter(|t| t.down_since.is_some())
+            .count();
         if changed {
             let of = |role| {
                 (0..self.roles.len())
@@ -1349,6 +1353,7 @@ mod tests {
     use vitalmesh_wire::envelope::encode_to_vec;
     use vitalmesh_wire::{Acvpu, FaultFlags, Sample, SpO2Scale, Vitals};
 
+    use crate::detect::WardBucket;
     use crate::news2::Risk;
 
     use super::*;
@@ -1843,7 +1848,9 @@ mod tests {
         }
         bus.take_events();
         // Aggregator 0 stops receiving anything (a partition): no messages,
-        // not even its own heartbeats, reach it; it keeps its connection.
+        // not even its own heartbeats, reach it; it keeps its connection
+        // (and the broker its subscriptions, restored when it heals).
+        let subscribed = bus.subs[0].clone();
         bus.subs[0].clear();
         // The nodes carry on; aggregator 1 still hears them.
         let cut_at = bus.now;
@@ -1885,6 +1892,247 @@ mod tests {
                 .any(|(_, k)| matches!(k, AlertKind::NodeDown { .. })),
             "{alerts:?}"
         );
+        // The partition heals: aggregator 0 hears itself again and says so,
+        // clearing its isolation (its "up").
+        bus.subs[0] = subscribed;
+        let healed_at = bus.now;
+        for step in 1..=30u64 {
+            bus.now = healed_at + Duration::from_millis(100 * step);
+            for i in 0..2 {
+                bus.aggs[i].handle_timeout(bus.now);
+            }
+            bus.pump();
+        }
+        let cleared = bus.take_events().into_iter().any(|(by, e)| {
+            by == AggregatorId(0)
+                && matches!(
+                    e,
+                    Event::Alert(Alert {
+                        kind: AlertKind::AggregatorIsolated { .. },
+                        cleared_at: Some(_),
+                        ..
+                    })
+                )
+        });
+        assert!(cleared, "a healed isolation raises its up");
+    }
+
+    fn batch_with(
+        node: u32,
+        held_from: u64,
+        seqs: &[u64],
+        presence: Presence,
+    ) -> (String, Vec<u8>) {
+        let batch = Batch {
+            presence,
+            node: NodeId(node),
+            held_from,
+            samples: seqs.iter().map(|&s| sample(node, s, healthy())).collect(),
+        };
+        let p = Partitioning::default().partition_of(NodeId(node));
+        let key = keys().derive(Principal::Node(NodeId(node)));
+        (
+            TopicScheme::default().data(p, NodeId(node)),
+            encode_to_vec(&Body::Batch(batch), &key).unwrap(),
+        )
+    }
+
+    fn kinds(events: &[(AggregatorId, Event)]) -> Vec<(&'static str, Option<u32>, bool)> {
+        events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Alert(a) => {
+                    Some((a.kind.name(), a.node().map(|n| n.0), a.cleared_at.is_some()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_node_that_says_goodbye_is_left_never_down_and_a_silent_one_is_down() {
+        let mut bus = Bus::new(2);
+        bus.advance(Duration::from_secs(3));
+        let start = bus.now;
+        for s in 0..10u64 {
+            bus.now = start + Duration::from_secs(s);
+            for node in [4, 5] {
+                let (topic, payload) = uplink(node, 0, &[s], healthy());
+                bus.publish(&topic, &payload);
+            }
+            bus.pump();
+        }
+        // Node 4 says goodbye; node 5 just stops.
+        let (topic, payload) = batch_with(4, 10, &[], Presence::Leaving);
+        bus.publish(&topic, &payload);
+        bus.pump();
+        bus.advance(Duration::from_secs(20));
+        let seen = kinds(&bus.take_events());
+        assert!(seen.contains(&("node_left", Some(4), false)), "{seen:?}");
+        assert!(seen.contains(&("node_down", Some(5), false)), "{seen:?}");
+        assert!(
+            !seen
+                .iter()
+                .any(|(k, n, _)| *k == "node_down" && *n == Some(4)),
+            "{seen:?}"
+        );
+        assert_eq!(
+            seen.iter()
+                .filter(|(k, _, c)| *k == "node_left" && !c)
+                .count(),
+            1,
+            "once"
+        );
+        // An empty bed keeps its node alive with heartbeats: never down.
+        let hb_start = bus.now;
+        for s in 0..30u64 {
+            bus.now = hb_start + Duration::from_secs(s);
+            let (topic, payload) = batch_with(6, 0, &[], Presence::BedEmpty);
+            bus.publish(&topic, &payload);
+            for i in 0..2 {
+                bus.aggs[i].handle_timeout(bus.now);
+            }
+            bus.pump();
+        }
+        let seen = kinds(&bus.take_events());
+        assert!(!seen.iter().any(|(_, n, _)| *n == Some(6)), "{seen:?}");
+    }
+
+    #[test]
+    fn every_alert_is_published_on_the_alerts_topic() {
+        let mut bus = Bus::new(1);
+        bus.advance(Duration::from_secs(3));
+        for s in 0..5u64 {
+            let (topic, payload) = uplink(9, 0, &[s], healthy());
+            bus.publish(&topic, &payload);
+        }
+        bus.pump();
+        bus.take_events();
+        // Silence: node 9 goes down. Catch what the aggregator publishes.
+        let mut notices = Vec::new();
+        let end = bus.now + Duration::from_secs(10);
+        while bus.now < end {
+            bus.now = bus.now + Duration::from_millis(50);
+            bus.aggs[0].handle_timeout(bus.now);
+            let mut published = Vec::new();
+            while let Some(out) = bus.aggs[0].poll_output() {
+                if let Output::Publish { topic, payload } = out {
+                    if topic == TopicScheme::default().alert(AggregatorId(0)) {
+                        match decode(&payload, &keys()) {
+                            Ok(Body::Alert(n)) => notices.push(n),
+                            other => panic!("not an alert notice: {other:?}"),
+                        }
+                    }
+                    published.push((topic, payload));
+                }
+            }
+            for (topic, payload) in published {
+                bus.publish(&topic, &payload);
+            }
+        }
+        assert_eq!(notices.len(), 1, "{notices:?}");
+        let n = &notices[0];
+        assert_eq!(n.kind, "node_down");
+        assert_eq!(
+            n.scope,
+            Scope::Node {
+                node: NodeId(9),
+                ward: 0
+            }
+        );
+        assert!(
+            n.statistic.unwrap() >= n.threshold.unwrap(),
+            "φ over its threshold"
+        );
+        assert!(n.summary.contains("node 9"), "{}", n.summary);
+    }
+
+    #[test]
+    fn every_aggregator_reports_a_ward_and_its_owner_alone_alerts() {
+        let bus_config = |c: &mut AggregatorConfig| {
+            c.detection.ward.bucket = Duration::from_secs(60);
+            c.detection.ward.grace = Duration::from_secs(2);
+            c.detection.ward.assemble = Duration::from_secs(2);
+            c.detection.ward.detectors = vec![crate::detect::WardDetectorSpec::new(
+                crate::detect::Method::C1,
+                crate::detect::WardSeries::Febrile,
+            )];
+        };
+        let mut bus = Bus::with(3, bus_config);
+        bus.advance(Duration::from_secs(3));
+        bus.take_events();
+        // Ward 1 (nodes 25–49): calm, then ten patients run a fever that
+        // climbs 0.2 °C a minute (as fevers climb: a jump would be a
+        // sensor) from minute 4. Each node sends one sample a minute.
+        let start = bus.now;
+        for minute in 0..16u64 {
+            for node in 25..50u32 {
+                let mut v = healthy();
+                if node < 35 && minute > 4 {
+                    let t = (370 + 2 * (minute as i16 - 4)).min(392);
+                    v.temp_decicelsius = Some(t);
+                }
+                let batch = Batch {
+                    presence: Presence::Monitoring,
+                    node: NodeId(node),
+                    held_from: 0,
+                    samples: vec![Sample {
+                        time: start + Duration::from_secs(60 * minute),
+                        ..sample(node, minute, v)
+                    }],
+                };
+                let p = Partitioning::default().partition_of(NodeId(node));
+                let key = keys().derive(Principal::Node(NodeId(node)));
+                bus.publish(
+                    &TopicScheme::default().data(p, NodeId(node)),
+                    &encode_to_vec(&Body::Batch(batch), &key).unwrap(),
+                );
+            }
+            bus.advance(Duration::from_secs(60));
+        }
+        bus.advance(Duration::from_secs(10));
+        let events = bus.take_events();
+        let buckets: Vec<(AggregatorId, WardBucket)> = events
+            .iter()
+            .filter_map(|(by, e)| match e {
+                Event::WardBucket(b) if b.ward == 1 => Some((*by, b.clone())),
+                _ => None,
+            })
+            .collect();
+        assert!(buckets.len() >= 12, "{}", buckets.len());
+        let owner = buckets[0].0;
+        assert!(
+            buckets.iter().all(|(by, _)| *by == owner),
+            "one owner tells the observer"
+        );
+        assert!(
+            buckets
+                .iter()
+                .all(|(_, b)| b.complete && b.counts.unwrap().census == 25)
+        );
+        let febrile: Vec<u32> = buckets
+            .iter()
+            .map(|(_, b)| b.counts.unwrap().febrile)
+            .collect();
+        assert!(
+            febrile.contains(&10),
+            "ten febrile patients counted once each: {febrile:?}"
+        );
+        let ward_alerts: Vec<_> = events
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    e,
+                    Event::Alert(Alert {
+                        kind: AlertKind::WardAnomaly { .. },
+                        cleared_at: None,
+                        ..
+                    })
+                )
+            })
+            .collect();
+        assert_eq!(ward_alerts.len(), 1, "{ward_alerts:?}");
+        assert_eq!(ward_alerts[0].0, owner);
     }
 
     #[test]
@@ -2007,6 +2255,7 @@ mod tests {
         let mut bus = Bus::with(1, |c| {
             c.detection.sensor.hampel_sigmas = 1e9;
             c.detection.sensor.max_step = [(1e9, 0.0); 6];
+            c.detection.patient.risk_persistence = Duration::from_secs(60);
         });
         bus.advance(Duration::from_secs(3));
         bus.take_events();

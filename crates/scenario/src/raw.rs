@@ -36,6 +36,7 @@ pub(crate) struct RawDetection {
     pub(crate) patient_h: Option<Spanned<f64>>,
     pub(crate) risk_persistence: Option<Spanned<String>>,
     pub(crate) risk_readings: Option<Spanned<u32>>,
+    pub(crate) risk_clear_after: Option<Spanned<String>>,
     pub(crate) hampel_sigmas: Option<Spanned<f64>>,
     pub(crate) noise_ratio: Option<Spanned<f64>>,
     pub(crate) clear_after: Option<Spanned<String>>,

@@ -994,6 +994,14 @@ fn check_detection(
     ) {
         out.patient.risk_persistence = r;
     }
+    if let Some(r) = dur(
+        errors,
+        &d.risk_clear_after,
+        "detection.risk_clear_after",
+        Duration::ZERO,
+    ) {
+        out.patient.risk_clear_after = r;
+    }
     if let Some(c) = dur(
         errors,
         &d.clear_after,

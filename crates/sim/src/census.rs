@@ -284,7 +284,9 @@ impl Census {
         if at_s > self.horizon_s {
             return;
         }
-        let at = Duration::from_secs_f64(at_s.max(0.0));
+        // Whole microseconds: the drivers' clocks count in them, and a time
+        // between two ticks would never be reached.
+        let at = Duration::from_micros((at_s.max(0.0) * 1e6).ceil() as u64);
         self.plan.insert(
             (at, self.next_key),
             Planned {
@@ -307,6 +309,7 @@ impl Census {
         if fever <= 0.0 && worse <= 0.0 {
             return;
         }
+        let until_s = until_s.min(self.horizon_s);
         let admission = self.beds[node as usize].admission;
         let mut rng = rng::patient_stream(self.seed, NodeId(node), admission, Purpose::Illness);
         let exp = |rng: &mut ChaCha8Rng, per_day: f64| -> f64 {

@@ -31,6 +31,7 @@
 #![warn(missing_docs)]
 
 mod census;
+pub mod experiment;
 pub mod health;
 pub mod latency;
 pub mod ledger;

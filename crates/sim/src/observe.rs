@@ -120,8 +120,12 @@ pub struct Observer {
     pub e2e_total: Histogram<u64>,
     /// Per ward, over the whole run.
     pub e2e_ward: Vec<Histogram<u64>>,
-    e2e_second: Histogram<u64>,
-    e2e_window: VecDeque<Histogram<u64>>,
+    /// This second's latencies, µs. Raw values, not a histogram: a
+    /// histogram covering an hour at three digits is about 180 KB, and a
+    /// week of simulated seconds would allocate and zero one per second.
+    e2e_second: Vec<u64>,
+    /// The last [`WINDOW_SECONDS`] seconds' latencies (buffers reused).
+    e2e_window: VecDeque<Vec<u64>>,
     /// Per-second histograms for the HdrHistogram interval log, if wanted.
     pub intervals: Option<Vec<(f64, Histogram<u64>)>>,
     /// The most recent alert events (raises and clears), oldest first.
@@ -141,7 +145,7 @@ pub struct Observer {
     pub incidents: IncidentBook,
     /// Each ward's judged buckets, in order.
     pub wards: Vec<Vec<WardPoint>>,
-    /// When each patient's NEWS2 first reached 5: (node, admission) →
+    /// When each patient's NEWS2 first held at 5 or more: (node, admission) →
     /// sample time.
     pub news2_five: BTreeMap<(u32, u32), Timestamp>,
     /// When the nodes started (alerts carry absolute times).
@@ -178,7 +182,7 @@ impl Observer {
             duplicates: 0,
             e2e_total: latency_histogram(),
             e2e_ward: (0..wards).map(|_| ward_histogram()).collect(),
-            e2e_second: latency_histogram(),
+            e2e_second: Vec::new(),
             e2e_window: VecDeque::new(),
             intervals: keep_intervals.then(Vec::new),
             alerts: VecDeque::new(),
@@ -212,7 +216,7 @@ impl Observer {
             self.delivered_total += 1;
             let latency = d.ingested_at.saturating_duration_since(d.sample_time);
             record_latency(&mut self.e2e_total, latency);
-            record_latency(&mut self.e2e_second, latency);
+            self.e2e_second.push(latency.as_micros() as u64);
             if let Some(h) = self.e2e_ward.get_mut(usize::from(d.ward.0)) {
                 record_latency(h, latency);
             }
@@ -290,7 +294,7 @@ impl Observer {
         }
     }
 
-    /// A patient's NEWS2 first reached 5.
+    /// A patient's NEWS2 first held at 5 or more.
     pub fn news2_five(&mut self, f: News2Five) {
         self.news2_five
             .entry((f.node.0, f.admission))
@@ -368,14 +372,21 @@ impl Observer {
             let now = origin + std::time::Duration::from_secs_f64(second_started_at_s + 1.0);
             self.incidents.handle_timeout(now);
         }
-        let h = std::mem::replace(&mut self.e2e_second, latency_histogram());
         if let Some(intervals) = &mut self.intervals {
-            intervals.push((second_started_at_s, h.clone()));
+            let mut h = latency_histogram();
+            for &us in &self.e2e_second {
+                record_latency(&mut h, std::time::Duration::from_micros(us));
+            }
+            intervals.push((second_started_at_s, h));
         }
-        if self.e2e_window.len() == WINDOW_SECONDS {
-            self.e2e_window.pop_front();
-        }
-        self.e2e_window.push_back(h);
+        let mut spare = if self.e2e_window.len() == WINDOW_SECONDS {
+            self.e2e_window.pop_front().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        spare.clear();
+        let second = std::mem::replace(&mut self.e2e_second, spare);
+        self.e2e_window.push_back(second);
         let second = self
             .ownership
             .primary_per_second
@@ -406,8 +417,8 @@ impl Observer {
     /// Latency over the last [`WINDOW_SECONDS`].
     pub fn window_histogram(&self) -> Histogram<u64> {
         let mut h = latency_histogram();
-        for s in &self.e2e_window {
-            h.add(s).expect("same bounds");
+        for &us in self.e2e_window.iter().flatten() {
+            record_latency(&mut h, std::time::Duration::from_micros(us));
         }
         h
     }

@@ -17,9 +17,10 @@
 //!
 //! **Deterioration.** A deterioration is flagged by a deterioration alert
 //! on its patient after its onset, and *early* if that alert came before
-//! the patient's NEWS2 first reached 5 (deteriorations whose patient
-//! scored 5 before the onset cannot be early and are left out of that
-//! share). An alert on a patient with no deterioration and no fever going
+//! the patient's NEWS2 first held at 5 or more (a medium or high
+//! escalation: a band held for the persistence time, not one noisy
+//! reading; deteriorations whose patient was already there before the
+//! onset cannot be early and are left out of that share). An alert on a patient with no deterioration and no fever going
 //! on is a false alarm, counted per patient-day.
 //!
 //! **Sensor faults.** An injected fault is flagged if a check-sensor alert
@@ -68,6 +69,9 @@ pub struct DetectorScore {
     pub ttd_p90_s: Option<f64>,
     /// Median time to detect in buckets.
     pub ttd_median_buckets: Option<f64>,
+    /// Time to detect of each detected outbreak, seconds (for pooling
+    /// over runs).
+    pub ttd_s: Vec<f64>,
 }
 
 /// Per-patient deterioration detection.
@@ -96,6 +100,10 @@ pub struct PatientScore {
     pub false_alarms: u32,
     /// Per patient-day.
     pub false_alarms_per_patient_day: f64,
+    /// Patient-days monitored.
+    pub patient_days: f64,
+    /// Time to detect of each flagged deterioration, seconds.
+    pub ttd_s: Vec<f64>,
 }
 
 /// Sensor-fault detection.
@@ -123,6 +131,10 @@ pub struct SensorScore {
     pub false_alarms: u32,
     /// Per node-day.
     pub false_alarms_per_node_day: f64,
+    /// Node-days monitored.
+    pub node_days: f64,
+    /// Time to flag of each flagged fault, seconds.
+    pub time_to_flag_s: Vec<f64>,
     /// Alerts by the check that raised them.
     pub by_check: BTreeMap<&'static str, u32>,
 }
@@ -159,7 +171,7 @@ pub struct ScoreInputs<'a> {
     pub ward: &'a WardConfig,
     /// Every alert raised, with clearing times.
     pub alerts: &'a [Alert],
-    /// When each (node, admission) first scored NEWS2 ≥ 5.
+    /// When each (node, admission) first held NEWS2 ≥ 5.
     pub news2_five: &'a BTreeMap<(u32, u32), Timestamp>,
 }
 
@@ -241,6 +253,7 @@ pub fn score(truth: &GroundTruth, inputs: ScoreInputs<'_>) -> DetectionScores {
     any.ttd_median_s = first.ttd_median_s;
     any.ttd_p90_s = first.ttd_p90_s;
     any.ttd_median_buckets = first.ttd_median_buckets;
+    any.ttd_s = first.ttd_s;
     any.name = "any".into();
 
     DetectionScores {
@@ -302,6 +315,7 @@ fn score_ward(
         ttd_median_s: median,
         ttd_p90_s: quantile(&ttd, 0.9),
         ttd_median_buckets: median.map(|m| m / bucket_s),
+        ttd_s: ttd,
         ..DetectorScore::default()
     }
 }
@@ -374,7 +388,9 @@ fn score_patients(
     s.ttd_median_s = quantile(&ttd, 0.5);
     s.ttd_p90_s = quantile(&ttd, 0.9);
     s.lead_median_s = quantile(&leads, 0.5);
+    s.ttd_s = ttd;
     let days = truth.patient_days();
+    s.patient_days = days;
     s.false_alarms_per_patient_day = if days > 0.0 {
         f64::from(s.false_alarms) / days
     } else {
@@ -397,7 +413,7 @@ fn score_sensors(
                 a.node()?.0,
                 sign,
                 rel(a.raised_at),
-                a.cleared_at.map_or(f64::INFINITY, |c| rel(c)),
+                a.cleared_at.map_or(f64::INFINITY, rel),
                 check.name(),
             )),
             _ => None,
@@ -437,6 +453,7 @@ fn score_sensors(
     s.recall = (s.faults > 0).then(|| f64::from(s.flagged) / f64::from(s.faults));
     s.time_to_flag_median_s = quantile(&ttf, 0.5);
     s.time_to_flag_p90_s = quantile(&ttf, 0.9);
+    s.time_to_flag_s = ttf;
     for fever in truth.of(EpisodeKind::Fever) {
         if fever.onset_s >= inputs.ran_for_s {
             continue;
@@ -456,6 +473,7 @@ fn score_sensors(
         (s.fevers > 0).then(|| f64::from(s.fevers_misflagged) / f64::from(s.fevers));
     s.false_alarms = explained.iter().filter(|e| !**e).count() as u32;
     let node_days = f64::from(inputs.nodes) * inputs.ran_for_s / 86_400.0;
+    s.node_days = node_days;
     s.false_alarms_per_node_day = if node_days > 0.0 {
         f64::from(s.false_alarms) / node_days
     } else {

@@ -276,6 +276,12 @@ pub struct WardDetection {
     config: WardConfig,
     partitions: u16,
     wards: Vec<WardState>,
+    /// A report arrived since the last poll.
+    dirty: bool,
+    /// The earliest bucket any ward waits to judge: the aggregator asks for
+    /// the next deadline after every message, and twenty wards each time
+    /// would add up.
+    earliest: Option<u64>,
 }
 
 impl WardDetection {
@@ -295,6 +301,8 @@ impl WardDetection {
             partitions,
             wards: vec![state; usize::from(wards)],
             config,
+            dirty: false,
+            earliest: None,
         }
     }
 
@@ -320,7 +328,9 @@ impl WardDetection {
         }
         if ward.next.is_none() {
             ward.next = Some(r.bucket);
+            self.earliest = Some(self.earliest.map_or(r.bucket, |e| e.min(r.bucket)));
         }
+        self.dirty = true;
         let a = ward.pending.entry(r.bucket).or_default();
         for p in &r.patients {
             *a.patients.entry(p.node).or_default() |= p.flags;
@@ -334,18 +344,32 @@ impl WardDetection {
         Ok(())
     }
 
-    /// When [`Self::poll`] next has something to judge.
+    /// When [`Self::poll`] next has something to judge (a bucket may also
+    /// complete earlier, when its last report arrives: poll then too).
     pub fn poll_timeout(&self) -> Option<Timestamp> {
-        self.wards
-            .iter()
-            .filter_map(|w| w.next)
-            .map(|b| self.config.judge_by(b))
-            .min()
+        self.earliest.map(|b| self.config.judge_by(b))
+    }
+
+    /// Whether a report since the last poll may have completed a bucket.
+    fn maybe_complete(&self) -> bool {
+        self.wards.iter().any(|w| {
+            w.next
+                .and_then(|b| w.pending.get(&b))
+                .is_some_and(|a| a.complete(self.partitions))
+        })
     }
 
     /// Judges every bucket that is complete, or whose assembly window has
     /// passed, in bucket order per ward.
     pub fn poll(&mut self, now: Timestamp, out: &mut Vec<WardBucket>) {
+        let due = self
+            .earliest
+            .is_some_and(|b| now >= self.config.judge_by(b));
+        if !(due || self.dirty && self.maybe_complete()) {
+            self.dirty = false;
+            return;
+        }
+        self.dirty = false;
         let partitions = self.partitions;
         for (w, ward) in self.wards.iter_mut().enumerate() {
             while let Some(b) = ward.next {
@@ -394,6 +418,7 @@ impl WardDetection {
                 ward.next = Some(b + 1);
             }
         }
+        self.earliest = self.wards.iter().filter_map(|w| w.next).min();
     }
 }
 

@@ -1122,7 +1122,9 @@ impl VirtualMesh {
         }
         self.run_token = self.run_token.wrapping_add(1);
         if let (Some(t), Some(origin)) = (self.run.poll_timeout(), self.origin) {
-            let at = (origin + t.as_micros() as u64).max(self.now);
+            // Rounded up: a deadline between two microseconds is reached at
+            // the later one, never missed at the earlier.
+            let at = (origin + t.as_nanos().div_ceil(1000) as u64).max(self.now);
             let token = self.run_token;
             self.schedule(at, What::RunWake { token });
         }
