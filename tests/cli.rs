@@ -492,3 +492,127 @@ fn detect_refuses_bad_input_naming_the_line_and_what_was_expected() {
     let err = refused(&["detect", "--method", "c1", "--param", "k=1", p]);
     assert!(err.contains("'k' is not a parameter of 'c1'"), "{err}");
 }
+
+/// Half a day of three small wards with an outbreak in ward 1: big enough
+/// for the detectors to have something to find, small enough for seconds.
+const SMALL_EXPERIMENT: &str = r#"
+[scenario]
+name = "small-experiment"
+duration = "14h"
+drain = "2m"
+
+[population]
+wards = 3
+nodes_per_ward = 12
+
+[population.profile]
+sample_interval = "1m"
+
+[population.illness]
+fever_per_patient_day = 0.05
+
+[detection]
+bucket = "1h"
+
+[[detection.ward]]
+name = "poisson"
+method = "poisson_cusum"
+series = "new_febrile"
+baseline = 3
+
+[[detection.ward]]
+method = "c1"
+series = "new_febrile"
+
+[[event]]
+at = "8h"
+action = "outbreak"
+ward = 1
+attack_rate = 0.7
+onset_median = "1h"
+"#;
+
+#[test]
+fn experiment_scores_every_detector_over_seeds_run_in_parallel() {
+    let scenario = temp_path("experiment.toml");
+    std::fs::write(&scenario, SMALL_EXPERIMENT).unwrap();
+    let run = |jobs: &str, out: &std::path::Path| {
+        let o = vitalmesh(&[
+            "experiment",
+            scenario.to_str().unwrap(),
+            "--seeds",
+            "2",
+            "--first-seed",
+            "5",
+            "--jobs",
+            jobs,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let stderr = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert!(o.status.success(), "{stderr}");
+        (String::from_utf8_lossy(&o.stdout).into_owned(), stderr)
+    };
+    let parallel = temp_path("experiment-parallel.json");
+    let (table, progress) = run("2", &parallel);
+    assert!(table.contains("Seeds (2): 5, 6"), "{table}");
+    assert!(
+        table.contains("| poisson | poisson_cusum | new_febrile |")
+            && table.contains("| c1 | c1 | new_febrile |")
+            && table.contains("| any |"),
+        "a row per detector and one for all of them: {table}"
+    );
+    assert!(
+        table.contains(parallel.to_str().unwrap()),
+        "says where: {table}"
+    );
+    assert!(
+        progress.contains("[1/2] seed") && progress.contains("[2/2] seed"),
+        "progress per seed: {progress}"
+    );
+    let json = read_report(&parallel);
+    assert_eq!(json["seeds"], serde_json::json!([5, 6]));
+    let per_seed = json["per_seed"].as_array().unwrap();
+    assert_eq!(per_seed.len(), 2);
+    assert!(per_seed.iter().all(|s| s["unexplained"] == 0));
+    let pooled = &json["pooled"];
+    assert_eq!(pooled["any"]["outbreaks"], 2, "one outbreak per seed");
+    let outbreaks: u64 = per_seed
+        .iter()
+        .map(|s| s["scores"]["ward"][0]["outbreaks"].as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        pooled["detectors"][0]["outbreaks"], outbreaks,
+        "pooled = summed"
+    );
+
+    // A seed's result does not depend on what ran beside it.
+    let serial = temp_path("experiment-serial.json");
+    run("1", &serial);
+    assert_eq!(read_report(&serial)["per_seed"], json["per_seed"]);
+    for f in [&scenario, &parallel, &serial] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+#[test]
+fn experiment_refuses_what_it_cannot_run_up_front() {
+    let scenario = temp_path("experiment-refused.toml");
+    std::fs::write(&scenario, SMALL_EXPERIMENT).unwrap();
+    let s = scenario.to_str().unwrap();
+    let err = refused(&["experiment", s, "--seeds", "0"]);
+    assert!(err.contains("--seeds: '0' runs nothing"), "{err}");
+    let err = refused(&["experiment", s, "--out", "/nonexistent-dir/x.json"]);
+    assert!(
+        err.contains("--out: cannot create '/nonexistent-dir/x.json'"),
+        "{err}"
+    );
+    std::fs::write(
+        &scenario,
+        SMALL_EXPERIMENT.replace("attack_rate = 0.7", "attack_rate = 7"),
+    )
+    .unwrap();
+    let err = refused(&["experiment", s]);
+    assert!(err.contains("attack_rate"), "{err}");
+    let _ = std::fs::remove_file(&scenario);
+}

@@ -341,3 +341,107 @@ async fn node_traffic_reads_correctly_through_an_independent_mqtt_client() {
     let r = mesh.finish(false).await.report;
     assert_nothing_lost(&r);
 }
+
+/// Alerts are for anyone watching: an independent MQTT client on
+/// `vm/v1/alert/+` of an external broker (mosquitto) sees the node-down
+/// alerts of killed nodes, signed by the aggregator whose topic they came
+/// on, and their clears when the nodes come back; the run's own shutdown
+/// raises no aggregator-down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_are_published_on_the_alerts_topic_for_anyone_watching() {
+    let _serial = SERIAL.lock().await;
+    let mosquitto = Mosquitto::start();
+    let mut c = config(100, 2);
+    c.broker = BrokerSpec::parse_url(&mosquitto.url()).unwrap();
+    let mut mesh = start(c).await;
+    let mut options = rumqttc::MqttOptions::new("alert-watcher", "127.0.0.1", mosquitto.port());
+    options.set_keep_alive(Duration::from_secs(10));
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
+    client
+        .subscribe("vm/v1/alert/+", rumqttc::QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let keys = mesh.keyring().clone();
+    let (tx, mut notices) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = tokio::spawn(async move {
+        let topics = TopicScheme::default();
+        loop {
+            match eventloop.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    let Some(WireTopic::Alert { aggregator }) = topics.parse(&p.topic) else {
+                        panic!("unexpected topic {}", p.topic)
+                    };
+                    let Ok(Body::Alert(notice)) = decode(&p.payload, &keys) else {
+                        panic!("payload on {} does not decode as an alert", p.topic)
+                    };
+                    assert_eq!(notice.aggregator, aggregator, "signed by its publisher");
+                    if tx.send(notice).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    run_for(&mut mesh, Duration::from_secs(4)).await;
+    let victims = vec![10, 11, 12];
+    let target = NodeSelector {
+        ward: None,
+        nodes: Some(victims.clone()),
+        pick: Pick::All,
+    };
+    mesh.apply(
+        &Action::KillNodes {
+            target: target.clone(),
+        },
+        "test",
+        None,
+    )
+    .await;
+    run_for(&mut mesh, Duration::from_secs(8)).await;
+    mesh.apply(&Action::RestartNodes { target }, "test", None)
+        .await;
+    run_for(&mut mesh, Duration::from_secs(6)).await;
+    let r = mesh.finish(false).await.report;
+    sleep(Duration::from_millis(500)).await;
+    watcher.abort();
+    let mut seen = Vec::new();
+    while let Ok(n) = notices.try_recv() {
+        seen.push(n);
+    }
+    let node_of = |n: &vitalmesh_wire::AlertNotice| match n.scope {
+        vitalmesh_wire::Scope::Node { node, .. } => Some(node.0),
+        _ => None,
+    };
+    let mut raised: Vec<u32> = seen
+        .iter()
+        .filter(|n| n.kind == "node_down" && n.cleared_at.is_none())
+        .filter_map(node_of)
+        .collect();
+    raised.sort_unstable();
+    assert_eq!(raised, victims, "seed {}: {seen:#?}", r.seed);
+    let mut cleared: Vec<u32> = seen
+        .iter()
+        .filter(|n| n.kind == "node_down" && n.cleared_at.is_some())
+        .filter_map(node_of)
+        .collect();
+    cleared.sort_unstable();
+    assert_eq!(cleared, victims, "back up: seed {}", r.seed);
+    assert!(
+        seen.iter()
+            .filter(|n| n.kind == "node_down" && n.cleared_at.is_none())
+            .all(|n| n
+                .statistic
+                .is_some_and(|phi| phi >= n.threshold.unwrap_or(f64::MAX))),
+        "each node-down carries its φ and threshold: {seen:#?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|n| n.kind == "aggregator_down" || n.kind == "aggregator_isolated"),
+        "the run's own shutdown is no failure: {seen:#?}"
+    );
+    assert_eq!(r.alerts.nodes_reported_down, victims);
+    assert_nothing_lost(&r);
+}

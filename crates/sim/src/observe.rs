@@ -132,8 +132,9 @@ pub struct Observer {
     pub alerts: VecDeque<Alert>,
     /// Every alert raised, with its clearing time once it cleared.
     pub history: Vec<Alert>,
-    /// Active alerts: their position in `history`.
-    active: BTreeMap<AlertKey, usize>,
+    /// Active alerts: the raise, and its position in `history` (none once
+    /// the history is full; the alert is still followed to its clear).
+    active: BTreeMap<AlertKey, (Alert, Option<usize>)>,
     /// Alerts raised, by kind.
     pub alert_counts: BTreeMap<&'static str, u64>,
     /// Alerts cleared, by kind.
@@ -245,25 +246,42 @@ impl Observer {
                     }
                 }
                 *self.alert_counts.entry(alert.kind.name()).or_default() += 1;
-                if self.history.len() < ALERT_HISTORY {
-                    self.active.insert(key, self.history.len());
+                let slot = (self.history.len() < ALERT_HISTORY).then(|| {
                     self.history.push(alert);
-                }
+                    self.history.len() - 1
+                });
+                self.active.insert(key, (alert, slot));
             }
             Some(at) => {
-                let Some(i) = self.active.remove(&key) else {
+                let Some((raised, i)) = self.active.remove(&key) else {
                     return; // nothing to clear (never raised, or already)
                 };
-                self.history[i].cleared_at = Some(at);
+                if let Some(i) = i {
+                    self.history[i].cleared_at = Some(at);
+                }
                 if let AlertKind::NodeDown { .. } = alert.kind {
                     if let Some(node) = alert.node() {
                         self.nodes_down.remove(&node);
                     }
                 }
                 *self.cleared_counts.entry(alert.kind.name()).or_default() += 1;
+                // The clear as one record: when it was raised, on what
+                // evidence, and when it cleared (the clearing aggregator
+                // may not be the one that raised it).
+                let cleared = Alert {
+                    cleared_at: Some(at),
+                    ..raised
+                };
+                self.incidents.handle(&cleared, now);
+                self.keep_recent(cleared);
+                return;
             }
         }
         self.incidents.handle(&alert, now);
+        self.keep_recent(alert);
+    }
+
+    fn keep_recent(&mut self, alert: Alert) {
         if self.alerts.len() == ALERTS_KEPT {
             self.alerts.pop_front();
         }
@@ -272,7 +290,7 @@ impl Observer {
 
     /// Alerts holding now.
     pub fn active_alerts(&self) -> impl Iterator<Item = &Alert> {
-        self.active.values().map(|&i| &self.history[i])
+        self.active.values().map(|(a, _)| a)
     }
 
     /// A ward bucket judged by the ward's owner.
@@ -487,5 +505,56 @@ mod tests {
             .collect();
         assert_eq!(moves, [(0, None, 0), (1, None, 0), (1, Some(0), 1)]);
         assert_eq!(o.ownership.primary_per_second[&0], [2]);
+    }
+
+    #[test]
+    fn a_clear_is_recorded_with_its_raise_and_closes_its_incident() {
+        use vitalmesh_core::alert::{Alert, AlertKind};
+        use vitalmesh_wire::alert::Scope;
+        let mut o = Observer::new(
+            Population {
+                wards: 1,
+                nodes_per_ward: 4,
+            },
+            false,
+        );
+        let scope = Scope::Patient {
+            node: NodeId(2),
+            ward: 0,
+        };
+        let raised = Alert::raise(
+            AlertKind::Deterioration,
+            scope,
+            Timestamp::from_secs(100),
+            AggregatorId(0),
+        );
+        o.alert(raised);
+        assert_eq!(o.active_alerts().count(), 1);
+        // Cleared by another aggregator (a failover moved the partition).
+        let mut clear = Alert::raise(
+            AlertKind::Deterioration,
+            scope,
+            Timestamp::from_secs(900),
+            AggregatorId(1),
+        );
+        clear.cleared_at = Some(Timestamp::from_secs(900));
+        o.alert(clear);
+        assert_eq!(o.active_alerts().count(), 0);
+        let last = o.alerts.back().unwrap();
+        assert_eq!(
+            last.raised_at,
+            Timestamp::from_secs(100),
+            "the raise's time"
+        );
+        assert_eq!(last.raised_by, AggregatorId(0));
+        assert_eq!(last.cleared_at, Some(Timestamp::from_secs(900)));
+        assert_eq!(o.history[0].cleared_at, Some(Timestamp::from_secs(900)));
+        assert_eq!(o.cleared_counts["deterioration"], 1);
+        let incidents = o.incidents.incidents();
+        assert_eq!(incidents.len(), 1);
+        assert!(!incidents[0].is_open(), "{incidents:?}");
+        // A second clear changes nothing.
+        o.alert(clear);
+        assert_eq!(o.cleared_counts["deterioration"], 1);
     }
 }
