@@ -20,8 +20,9 @@
 //! the patient's NEWS2 first held at 5 or more (a medium or high
 //! escalation: a band held for the persistence time, not one noisy
 //! reading; deteriorations whose patient was already there before the
-//! onset cannot be early and are left out of that share). An alert on a patient with no deterioration and no fever going
-//! on is a false alarm, counted per patient-day.
+//! onset cannot be early and are left out of that share). An alert on a
+//! patient with no deterioration and no fever going on is a false alarm,
+//! counted per patient-day.
 //!
 //! **Sensor faults.** An injected fault is flagged if a check-sensor alert
 //! for its device (and its sign, for a one-sign fault) held at some point
