@@ -9,7 +9,7 @@
 //!   grouped per ward: most of a ward going down at once is one "ward 2
 //!   unreachable" incident (a switch, a gateway, a partition — not a
 //!   hundred patients); several wards at once are one "mesh unreachable"
-//!   incident. A handful of nodes is "3 nodes down in ward 2". Aggregator
+//!   incident. A handful of nodes is "ward 2: 3 nodes down". Aggregator
 //!   alerts are one incident per aggregator.
 //! - **Patients.** Risk and deterioration alerts of one patient are one
 //!   incident.
@@ -274,9 +274,10 @@ impl IncidentBook {
                     let title = if unreachable.contains(&w) {
                         format!("ward {w} unreachable: {n} of {per_ward} nodes down at once")
                     } else if n == 1 {
-                        format!("{} down", p.alerts[0].scope)
+                        let node = p.alerts[0].scope.node().map_or(0, |n| n.0);
+                        format!("ward {w} node {node}: down")
                     } else {
-                        format!("{n} nodes down in ward {w}")
+                        format!("ward {w}: {n} nodes down")
                     };
                     self.open_incident(
                         Category::Infrastructure,
@@ -366,13 +367,13 @@ fn describe(alert: &Alert) -> (GroupKey, Category, Scope, String) {
                 node: vitalmesh_wire::NodeId(node),
                 ward,
             },
-            format!("patient at node {node} (ward {ward}) getting worse"),
+            format!("ward {ward} node {node}: patient worsening"),
         ),
         AlertKind::CheckSensor { .. } => (
             GroupKey::Sensor(node),
             Category::Sensor,
             alert.scope,
-            format!("check the sensors of node {node} (ward {ward})"),
+            format!("ward {ward} node {node}: check the sensors"),
         ),
         AlertKind::WardAnomaly { .. } => (
             GroupKey::Ward(ward),
@@ -384,7 +385,7 @@ fn describe(alert: &Alert) -> (GroupKey, Category, Scope, String) {
             GroupKey::NodesLeft(ward),
             Category::Infrastructure,
             Scope::Ward { ward },
-            format!("nodes left ward {ward}"),
+            format!("ward {ward}: nodes left"),
         ),
         AlertKind::NodeDown { .. } => unreachable!("grouped by ward"),
         AlertKind::AggregatorDown { .. }
@@ -487,7 +488,7 @@ mod tests {
             book.handle(&node_down(n, at(0)), at(0));
         }
         book.handle_timeout(at(6_000));
-        assert_eq!(book.incidents()[0].title, "2 nodes down in ward 1");
+        assert_eq!(book.incidents()[0].title, "ward 1: 2 nodes down");
         for w in [0, 2, 3] {
             for n in 0..80 {
                 book.handle(&node_down(w * 100 + n, at(10_000)), at(10_000));

@@ -244,7 +244,8 @@ fn panels(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState, p:
     };
     health_map(map, buf, s, state, p);
     aggregators(aggs, buf, s, state, p);
-    let [alerts_area, events_area] = halves(rows[3]);
+    // Incidents are what a person acts on; the event log only says why.
+    let [alerts_area, events_area] = split(rows[3], 56);
     if state.show_alerts {
         alerts(alerts_area, buf, s, p);
     } else {
@@ -326,10 +327,18 @@ fn split(r: Rect, left_percent: u16) -> [Rect; 2] {
     [parts[0], parts[1]]
 }
 
-/// `1:05` or `1:02:05`.
+/// `1:05`, `1:02:05`, or `4d11:02:05` once a (virtual) run passes a day.
 pub fn clock(d: Duration) -> String {
     let s = d.as_secs();
-    if s >= 3600 {
+    if s >= 86_400 {
+        format!(
+            "{}d{:02}:{:02}:{:02}",
+            s / 86_400,
+            s / 3600 % 24,
+            s / 60 % 60,
+            s % 60
+        )
+    } else if s >= 3600 {
         format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
     } else {
         format!("{}:{:02}", s / 60, s % 60)
@@ -884,12 +893,13 @@ pub fn incident_line(s: &Snapshot, i: &Incident) -> String {
     } else {
         "done"
     };
-    let n = i.members.len();
-    format!(
-        "{t} {mark} {} · {n} alert{}",
-        i.title,
-        if n == 1 { "" } else { "s" }
-    )
+    // The count (of more than one alert) goes before the title: a narrow panel cuts the end of the
+    // line, and the title leads with where (ward, node) so what is cut is
+    // the least telling part.
+    match i.members.len() {
+        1 => format!("{t} {mark} {}", i.title),
+        n => format!("{t} {mark} ×{n} {}", i.title),
+    }
 }
 
 fn incidents(area: Rect, buf: &mut Buffer, s: &Snapshot, p: Palette) {
@@ -1126,8 +1136,11 @@ fn finished(area: Rect, buf: &mut Buffer, f: &Finished, p: Palette) {
                 p.fg(color).add_modifier(Modifier::BOLD),
             ),
             Span::raw(format!(
-                "{} {:.3} {} {}",
-                r.name, r.actual, r.comparison, r.limit
+                "{} {} {} {}",
+                r.name,
+                r.show(r.actual),
+                r.comparison,
+                r.show(r.limit)
             )),
         ]));
     }

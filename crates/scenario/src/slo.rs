@@ -186,6 +186,9 @@ impl Default for SloFigures {
 /// The verdict on one threshold.
 #[derive(Debug, Clone, Serialize)]
 pub struct SloResult {
+    /// Which threshold (the JSON carries its `name`).
+    #[serde(skip)]
+    pub metric: SloMetric,
     /// The key.
     pub name: &'static str,
     /// `<=` or `>=`.
@@ -197,6 +200,29 @@ pub struct SloResult {
     pub actual: f64,
     /// Whether it held.
     pub passed: bool,
+}
+
+impl SloResult {
+    /// A figure of this threshold as a person reads it: a time to detect
+    /// as a duration (`2h27m10s`), a count whole, anything else with at
+    /// most four decimals; `n/a` where the run had nothing to measure.
+    pub fn show(&self, x: f64) -> String {
+        if x.is_nan() {
+            return "n/a".into();
+        }
+        if self.metric == SloMetric::MaxTimeToDetect && x >= 0.0 {
+            // Whole seconds: milliseconds of a time to detect mean nothing.
+            return crate::duration::format(std::time::Duration::from_secs(x.round() as u64));
+        }
+        if x.fract() == 0.0 && x.abs() < 1e15 {
+            format!("{x:.0}")
+        } else {
+            format!("{x:.4}")
+                .trim_end_matches('0')
+                .trim_end_matches('.')
+                .to_owned()
+        }
+    }
 }
 
 /// Checks every threshold.
@@ -226,6 +252,7 @@ pub fn evaluate(slos: &[Slo], f: &SloFigures) -> Vec<SloResult> {
             };
             let minimum = s.metric.is_minimum();
             SloResult {
+                metric: s.metric,
                 name: s.metric.name(),
                 comparison: if minimum { ">=" } else { "<=" },
                 limit: s.limit,
@@ -275,6 +302,31 @@ mod tests {
             ..Default::default()
         };
         assert!(evaluate(&slos, &bad).iter().all(|r| !r.passed));
+    }
+
+    #[test]
+    fn figures_show_as_a_person_reads_them() {
+        let slos = [
+            Slo {
+                metric: SloMetric::MaxTimeToDetect,
+                limit: 43_200.0,
+            },
+            Slo {
+                metric: SloMetric::MaxFalseAlarmsPerWardDay,
+                limit: 0.5,
+            },
+        ];
+        let f = SloFigures {
+            time_to_detect_s: 8830.257,
+            false_alarms_per_ward_day: 0.142_857_1,
+            ..Default::default()
+        };
+        let r = evaluate(&slos, &f);
+        assert_eq!(r[0].show(r[0].actual), "2h27m10s");
+        assert_eq!(r[0].show(r[0].limit), "12h");
+        assert_eq!(r[1].show(r[1].actual), "0.1429");
+        assert_eq!(r[1].show(r[1].limit), "0.5");
+        assert_eq!(r[1].show(f64::NAN), "n/a");
     }
 
     #[test]

@@ -369,14 +369,6 @@ pub fn thousands(n: u64) -> String {
     out
 }
 
-fn trim_float(x: f64) -> String {
-    if x.fract() == 0.0 && x.abs() < 1e15 {
-        format!("{x:.0}")
-    } else {
-        format!("{x:.4}").trim_end_matches('0').to_owned()
-    }
-}
-
 fn mb(bytes: u64) -> String {
     format!("{:.1} MB", bytes as f64 / 1e6)
 }
@@ -624,13 +616,9 @@ impl Report {
                     "  {} {:<32} {:>12} {} {:<12}",
                     if r.passed { "pass" } else { "FAIL" },
                     r.name,
-                    if r.actual.is_nan() {
-                        "n/a".into()
-                    } else {
-                        trim_float(r.actual)
-                    },
+                    r.show(r.actual),
                     r.comparison,
-                    trim_float(r.limit)
+                    r.show(r.limit)
                 );
             }
         }

@@ -1,4 +1,4 @@
-//! Per patient: is this patient getting worse, and is it the patient?
+//! Per patient: is this patient worsening, and is it the patient?
 //!
 //! One [`PatientMonitor`] per bed, fed every sample (in sample-time order
 //! per node, as the aggregator de-duplicates them). It:

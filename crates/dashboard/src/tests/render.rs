@@ -75,11 +75,13 @@ fn every_panel_fits_an_80_by_24_terminal() {
             "DOWN",
             // incidents, newest first
             "Incidents · 4 open of 4",
-            "CRIT patient at node 7 (ward 0)",
-            "WARN check the sensors of node 5",
+            "CRIT ward 0 node 7: patient worsening",
+            "WARN ward 0 node 5: check the sensors",
             // events
             "Events · 2",
-            "[dashboard] kill aggregator 1",
+            // Incidents get the wider share; at 80 columns an event's
+            // last letters are cut.
+            "[dashboard] kill aggregat",
             // ledger, abbreviated to fit
             "prod 12,345",
             "deliv 12,300",
@@ -318,7 +320,7 @@ fn a_terminal_too_small_for_the_panels_shows_a_line_for_each() {
             "pub 61/s · del 60/s · ack 59/s",
             "p50 1.5 · p99 3.4",
             "nodes 1 down · 1 suspected · aggregators 1/2 up",
-            "incident 1:00 CRIT patient at node 7 (ward 0)",
+            "incident 1:00 CRIT ward 0 node 7: patient",
             "(4 open)",
             "event 0:40 [dashboard] kill aggregator 1",
             "50×14 is too small for the panels; they need 60×20",
@@ -335,4 +337,17 @@ fn a_terminal_too_small_for_the_panels_shows_a_line_for_each() {
     let mut help = st.clone();
     help.help = true;
     assert_shows(&screen(&render(&help, 50, 14)), &["Keys"]);
+}
+
+#[test]
+fn the_clock_counts_days_once_a_virtual_run_passes_one() {
+    use std::time::Duration;
+    let clock = crate::view::clock;
+    assert_eq!(clock(Duration::from_secs(65)), "1:05");
+    assert_eq!(clock(Duration::from_secs(3725)), "1:02:05");
+    assert_eq!(clock(Duration::from_secs(86_399)), "23:59:59");
+    assert_eq!(
+        clock(Duration::from_secs(4 * 86_400 + 11 * 3600 + 2 * 60 + 5)),
+        "4d11:02:05"
+    );
 }
