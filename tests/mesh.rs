@@ -445,3 +445,82 @@ async fn alerts_are_published_on_the_alerts_topic_for_anyone_watching() {
     assert_eq!(r.alerts.nodes_reported_down, victims);
     assert_nothing_lost(&r);
 }
+
+/// Detection over real MQTT, through the embedded broker: temperature
+/// probes stuck at an impossible 45 °C in ward 1 raise "check sensor"
+/// alerts, and the ward series every aggregator assembles from the others'
+/// reports (sent over the broker on `vm/v1/ward`) count the whole census
+/// and not one of those readings as a fever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_probe_is_flagged_and_kept_out_of_the_ward_counts_over_mqtt() {
+    let _serial = SERIAL.lock().await;
+    let text = "[scenario]\nname = \"mesh-detection\"\nduration = \"1h\"\ndrain = \"8s\"\n\
+         [population]\nwards = 3\nnodes_per_ward = 20\nconnect_rate = 500\n\
+         [aggregators]\ncount = 2\n\
+         [detection]\nbucket = \"4s\"\ngrace = \"1s\"\nassemble = \"1s\"\n\
+         [[detection.ward]]\nname = \"c1\"\nmethod = \"c1\"\nseries = \"febrile\"\n";
+    let scenario =
+        vitalmesh_scenario::parse("mesh-detection.toml", text).unwrap_or_else(|e| panic!("{e}"));
+    let config = MeshConfig::new(
+        scenario,
+        seed(),
+        PathBuf::from(env!("CARGO_BIN_EXE_vitalmesh")),
+    );
+    let mut mesh = start(config).await;
+    run_for(&mut mesh, Duration::from_secs(4)).await;
+    let broken = vec![20, 21, 22, 23, 24];
+    mesh.apply(
+        &Action::SensorFault {
+            target: NodeSelector {
+                ward: None,
+                nodes: Some(broken.clone()),
+                pick: Pick::All,
+            },
+            sign: Some(vitalmesh_firmware::VitalSign::Temperature),
+            mode: vitalmesh_firmware::FaultMode::StuckAt { value: Some(45.0) },
+            for_: None,
+        },
+        "test",
+        None,
+    )
+    .await;
+    let fault_at_s = 4.0;
+    run_for(&mut mesh, Duration::from_secs(14)).await;
+    let r = mesh.finish(false).await.report;
+    let seed = r.seed;
+
+    let mut flagged: Vec<u32> = r
+        .alerts
+        .recent
+        .iter()
+        .filter(|a| a.kind.name() == "check_sensor")
+        .filter_map(|a| a.scope.node().map(|n| n.0))
+        .collect();
+    flagged.sort_unstable();
+    flagged.dedup();
+    assert_eq!(flagged, broken, "seed {seed}: {:#?}", r.alerts.recent);
+
+    let ward1 = r
+        .detection
+        .wards
+        .iter()
+        .find(|w| w.ward == 1)
+        .unwrap_or_else(|| panic!("seed {seed}: no series for ward 1"));
+    // Buckets wholly after the fault (and after the first reading that
+    // could be judged) — at least two of them in 14 s of 4-second buckets.
+    let after: Vec<_> = ward1
+        .buckets
+        .iter()
+        .filter(|b| b.at_s >= fault_at_s + 1.0)
+        .filter_map(|b| b.counts)
+        .collect();
+    assert!(after.len() >= 2, "seed {seed}: {:#?}", ward1.buckets);
+    for c in &after {
+        assert_eq!(c.census, 20, "every bed monitored: seed {seed}: {c:?}");
+        assert_eq!(
+            c.febrile, 0,
+            "45 °C probes are no fever: seed {seed}: {c:?}"
+        );
+    }
+    assert_nothing_lost(&r);
+}
