@@ -1,5 +1,6 @@
 //! `vitalmesh`: the command-line front end.
 
+mod bench_cmd;
 mod detect_cmd;
 mod experiment_cmd;
 mod run_cmd;
@@ -36,6 +37,10 @@ enum Command {
     /// score every detector against the ground truth: recall, precision,
     /// false alarms per ward-week, time to detect, with the seeds.
     Experiment(experiment_cmd::ExperimentArgs),
+    /// Named, repeatable benchmark workloads (`--list` names them): a
+    /// table of figures, and with `--json` the machine, the command and the
+    /// figures as JSON.
+    Bench(bench_cmd::BenchArgs),
     /// Check scenario files without running them.
     Validate(run_cmd::ValidateArgs),
     /// Apply an action to a running `vitalmesh run` (same names and fields
@@ -69,6 +74,7 @@ fn main() -> std::process::ExitCode {
         }
         Command::Detect(args) => detect_cmd::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Inject(args) => run_cmd::inject(&args),
+        Command::Bench(args) => bench_cmd::run(args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

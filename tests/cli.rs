@@ -616,3 +616,67 @@ fn experiment_refuses_what_it_cannot_run_up_front() {
     assert!(err.contains("attack_rate"), "{err}");
     let _ = std::fs::remove_file(&scenario);
 }
+
+/// `vitalmesh bench`: the workloads are listed, an unknown one is refused
+/// with the list, and `micro` measures every stage of the pure core — the
+/// aggregator among them must ingest what the fleet sent — and saves the
+/// figures with the machine and the command.
+#[test]
+fn bench_lists_its_workloads_and_saves_what_it_measured() {
+    let out = vitalmesh(&["bench", "--list"]);
+    assert!(out.status.success());
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        list.contains("micro") && list.contains("virtual-day"),
+        "{list}"
+    );
+
+    let out = vitalmesh(&["bench", "nonesuch"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("'nonesuch'") && err.contains("micro, virtual-day"),
+        "{err}"
+    );
+
+    let json = temp_path("bench-micro.json");
+    let out = vitalmesh(&[
+        "bench",
+        "micro",
+        "--duration",
+        "50ms",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["bench"], "micro");
+    assert!(v["command"].as_str().unwrap().contains("bench micro"));
+    assert!(v["machine"]["cores"].as_u64().unwrap() >= 1);
+    let names: Vec<&str> = v["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "firmware step + encode",
+            "decode + authenticate",
+            "sensor checks, 1 patient",
+            "sensor checks, 1,000 patients",
+            "patient monitor, 1,000 patients",
+            "aggregator ingest, 1,000 nodes",
+        ]
+    );
+    let _ = std::fs::remove_file(&json);
+    let ingest = &v["figures"][5];
+    // A minute of 1,000 nodes at 1 Hz, all of it ingested.
+    assert!(ingest["count"].as_u64().unwrap() >= 59_000, "{ingest}");
+    assert!(ingest["ns_per_unit"].as_f64().unwrap() > 0.0);
+}

@@ -1,0 +1,472 @@
+//! `vitalmesh bench`: named, repeatable workloads that print a table and
+//! save JSON with the machine, the command and the figures.
+//!
+//! Every workload is one row of [`WORKLOADS`]; `--list` prints them. The
+//! workloads time the same state machines a run executes; nothing here
+//! re-implements them. Wall-clock reads live here, in the binary, and
+//! never in the pure crates.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use serde::Serialize;
+use vitalmesh_core::Aggregator;
+use vitalmesh_core::detect::{DetectionConfig, PatientMonitor, SensorMonitor};
+use vitalmesh_firmware::Node;
+use vitalmesh_scenario::Scenario;
+use vitalmesh_sim::setup;
+use vitalmesh_sim::virtual_time::{VirtualMesh, VirtualOptions};
+use vitalmesh_wire::{AggregatorId, Body, Keyring, NodeId, Sample, Timestamp, TopicScheme, decode};
+
+/// `vitalmesh bench`.
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// The workload (`--list` names them).
+    #[arg(required_unless_present = "list")]
+    name: Option<String>,
+    /// List the workloads and exit.
+    #[arg(long)]
+    list: bool,
+    /// How much to run: simulated time for `virtual-day` (default 1d);
+    /// for `micro`, wall time per timed measurement (default 2s; under 1s
+    /// the fleet's stretch shrinks from an hour to a minute, for a quick
+    /// check).
+    #[arg(long, value_name = "D")]
+    duration: Option<String>,
+    /// Also write the figures as JSON here.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+type Workload = fn(Option<Duration>) -> anyhow::Result<Vec<Figure>>;
+
+/// The workloads: name, what it measures, the code.
+const WORKLOADS: &[(&str, &str, Workload)] = &[
+    (
+        "micro",
+        "per-sample cost of the pure core: firmware step + encode, decode, sensor checks, patient monitor, aggregator ingest (1,000 patients, hot and spread)",
+        micro,
+    ),
+    (
+        "virtual-day",
+        "a simulated day of 1,000 patients at 1 Hz through firmware, codec, modelled broker and aggregators on one core (benches/scenarios/virtual-day.toml)",
+        virtual_day,
+    ),
+];
+
+/// One measured figure.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Figure {
+    /// What was measured.
+    pub name: String,
+    /// Units processed.
+    pub count: u64,
+    /// Wall time, seconds.
+    pub wall_s: f64,
+    /// Nanoseconds per unit.
+    pub ns_per_unit: f64,
+    /// Units per second.
+    pub per_second: f64,
+    /// The unit (`sample`, …).
+    pub unit: &'static str,
+}
+
+impl Figure {
+    fn new(name: impl Into<String>, count: u64, wall: Duration, unit: &'static str) -> Self {
+        let wall_s = wall.as_secs_f64();
+        Self {
+            name: name.into(),
+            count,
+            wall_s,
+            ns_per_unit: wall_s * 1e9 / count.max(1) as f64,
+            per_second: count as f64 / wall_s.max(1e-9),
+            unit,
+        }
+    }
+}
+
+/// The machine a figure was taken on.
+#[derive(Debug, Serialize)]
+struct Machine {
+    cpu: String,
+    cores: usize,
+    memory_gib: f64,
+    kernel: String,
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown".into(), |(_, v)| v.trim().to_owned());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gib: memory_kib / 1024.0 / 1024.0,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or("unknown".into(), |s| s.trim().to_owned()),
+    }
+}
+
+/// Runs `vitalmesh bench`.
+pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.list {
+        for (name, what, _) in WORKLOADS {
+            println!("{name:<12} {what}");
+        }
+        return Ok(());
+    }
+    let name = args.name.as_deref().expect("clap: required unless --list");
+    let Some((name, _, workload)) = WORKLOADS.iter().find(|(n, _, _)| *n == name) else {
+        let known: Vec<_> = WORKLOADS.iter().map(|(n, _, _)| *n).collect();
+        bail!(
+            "no workload '{name}'; expected one of {} (`vitalmesh bench --list`)",
+            known.join(", ")
+        );
+    };
+    let duration = args
+        .duration
+        .as_deref()
+        .map(|d| {
+            vitalmesh_scenario::duration::parse(d)
+                .map_err(|e| anyhow::anyhow!("--duration '{d}': {e}"))
+        })
+        .transpose()?;
+    let machine = machine();
+    eprintln!(
+        "bench {name}: {} ({} cores, {:.0} GiB), release build: {}",
+        machine.cpu,
+        machine.cores,
+        machine.memory_gib,
+        if cfg!(debug_assertions) {
+            "no — figures from a debug build mean little"
+        } else {
+            "yes"
+        }
+    );
+    let figures = workload(duration)?;
+    print!("{}", table(name, &figures));
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "bench": name,
+            "command": std::env::args().collect::<Vec<_>>().join(" "),
+            "vitalmesh_version": env!("CARGO_PKG_VERSION"),
+            "release_build": !cfg!(debug_assertions),
+            "machine": machine,
+            "figures": figures,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("figures written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn table(name: &str, figures: &[Figure]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{name}");
+    let _ = writeln!(
+        s,
+        "  {:<44} {:>12} {:>10} {:>12} {:>16}",
+        "measure", "count", "wall s", "ns / unit", "per second"
+    );
+    for f in figures {
+        let _ = writeln!(
+            s,
+            "  {:<44} {:>12} {:>10.2} {:>12.0} {:>14.2} M",
+            f.name,
+            f.count,
+            f.wall_s,
+            f.ns_per_unit,
+            f.per_second / 1e6
+        );
+    }
+    s
+}
+
+const T0: Timestamp = Timestamp::from_secs(1_767_225_600);
+
+/// A thousand patients at 1 Hz, as in `virtual-day.toml`.
+fn micro_scenario() -> anyhow::Result<Scenario> {
+    let text = "[scenario]\nname = \"micro\"\nduration = \"1h\"\n\
+                [population]\nwards = 10\nnodes_per_ward = 100\n\
+                [population.profile]\nsample_interval = \"1s\"\n";
+    Ok(vitalmesh_scenario::parse("micro.toml", text)?)
+}
+
+/// A live node: connected, each sample acknowledged at once.
+fn live_node(scenario: &Scenario, keys: &Keyring, id: u32) -> Node {
+    let interval = scenario.profile.sample_interval;
+    let mut node = setup::node(scenario, 7, keys, NodeId(id), interval, T0);
+    node.handle_timeout(T0);
+    while node.poll_link().is_some() {}
+    node.handle_connected(T0);
+    node
+}
+
+/// Runs `step` in rounds of `per_round` units until `budget` has passed.
+fn timed(budget: Duration, per_round: u64, mut step: impl FnMut()) -> (u64, Duration) {
+    let started = Instant::now();
+    let mut count = 0;
+    while started.elapsed() < budget {
+        step();
+        count += per_round;
+    }
+    (count, started.elapsed())
+}
+
+fn micro(duration: Option<Duration>) -> anyhow::Result<Vec<Figure>> {
+    let budget = duration.unwrap_or(Duration::from_secs(2));
+    let scenario = micro_scenario()?;
+    let keys = setup::keyring(&scenario, 7);
+    let nodes = scenario.population.nodes();
+    let mut out = Vec::new();
+
+    // Firmware step + encode, one live node.
+    eprintln!("  firmware step + encode …");
+    let mut node = live_node(&scenario, &keys, 1);
+    let mut now = T0;
+    let (n, wall) = timed(budget, 1000, || {
+        for _ in 0..1000 {
+            now = now + Duration::from_secs(1);
+            node.handle_timeout(now);
+            let t = node.poll_transmit(now).expect("one sample due");
+            node.handle_ack(t.first_seq + t.samples as u64, now);
+        }
+    });
+    out.push(Figure::new("firmware step + encode", n, wall, "sample"));
+
+    // What every node sends over an hour, in time order across nodes: the
+    // order an aggregator sees it in.
+    // An hour; a budget under a second (a smoke test) makes do with a
+    // minute.
+    let seconds: u64 = if budget < Duration::from_secs(1) {
+        60
+    } else {
+        3600
+    };
+    eprintln!("  generating {seconds} s of {nodes} nodes …");
+    let mut fleet: Vec<Node> = (0..nodes).map(|i| live_node(&scenario, &keys, i)).collect();
+    let mut payloads: Vec<(String, Vec<u8>)> =
+        Vec::with_capacity((nodes as u64 * seconds) as usize);
+    let topics = TopicScheme::default();
+    for s in 1..=seconds {
+        let now = T0 + Duration::from_secs(s);
+        for node in &mut fleet {
+            node.handle_timeout(now);
+            while let Some(t) = node.poll_transmit(now) {
+                node.handle_ack(t.first_seq + t.samples as u64, now);
+                payloads.push((topics.data(node.partition(), node.id()), t.payload));
+            }
+        }
+    }
+    drop(fleet);
+    // (node index, sample), in arrival order.
+    let samples: Vec<(usize, Sample)> = payloads
+        .iter()
+        .filter_map(|(_, p)| match decode(p, &keys) {
+            Ok(Body::Batch(b)) => Some(b),
+            _ => None,
+        })
+        .flat_map(|b| {
+            let i = b.node.0 as usize;
+            b.samples.into_iter().map(move |s| (i, s))
+        })
+        .collect();
+    let total = samples.len() as u64;
+
+    // Decode, spread over the fleet.
+    eprintln!("  decode …");
+    let mut i = 0;
+    let (n, wall) = timed(budget, 1000, || {
+        for _ in 0..1000 {
+            let (_, p) = &payloads[i % payloads.len()];
+            std::hint::black_box(decode(p, &keys).ok());
+            i += 1;
+        }
+    });
+    out.push(Figure::new("decode + authenticate", n, wall, "sample"));
+
+    let detection = DetectionConfig::default();
+    // Sensor checks on one patient's hour, again and again (hot cache)…
+    eprintln!("  sensor checks …");
+    let one: Vec<&Sample> = samples
+        .iter()
+        .filter(|(i, _)| *i == 0)
+        .map(|(_, s)| s)
+        .collect();
+    let mut events = Vec::new();
+    let (n, wall) = timed(budget, one.len() as u64, || {
+        let mut m = SensorMonitor::default();
+        for s in &one {
+            std::hint::black_box(m.observe(s, &detection.sensor, &mut events));
+            events.clear();
+        }
+    });
+    out.push(Figure::new("sensor checks, 1 patient", n, wall, "sample"));
+    // … and on 1,000 patients in turn, as an aggregator sees them.
+    let mut monitors = vec![SensorMonitor::default(); nodes as usize];
+    let start = Instant::now();
+    for (i, s) in &samples {
+        std::hint::black_box(monitors[*i].observe(s, &detection.sensor, &mut events));
+        events.clear();
+    }
+    out.push(Figure::new(
+        "sensor checks, 1,000 patients",
+        total,
+        start.elapsed(),
+        "sample",
+    ));
+
+    // The whole patient monitor (sensor checks, NEWS2, CUSUM, bucket
+    // tallies), 1,000 patients in turn.
+    eprintln!("  patient monitor, {nodes} patients …");
+    let mut monitors: Vec<PatientMonitor> = (0..nodes).map(|_| PatientMonitor::new(0)).collect();
+    let mut events = Vec::new();
+    let start = Instant::now();
+    for (i, s) in &samples {
+        let m = &mut monitors[*i];
+        std::hint::black_box(m.observe(
+            s,
+            &detection.patient,
+            &detection.sensor,
+            detection.ward.bucket,
+            &mut events,
+        ));
+        events.clear();
+    }
+    out.push(Figure::new(
+        "patient monitor, 1,000 patients",
+        total,
+        start.elapsed(),
+        "sample",
+    ));
+
+    // Aggregator ingest: decode, authenticate, de-duplicate, φ, NEWS2,
+    // detectors; one aggregator that owns every partition.
+    eprintln!("  aggregator ingest, {nodes} nodes …");
+    let mut agg = setup::aggregator(&scenario, &keys, &topics, AggregatorId(0), 0);
+    let mut subs: Vec<String> = Vec::new();
+    let mut t = T0;
+    agg.handle_connected(t);
+    // Let it hear itself and take every partition.
+    for _ in 0..200 {
+        t = t + Duration::from_millis(50);
+        agg.handle_timeout(t);
+        pump(&mut agg, &mut subs, t);
+    }
+    let per_payload = total as f64 / payloads.len() as f64;
+    let start = Instant::now();
+    let mut last_timer = T0;
+    for (k, (topic, p)) in payloads.iter().enumerate() {
+        let now = T0 + Duration::from_micros((k as u64 * 1_000_000) / nodes as u64);
+        agg.handle_message(topic, p, now.max(t));
+        if now.saturating_duration_since(last_timer) >= Duration::from_millis(250) {
+            agg.handle_timeout(now.max(t));
+            pump(&mut agg, &mut subs, now.max(t));
+            last_timer = now;
+        }
+    }
+    let wall = start.elapsed();
+    let ingested = agg.stats().ingested;
+    if (ingested as f64) < 0.99 * total as f64 {
+        bail!(
+            "the aggregator ingested {ingested} of {total} samples ({per_payload:.1} a message): it did not own every partition"
+        );
+    }
+    out.push(Figure::new(
+        "aggregator ingest, 1,000 nodes",
+        ingested,
+        wall,
+        "sample",
+    ));
+    Ok(out)
+}
+
+/// Delivers an aggregator's own publications back to it where it
+/// subscribed (heartbeats, ward reports); drops the rest (acks, alerts).
+fn pump(agg: &mut Aggregator, subs: &mut Vec<String>, now: Timestamp) {
+    loop {
+        let mut mine = Vec::new();
+        while let Some(o) = agg.poll_output() {
+            match o {
+                vitalmesh_core::Output::Subscribe(f) => subs.push(f),
+                vitalmesh_core::Output::Unsubscribe(f) => subs.retain(|s| *s != f),
+                vitalmesh_core::Output::Publish { topic, payload } => {
+                    if subs.iter().any(|f| topic_matches(f, &topic)) {
+                        mine.push((topic, payload));
+                    }
+                }
+            }
+        }
+        while agg.poll_event().is_some() {}
+        if mine.is_empty() {
+            return;
+        }
+        for (topic, payload) in mine {
+            agg.handle_message(&topic, &payload, now);
+        }
+    }
+}
+
+fn topic_matches(filter: &str, topic: &str) -> bool {
+    let (mut f, mut t) = (filter.split('/'), topic.split('/'));
+    loop {
+        match (f.next(), t.next()) {
+            (None, None) => return true,
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            _ => return false,
+        }
+    }
+}
+
+fn virtual_day(duration: Option<Duration>) -> anyhow::Result<Vec<Figure>> {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/scenarios/virtual-day.toml");
+    let mut scenario = vitalmesh_scenario::load(&path)?;
+    if let Some(d) = duration {
+        scenario = scenario.with_duration(d)?;
+    }
+    eprintln!(
+        "  {} simulated of {} nodes …",
+        vitalmesh_scenario::duration::format(scenario.duration),
+        scenario.population.nodes()
+    );
+    let started = Instant::now();
+    let mut mesh = VirtualMesh::new(&scenario, 2026, &VirtualOptions::default());
+    mesh.start()?;
+    let outcome = mesh.run_to_end();
+    let wall = started.elapsed();
+    let r = &outcome.report;
+    if r.ledger.total.unexplained != 0 {
+        bail!("{} samples unexplained", r.ledger.total.unexplained);
+    }
+    Ok(vec![
+        Figure::new(
+            "samples, end to end",
+            r.ledger.total.produced,
+            wall,
+            "sample",
+        ),
+        Figure::new(
+            "simulated seconds",
+            r.ran_for_s.round() as u64,
+            wall,
+            "simulated s",
+        ),
+        Figure::new("events", outcome.events, wall, "event"),
+    ])
+}
