@@ -670,12 +670,13 @@ fn bench_lists_its_workloads_and_saves_what_it_measured() {
             "decode + authenticate",
             "sensor checks, 1 patient",
             "sensor checks, 1,000 patients",
+            "sensor checks, 1,000 patients, scattered",
             "patient monitor, 1,000 patients",
             "aggregator ingest, 1,000 nodes",
         ]
     );
     let _ = std::fs::remove_file(&json);
-    let ingest = &v["figures"][5];
+    let ingest = &v["figures"][6];
     // A minute of 1,000 nodes at 1 Hz, all of it ingested.
     assert!(ingest["count"].as_u64().unwrap() >= 59_000, "{ingest}");
     assert!(ingest["ns_per_unit"].as_f64().unwrap() > 0.0);
