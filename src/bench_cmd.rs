@@ -19,6 +19,7 @@ use vitalmesh_firmware::Node;
 use vitalmesh_scenario::Scenario;
 use vitalmesh_sim::setup;
 use vitalmesh_sim::virtual_time::{VirtualMesh, VirtualOptions};
+use vitalmesh_wire::topic::filter_matches;
 use vitalmesh_wire::{AggregatorId, Body, Keyring, NodeId, Sample, Timestamp, TopicScheme, decode};
 
 /// `vitalmesh bench`.
@@ -421,7 +422,7 @@ fn pump(agg: &mut Aggregator, subs: &mut Vec<String>, now: Timestamp) {
                 vitalmesh_core::Output::Subscribe(f) => subs.push(f),
                 vitalmesh_core::Output::Unsubscribe(f) => subs.retain(|s| *s != f),
                 vitalmesh_core::Output::Publish { topic, payload } => {
-                    if subs.iter().any(|f| topic_matches(f, &topic)) {
+                    if subs.iter().any(|f| filter_matches(f, &topic)) {
                         mine.push((topic, payload));
                     }
                 }
@@ -433,19 +434,6 @@ fn pump(agg: &mut Aggregator, subs: &mut Vec<String>, now: Timestamp) {
         }
         for (topic, payload) in mine {
             agg.handle_message(&topic, &payload, now);
-        }
-    }
-}
-
-fn topic_matches(filter: &str, topic: &str) -> bool {
-    let (mut f, mut t) = (filter.split('/'), topic.split('/'));
-    loop {
-        match (f.next(), t.next()) {
-            (None, None) => return true,
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            _ => return false,
         }
     }
 }

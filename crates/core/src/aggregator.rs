@@ -1381,18 +1381,6 @@ mod tests {
         events: Vec<(AggregatorId, Event)>,
     }
 
-    fn matches(filter: &str, topic: &str) -> bool {
-        let (mut f, mut t) = (filter.split('/'), topic.split('/'));
-        loop {
-            match (f.next(), t.next()) {
-                (None, None) => return true,
-                (Some("+"), Some(_)) => {}
-                (Some(a), Some(b)) if a == b => {}
-                _ => return false,
-            }
-        }
-    }
-
     impl Bus {
         fn new(n: u16) -> Self {
             Self::with(n, |_| {})
@@ -1451,7 +1439,11 @@ mod tests {
 
         fn publish(&mut self, topic: &str, payload: &[u8]) {
             for i in 0..self.aggs.len() {
-                if self.up[i] && self.subs[i].iter().any(|f| matches(f, topic)) {
+                if self.up[i]
+                    && self.subs[i]
+                        .iter()
+                        .any(|f| vitalmesh_wire::topic::filter_matches(f, topic))
+                {
                     self.aggs[i].handle_message(topic, payload, self.now);
                 }
             }

@@ -200,6 +200,23 @@ fn parse_number<T: std::str::FromStr>(level: &str) -> Option<T> {
     if canonical { level.parse().ok() } else { None }
 }
 
+/// MQTT 3.1.1 topic-filter matching (§4.7): `+` one level, `#` the rest.
+/// For drivers and tools that route without a broker (the virtual-time
+/// broker, benchmarks, tests).
+pub fn filter_matches(filter: &str, topic: &str) -> bool {
+    let mut f = filter.split('/');
+    let mut t = topic.split('/');
+    loop {
+        match (f.next(), t.next()) {
+            (Some("#"), _) => return true,
+            (Some("+"), Some(_)) => {}
+            (Some(a), Some(b)) if a == b => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -271,5 +288,15 @@ mod tests {
         fn arbitrary_topics_never_panic(s in ".{0,64}") {
             let _ = TopicScheme::default().parse(&s);
         }
+    }
+
+    #[test]
+    fn topic_filters_match_as_mqtt_says() {
+        assert!(filter_matches("vm/v1/p/3/+", "vm/v1/p/3/17"));
+        assert!(!filter_matches("vm/v1/p/3/+", "vm/v1/p/4/17"));
+        assert!(filter_matches("vm/#", "vm/v1/agg/2"));
+        assert!(filter_matches("#", "anything/at/all"));
+        assert!(!filter_matches("vm/v1/ack/1", "vm/v1/ack/10"));
+        assert!(!filter_matches("vm/+", "vm/v1/x"));
     }
 }

@@ -5,6 +5,7 @@
 //! vector walk, not a scan of every filter; any other filter is matched
 //! with MQTT's `+` and `#` rules.
 
+use vitalmesh_wire::topic::filter_matches;
 use vitalmesh_wire::{PartitionId, TopicScheme, WireTopic};
 
 /// A client of the modelled broker.
@@ -158,24 +159,9 @@ impl Subscriptions {
             Some(WireTopic::Ward { .. } | WireTopic::Alert { .. }) | None => {}
         }
         for (filter, client) in &self.other {
-            if matches(filter, topic) && !out.contains(client) {
+            if filter_matches(filter, topic) && !out.contains(client) {
                 out.push(*client);
             }
-        }
-    }
-}
-
-/// MQTT 3.1.1 topic-filter matching (§4.7): `+` one level, `#` the rest.
-pub(crate) fn matches(filter: &str, topic: &str) -> bool {
-    let mut f = filter.split('/');
-    let mut t = topic.split('/');
-    loop {
-        match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(a), Some(b)) if a == b => {}
-            (None, None) => return true,
-            _ => return false,
         }
     }
 }
@@ -185,16 +171,6 @@ mod tests {
     use vitalmesh_wire::NodeId;
 
     use super::*;
-
-    #[test]
-    fn topic_filters_match_as_mqtt_says() {
-        assert!(matches("vm/v1/p/3/+", "vm/v1/p/3/17"));
-        assert!(!matches("vm/v1/p/3/+", "vm/v1/p/4/17"));
-        assert!(matches("vm/#", "vm/v1/agg/2"));
-        assert!(matches("#", "anything/at/all"));
-        assert!(!matches("vm/v1/ack/1", "vm/v1/ack/10"));
-        assert!(!matches("vm/+", "vm/v1/x"));
-    }
 
     #[test]
     fn own_topics_route_through_the_index_and_others_by_matching() {
