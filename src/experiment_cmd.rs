@@ -6,8 +6,11 @@
 //! single-threaded by design: it is a deterministic state machine), so N
 //! cores run N seeds at once and each seed's result is the same whatever
 //! else runs beside it.
+//!
+//! An experiment can take most of an hour, so the JSON is rewritten after
+//! every finished seed (`"complete": false`, the seeds done so far pooled):
+//! an interrupted experiment keeps what it measured.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,7 +51,7 @@ pub(crate) fn run(args: &ExperimentArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("experiment-{}.json", scenario.name)));
     // Opened first: a bad path costs nothing.
-    let mut file = std::fs::File::create(&out).map_err(|e| {
+    std::fs::File::create(&out).map_err(|e| {
         anyhow::anyhow!(
             "--out: cannot create '{}': {e}; expected a writable file path",
             out.display()
@@ -83,17 +86,34 @@ pub(crate) fn run(args: &ExperimentArgs) -> Result<()> {
                     let Some(&seed) = seeds.get(i) else { break };
                     let t = Instant::now();
                     let result = run_seed(&scenario, seed);
+                    let mut all = results.lock().unwrap_or_else(|p| p.into_inner());
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    match &result {
-                        Ok(r) => eprintln!(
+                    let line = match &result {
+                        Ok(r) => format!(
                             "[{n}/{}] seed {seed}: {} in {:.0} s",
                             seeds.len(),
                             one_line(r),
                             t.elapsed().as_secs_f64()
                         ),
-                        Err(e) => eprintln!("[{n}/{}] seed {seed}: failed: {e:#}", seeds.len()),
+                        Err(e) => format!("[{n}/{}] seed {seed}: failed: {e:#}", seeds.len()),
+                    };
+                    all[i] = Some(result);
+                    // Saved before it is announced; the lock keeps writers
+                    // one at a time.
+                    let so_far: Vec<&SeedResult> = all
+                        .iter()
+                        .flatten()
+                        .filter_map(|r| r.as_ref().ok())
+                        .collect();
+                    if !so_far.is_empty() {
+                        if let Err(e) = save(&out, &scenario, &so_far, false) {
+                            eprintln!(
+                                "warning: saving the seeds so far to '{}': {e:#}",
+                                out.display()
+                            );
+                        }
                     }
-                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(result);
+                    eprintln!("{line}");
                 }
             });
         }
@@ -105,18 +125,9 @@ pub(crate) fn run(args: &ExperimentArgs) -> Result<()> {
         .map(|r| r.expect("every seed ran"))
         .collect::<Result<_>>()?;
     let unexplained: u64 = results.iter().map(|r| r.unexplained).sum();
+    let all: Vec<&SeedResult> = results.iter().collect();
+    save(&out, &scenario, &all, true).with_context(|| format!("writing '{}'", out.display()))?;
     let pooled = experiment::pool(&results);
-    let json = serde_json::json!({
-        "scenario": scenario.name,
-        "file": scenario.file,
-        "duration_s": scenario.duration.as_secs_f64(),
-        "seeds": pooled.seeds,
-        "pooled": pooled,
-        "per_seed": results,
-    });
-    file.write_all(&serde_json::to_vec_pretty(&json)?)
-        .and_then(|()| file.write_all(b"\n"))
-        .with_context(|| format!("writing '{}'", out.display()))?;
     println!("{}", pooled.markdown());
     println!(
         "{} seeds in {:.0} s; scores and every seed's in {}",
@@ -127,6 +138,35 @@ pub(crate) fn run(args: &ExperimentArgs) -> Result<()> {
     if unexplained > 0 {
         bail!("{unexplained} samples were unexplained across the seeds: the ledger failed");
     }
+    Ok(())
+}
+
+/// Writes the seeds done so far, pooled, to `out` — through a file beside
+/// it and a rename, so a reader (or a kill) never sees half a file.
+fn save(
+    out: &std::path::Path,
+    scenario: &vitalmesh_scenario::Scenario,
+    done: &[&SeedResult],
+    complete: bool,
+) -> Result<()> {
+    let owned: Vec<SeedResult> = done.iter().map(|r| (*r).clone()).collect();
+    let pooled = experiment::pool(&owned);
+    let json = serde_json::json!({
+        "scenario": scenario.name,
+        "file": scenario.file,
+        "duration_s": scenario.duration.as_secs_f64(),
+        "complete": complete,
+        "seeds": pooled.seeds,
+        "pooled": pooled,
+        "per_seed": owned,
+    });
+    let mut bytes = serde_json::to_vec_pretty(&json)?;
+    bytes.push(b'\n');
+    let mut partial = out.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    std::fs::write(&partial, &bytes)?;
+    std::fs::rename(&partial, out)?;
     Ok(())
 }
 

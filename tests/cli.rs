@@ -571,6 +571,7 @@ fn experiment_scores_every_detector_over_seeds_run_in_parallel() {
         "progress per seed: {progress}"
     );
     let json = read_report(&parallel);
+    assert_eq!(json["complete"], true);
     assert_eq!(json["seeds"], serde_json::json!([5, 6]));
     let per_seed = json["per_seed"].as_array().unwrap();
     assert_eq!(per_seed.len(), 2);
@@ -591,6 +592,49 @@ fn experiment_scores_every_detector_over_seeds_run_in_parallel() {
     run("1", &serial);
     assert_eq!(read_report(&serial)["per_seed"], json["per_seed"]);
     for f in [&scenario, &parallel, &serial] {
+        let _ = std::fs::remove_file(f);
+    }
+}
+
+/// An experiment saves every seed as it finishes: stopped after the first
+/// of three, its JSON holds that seed, pooled, and says it is incomplete.
+#[test]
+fn an_interrupted_experiment_keeps_the_seeds_it_finished() {
+    use std::io::{BufRead, BufReader};
+    let scenario = temp_path("experiment-interrupted.toml");
+    std::fs::write(&scenario, SMALL_EXPERIMENT).unwrap();
+    let out = temp_path("experiment-interrupted.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vitalmesh"))
+        .args([
+            "experiment",
+            scenario.to_str().unwrap(),
+            "--seeds",
+            "3",
+            "--first-seed",
+            "5",
+            "--jobs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("[1/3] seed 5"));
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(first.is_some(), "the first seed finished");
+    let json = read_report(&out);
+    assert_eq!(json["complete"], false);
+    assert_eq!(json["seeds"], serde_json::json!([5]));
+    assert_eq!(json["per_seed"].as_array().unwrap().len(), 1);
+    assert_eq!(json["pooled"]["any"]["outbreaks"], 1);
+    for f in [&scenario, &out] {
         let _ = std::fs::remove_file(f);
     }
 }
