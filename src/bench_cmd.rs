@@ -439,9 +439,12 @@ fn pump(agg: &mut Aggregator, subs: &mut Vec<String>, now: Timestamp) {
 }
 
 fn virtual_day(duration: Option<Duration>) -> anyhow::Result<Vec<Figure>> {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/scenarios/virtual-day.toml");
-    let mut scenario = vitalmesh_scenario::load(&path)?;
+    // Built in, so the installed binary runs it from anywhere; the file is
+    // the one `cargo bench --bench virtual` reads.
+    let mut scenario = vitalmesh_scenario::parse(
+        "benches/scenarios/virtual-day.toml",
+        include_str!("../benches/scenarios/virtual-day.toml"),
+    )?;
     if let Some(d) = duration {
         scenario = scenario.with_duration(d)?;
     }

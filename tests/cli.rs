@@ -724,4 +724,19 @@ fn bench_lists_its_workloads_and_saves_what_it_measured() {
     // A minute of 1,000 nodes at 1 Hz, all of it ingested.
     assert!(ingest["count"].as_u64().unwrap() >= 59_000, "{ingest}");
     assert!(ingest["ns_per_unit"].as_f64().unwrap() > 0.0);
+
+    // The virtual day, cut to a minute, from a directory with no scenario
+    // files in it: the workload is built in.
+    let out = Command::new(env!("CARGO_BIN_EXE_vitalmesh"))
+        .args(["bench", "virtual-day", "--duration", "1m"])
+        .current_dir(std::env::temp_dir())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(table.contains("samples, end to end"), "{table}");
 }
