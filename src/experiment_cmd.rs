@@ -126,8 +126,8 @@ pub(crate) fn run(args: &ExperimentArgs) -> Result<()> {
         .collect::<Result<_>>()?;
     let unexplained: u64 = results.iter().map(|r| r.unexplained).sum();
     let all: Vec<&SeedResult> = results.iter().collect();
-    save(&out, &scenario, &all, true).with_context(|| format!("writing '{}'", out.display()))?;
-    let pooled = experiment::pool(&results);
+    let pooled = save(&out, &scenario, &all, true)
+        .with_context(|| format!("writing '{}'", out.display()))?;
     println!("{}", pooled.markdown());
     println!(
         "{} seeds in {:.0} s; scores and every seed's in {}",
@@ -142,15 +142,15 @@ pub(crate) fn run(args: &ExperimentArgs) -> Result<()> {
 }
 
 /// Writes the seeds done so far, pooled, to `out` — through a file beside
-/// it and a rename, so a reader (or a kill) never sees half a file.
+/// it and a rename, so a reader (or a kill) never sees half a file — and
+/// returns the pooled scores.
 fn save(
     out: &std::path::Path,
     scenario: &vitalmesh_scenario::Scenario,
     done: &[&SeedResult],
     complete: bool,
-) -> Result<()> {
-    let owned: Vec<SeedResult> = done.iter().map(|r| (*r).clone()).collect();
-    let pooled = experiment::pool(&owned);
+) -> Result<experiment::Pooled> {
+    let pooled = experiment::pool(done);
     let json = serde_json::json!({
         "scenario": scenario.name,
         "file": scenario.file,
@@ -158,7 +158,7 @@ fn save(
         "complete": complete,
         "seeds": pooled.seeds,
         "pooled": pooled,
-        "per_seed": owned,
+        "per_seed": done,
     });
     let mut bytes = serde_json::to_vec_pretty(&json)?;
     bytes.push(b'\n');
@@ -167,7 +167,7 @@ fn save(
     let partial = PathBuf::from(partial);
     std::fs::write(&partial, &bytes)?;
     std::fs::rename(&partial, out)?;
-    Ok(())
+    Ok(pooled)
 }
 
 fn run_seed(scenario: &vitalmesh_scenario::Scenario, seed: u64) -> Result<SeedResult> {

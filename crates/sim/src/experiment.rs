@@ -158,8 +158,9 @@ fn pool_detector(name: &str, scores: &[(&DetectorScore, f64)], bucket_s: f64) ->
     p
 }
 
-/// Pools every seed's scores.
-pub fn pool(results: &[SeedResult]) -> Pooled {
+/// Pools every seed's scores (borrowed: a caller may pool the seeds done
+/// so far without copying them).
+pub fn pool(results: &[&SeedResult]) -> Pooled {
     let Some(first) = results.first() else {
         return Pooled::default();
     };
@@ -362,9 +363,9 @@ mod tests {
     #[test]
     fn counts_are_summed_and_times_pooled_before_the_median() {
         let p = pool(&[
-            seed(1, 1, 2, &[3600.0]),
-            seed(2, 0, 0, &[]),
-            seed(3, 1, 1, &[10_800.0]),
+            &seed(1, 1, 2, &[3600.0]),
+            &seed(2, 0, 0, &[]),
+            &seed(3, 1, 1, &[10_800.0]),
         ]);
         let d = &p.detectors[0];
         assert_eq!((d.outbreaks, d.detected, d.false_alarms), (3, 2, 3));
