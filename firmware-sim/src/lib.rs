@@ -19,6 +19,7 @@
 //!   fever and deterioration episodes).
 //! - [`sensor`]: device noise, quantisation and fault modes.
 //! - [`buffer`]: the byte-bounded store-and-forward buffer and drop policy.
+//! - [`flow`]: the congestion window and retransmission timeout.
 //! - [`backoff`], [`battery`], [`ledger`], [`rng`].
 
 #![warn(missing_docs)]
@@ -26,6 +27,7 @@
 pub mod backoff;
 pub mod battery;
 pub mod buffer;
+pub mod flow;
 pub mod ledger;
 pub mod node;
 pub mod physiology;

@@ -22,11 +22,15 @@
 //!
 //! A sample is buffered when taken and stays buffered until an aggregator
 //! acknowledges it ([`Node::handle_ack`], cumulative). On each new connection
-//! the node sends everything unacknowledged (backfill, in batches). If no
-//! acknowledgement progress arrives within the ack timeout, it re-sends all
-//! unacknowledged samples (go-back-N), doubling the timeout up to a cap; the
-//! receiver de-duplicates. Each batch carries `held_from` so the receiver
-//! learns which sequence numbers the node no longer holds.
+//! the node sends everything unacknowledged (backfill, in batches of at most
+//! `max_batch_samples` samples and `max_batch_bytes` bytes). Batches in
+//! flight are bounded by a congestion window ([`crate::flow`]): while it is
+//! full, samples wait in the buffer and leave together in the next batch.
+//! If no acknowledgement progress arrives within the retransmission timeout
+//! (measured round trips, never below `ack_timeout`), the node re-sends what
+//! is unacknowledged (go-back-N) under a halved window and a doubled
+//! timeout; the receiver de-duplicates. Each batch carries `held_from` so the
+//! receiver learns which sequence numbers the node no longer holds.
 //!
 //! # Patients and presence
 //!
@@ -44,11 +48,13 @@ use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
 use vitalmesh_wire::envelope::{self, DeviceKey};
+use vitalmesh_wire::message::MAX_BATCH_SAMPLES;
 use vitalmesh_wire::{Batch, Body, FaultFlags, NodeId, PartitionId, Presence, Sample, Timestamp};
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::battery::{Battery, BatteryConfig, LOW_BATTERY_PCT};
 use crate::buffer::{DropPolicy, SampleBuffer, Stored};
+use crate::flow::{FlowConfig, FlowControl};
 use crate::ledger::NodeLedger;
 use crate::physiology::{
     DeteriorationEpisode, Episode, FeverEpisode, PatientOptions, Physiology, VitalSign,
@@ -67,7 +73,13 @@ pub struct NodeConfig {
     pub drop_policy: DropPolicy,
     /// Most samples in one uplink batch.
     pub max_batch_samples: usize,
-    /// Wait for acknowledgement progress before re-sending.
+    /// Most bytes in one uplink message (the whole envelope); at most the
+    /// broker's maximum packet size less the MQTT header and topic.
+    pub max_batch_bytes: usize,
+    /// The congestion window's limits.
+    pub flow: FlowConfig,
+    /// Shortest wait for acknowledgement progress before re-sending (the
+    /// wait grows with measured round trips).
     pub ack_timeout: Duration,
     /// Cap on the doubled ack timeout.
     pub max_ack_timeout: Duration,
@@ -90,6 +102,8 @@ impl Default for NodeConfig {
             buffer_bytes: 16 * 1024,
             drop_policy: DropPolicy::DropOldest,
             max_batch_samples: 64,
+            max_batch_bytes: 8 * 1024,
+            flow: FlowConfig::default(),
             ack_timeout: Duration::from_secs(5),
             max_ack_timeout: Duration::from_secs(60),
             backoff: BackoffConfig::default(),
@@ -223,8 +237,11 @@ pub struct Node {
     /// Highest cumulative acknowledgement seen.
     acked_up_to: u64,
     retransmit_at: Option<Timestamp>,
-    /// Ack timeouts in a row without progress.
-    ack_timeouts: u32,
+    /// End (exclusive) of the highest sequence number ever sent: a batch
+    /// starting below it is a re-send.
+    sent_up_to: u64,
+    /// The congestion window and retransmission timeout.
+    flow: FlowControl,
     link_actions: VecDeque<LinkAction>,
     /// Reused to build batches without allocating per sample.
     scratch: Vec<Sample>,
@@ -244,6 +261,7 @@ impl Node {
         let mut network_rng = rng::stream(seed, id, Purpose::Network);
         let interval_us = config.sample_interval.as_micros().max(1) as f64;
         let phase = Duration::from_micros((network_rng.unit() * interval_us) as u64);
+        let flow = FlowControl::new(config.flow);
         let mut node = Self {
             id,
             partition,
@@ -272,7 +290,8 @@ impl Node {
             send_cursor: 0,
             acked_up_to: 0,
             retransmit_at: None,
-            ack_timeouts: 0,
+            sent_up_to: 0,
+            flow,
             link_actions: VecDeque::new(),
             scratch: Vec::new(),
         };
@@ -383,7 +402,7 @@ impl Node {
             Link::Online if self.retransmit_at.is_some_and(|at| now >= at) => {
                 // No progress: assume everything in flight is lost and re-send
                 // it all; the receiver de-duplicates.
-                self.ack_timeouts = self.ack_timeouts.saturating_add(1);
+                self.flow.on_timeout();
                 self.ledger.retransmission_rounds += 1;
                 self.send_cursor = self.held_from();
                 self.retransmit_at = None;
@@ -401,6 +420,7 @@ impl Node {
         self.backoff.reset();
         self.ledger.connects += 1;
         // Anything sent on the previous connection may be lost: backfill.
+        self.flow.on_new_connection();
         self.send_cursor = self.held_from();
         self.retransmit_at = None;
     }
@@ -435,7 +455,7 @@ impl Node {
         for sample in self.buffer.acknowledge_below(next_expected) {
             self.ledger.acked.insert(sample.seq);
         }
-        self.ack_timeouts = 0;
+        self.flow.on_progress(next_expected, now);
         self.send_cursor = self.send_cursor.max(self.held_from());
         self.retransmit_at =
             (self.send_cursor > self.held_from()).then(|| now + self.ack_timeout());
@@ -588,21 +608,25 @@ impl Node {
         self.link_actions.pop_front()
     }
 
-    /// The next payload to publish, if online and anything is unsent. Call
-    /// repeatedly while the runtime has room to send.
+    /// The next payload to publish, if online, anything is unsent and the
+    /// congestion window has room. Call repeatedly while the runtime has
+    /// room to send.
     #[must_use]
     pub fn poll_transmit(&mut self, now: Timestamp) -> Option<Transmit> {
         if self.power != Power::On || self.link != Link::Online {
             return None;
         }
+        let window_open = self.flow.may_send();
         let mut samples = std::mem::take(&mut self.scratch);
         samples.clear();
-        samples.extend(
-            self.buffer
-                .from_seq(self.send_cursor)
-                .take(self.config.max_batch_samples)
-                .copied(),
-        );
+        if window_open {
+            samples.extend(
+                self.buffer
+                    .from_seq(self.send_cursor)
+                    .take(self.config.max_batch_samples.min(MAX_BATCH_SAMPLES))
+                    .copied(),
+            );
+        }
         let presence = if self.goodbye_due {
             Presence::Leaving
         } else if self.bed_empty {
@@ -610,42 +634,38 @@ impl Node {
         } else {
             Presence::Monitoring
         };
-        let (first_seq, next_cursor, count) = match (samples.first(), samples.last()) {
-            (Some(first), Some(last)) => (first.seq, last.seq + 1, samples.len()),
-            // Nothing to send but a goodbye or an empty bed's heartbeat.
-            _ if self.goodbye_due || (self.heartbeat_due && self.bed_empty) => {
-                (self.send_cursor, self.send_cursor, 0)
-            }
-            _ => {
+        if samples.is_empty() && !(self.goodbye_due || (self.heartbeat_due && self.bed_empty)) {
+            // Nothing to send, or the window is full: what is unsent waits
+            // and leaves in a fuller batch.
+            self.scratch = samples;
+            return None;
+        }
+        let (payload, samples) = match self.encode_within_limit(samples, presence) {
+            Ok(encoded) => encoded,
+            Err(samples) => {
                 self.scratch = samples;
                 return None;
             }
         };
-        let body = Body::Batch(Batch {
-            node: self.id,
-            held_from: self.held_from(),
-            samples,
-            presence,
-        });
-        let mut payload = Vec::with_capacity(16 + 32 * count);
-        let encoded = envelope::encode(&body, &self.key, &mut payload);
-        let Body::Batch(batch) = body else {
-            unreachable!("built as a batch above")
+        let count = samples.len();
+        let (first_seq, next_cursor) = match (samples.first(), samples.last()) {
+            (Some(first), Some(last)) => (first.seq, last.seq + 1),
+            // Nothing to send but a goodbye or an empty bed's heartbeat.
+            _ => (self.send_cursor, self.send_cursor),
         };
-        self.scratch = batch.samples;
-        if let Err(e) = encoded {
-            // Our own batches always satisfy the protocol rules (strictly
-            // increasing sequence numbers, bounded size), so this is a bug.
-            debug_assert!(false, "node {} built an invalid batch: {e}", self.id.0);
-            return None;
-        }
+        self.scratch = samples;
         self.send_cursor = next_cursor;
         self.battery.charge_transmit(payload.len());
         self.ledger.transmissions += 1;
         self.ledger.samples_sent += count as u64;
         self.heartbeat_due = false;
-        if count > 0 && self.retransmit_at.is_none() {
-            self.retransmit_at = Some(now + self.ack_timeout());
+        if count > 0 {
+            self.flow
+                .on_sent(next_cursor, first_seq < self.sent_up_to, now);
+            self.sent_up_to = self.sent_up_to.max(next_cursor);
+            if self.retransmit_at.is_none() {
+                self.retransmit_at = Some(now + self.ack_timeout());
+            }
         }
         if presence == Presence::Leaving {
             self.goodbye_due = false;
@@ -658,6 +678,52 @@ impl Node {
             first_seq,
             samples: count,
         })
+    }
+
+    /// Encodes a batch of `samples` (a prefix of them, if all would exceed
+    /// `max_batch_bytes`). Returns the payload and the samples it holds, or
+    /// the samples back if not even one fits (a configuration the scenario
+    /// checker refuses).
+    fn encode_within_limit(
+        &self,
+        mut samples: Vec<Sample>,
+        presence: Presence,
+    ) -> Result<(Vec<u8>, Vec<Sample>), Vec<Sample>> {
+        let limit = self.config.max_batch_bytes.min(envelope::MAX_MESSAGE_BYTES);
+        loop {
+            let capacity = 16 + 32 * samples.len();
+            let body = Body::Batch(Batch {
+                node: self.id,
+                held_from: self.held_from(),
+                samples,
+                presence,
+            });
+            let mut payload = Vec::with_capacity(capacity);
+            let encoded = envelope::encode(&body, &self.key, &mut payload);
+            let Body::Batch(batch) = body else {
+                unreachable!("built as a batch above")
+            };
+            samples = batch.samples;
+            let fits = encoded.is_ok() && payload.len() <= limit;
+            if fits {
+                return Ok((payload, samples));
+            }
+            if samples.len() <= 1 {
+                // Our own batches always satisfy the protocol rules, and a
+                // checked configuration always fits one sample: a bug.
+                debug_assert!(
+                    false,
+                    "node {} cannot send {} sample(s) in {limit} bytes: {encoded:?}",
+                    self.id.0,
+                    samples.len()
+                );
+                return Err(samples);
+            }
+            // Shrink in proportion to the excess (samples encode to nearly
+            // equal sizes), and by at least one.
+            let keep = (samples.len() * limit / payload.len().max(1)).clamp(1, samples.len() - 1);
+            samples.truncate(keep);
+        }
     }
 
     /// When the node next needs [`Node::handle_timeout`].
@@ -689,10 +755,8 @@ impl Node {
     }
 
     fn ack_timeout(&self) -> Duration {
-        self.config
-            .ack_timeout
-            .saturating_mul(1u32 << self.ack_timeouts.min(16))
-            .min(self.config.max_ack_timeout)
+        self.flow
+            .retransmit_timeout(self.config.ack_timeout, self.config.max_ack_timeout)
     }
 
     fn next_grid_point_after(&self, now: Timestamp) -> Timestamp {
@@ -714,7 +778,7 @@ impl Node {
         // is in doubt.
         self.send_cursor = self.held_from();
         self.retransmit_at = None;
-        self.ack_timeouts = 0;
+        self.flow = FlowControl::new(self.config.flow);
     }
 
     fn go_offline(&mut self, graceful: bool) {

@@ -303,7 +303,7 @@ fn a_flat_battery_stops_the_node() {
         ..NodeConfig::default()
     };
     let mut n = node_with(10, 1, config);
-    let sent = drive_online(&mut n, T0, T0 + Duration::from_secs(3600));
+    let sent = drive_acked(&mut n, T0, T0 + Duration::from_secs(3600));
     let last = batch(sent.last().unwrap());
     assert!(last.samples.last().unwrap().battery_pct < 15);
     let flags = last.samples.last().unwrap().faults;
@@ -343,6 +343,86 @@ fn reconnect_attempts_back_off() {
     assert!(gaps[4] > gaps[0] * 4, "waits grow: {gaps:?}");
 }
 
+#[test]
+fn a_full_window_holds_samples_back_and_they_leave_together_when_it_opens() {
+    // 50 Hz with acknowledgements that take far longer than a sample
+    // interval: an overloaded broker.
+    let config = NodeConfig {
+        sample_interval: Duration::from_millis(20),
+        ..NodeConfig::default()
+    };
+    let window = config.flow.initial_window as usize;
+    let mut n = node_with(20, 1, config);
+    let until = T0 + Duration::from_secs(2);
+    let sent = drive_online(&mut n, T0, until);
+    assert_eq!(
+        sent.len(),
+        window,
+        "no acknowledgement: only a window's worth of messages leaves"
+    );
+    assert!(
+        sent.iter().all(|t| t.samples == 1),
+        "each sample in its own message while the window has room"
+    );
+    assert!(n.poll_transmit(until).is_none(), "the window is full");
+    let waiting = n.status(until).buffered - window;
+    assert!(waiting > 80, "samples wait in the buffer: {waiting}");
+    // The first acknowledgement opens the window: everything waiting leaves
+    // in full batches, not one message per sample.
+    n.handle_ack(sent[1].first_seq + 1, until);
+    let mut after = Vec::new();
+    while let Some(t) = n.poll_transmit(until) {
+        after.push(t);
+    }
+    let carried: usize = after.iter().map(|t| t.samples).sum();
+    assert_eq!(carried, waiting, "all that waited is sent");
+    assert!(
+        after.len() * 20 < waiting,
+        "{waiting} samples in {} messages",
+        after.len()
+    );
+    assert!(
+        after
+            .iter()
+            .all(|t| t.samples <= n.config().max_batch_samples)
+    );
+}
+
+#[test]
+fn after_a_timeout_the_resend_is_bounded_by_a_halved_window() {
+    let config = NodeConfig {
+        max_batch_samples: 4,
+        ..NodeConfig::default()
+    };
+    let mut n = node_with(21, 1, config);
+    // 200 samples buffered offline, then a connection that never acknowledges.
+    let t = T0 + Duration::from_secs(200);
+    drive_offline(&mut n, t);
+    n.handle_timeout(t);
+    n.handle_connected(t);
+    let mut first = 0;
+    while n.poll_transmit(t).is_some() {
+        first += 1;
+    }
+    assert_eq!(first, 8, "the initial window");
+    let timeout = t + Duration::from_secs(5);
+    n.handle_timeout(timeout);
+    assert_eq!(n.ledger().retransmission_rounds, 1);
+    let mut resent = Vec::new();
+    while let Some(x) = n.poll_transmit(timeout) {
+        resent.push(x);
+    }
+    assert_eq!(
+        resent.len(),
+        4,
+        "half the window, not the whole backlog of 50 batches"
+    );
+    assert_eq!(
+        resent[0].first_seq, 0,
+        "go-back-N from the oldest unacknowledged"
+    );
+}
+
 /// One input to a node, as a runtime could deliver it.
 #[derive(Debug, Clone)]
 enum Op {
@@ -371,6 +451,46 @@ fn op() -> impl Strategy<Value = Op> {
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_batch_exceeds_its_byte_or_sample_limit(
+        seed in any::<u64>(),
+        max_bytes in 120usize..4096,
+        max_samples in 1usize..300,
+        backlog_s in 1u64..900,
+    ) {
+        let config = NodeConfig {
+            max_batch_bytes: max_bytes,
+            max_batch_samples: max_samples,
+            flow: vitalmesh_firmware::flow::FlowConfig { initial_window: 64, max_window: 64 },
+            buffer_bytes: 64 * 1024,
+            ..NodeConfig::default()
+        };
+        let mut n = node_with(22, seed, config);
+        let t = T0 + Duration::from_secs(backlog_s);
+        drive_offline(&mut n, t);
+        n.handle_timeout(t);
+        n.handle_connected(t);
+        let held = n.status(t).buffered as u64;
+        let mut seqs: Vec<u64> = Vec::new();
+        loop {
+            let Some(x) = n.poll_transmit(t) else {
+                // The window is full (or all is sent): acknowledge what left.
+                let upto = seqs.last().map_or(0, |s| s + 1);
+                if upto == held {
+                    break;
+                }
+                n.handle_ack(upto, t);
+                continue;
+            };
+            prop_assert!(x.payload.len() <= max_bytes, "{} bytes > {max_bytes} (seed {seed})", x.payload.len());
+            let b = batch(&x);
+            prop_assert!(!b.samples.is_empty());
+            prop_assert!(b.samples.len() <= max_samples.min(vitalmesh_wire::message::MAX_BATCH_SAMPLES));
+            seqs.extend(b.samples.iter().map(|s| s.seq));
+        }
+        prop_assert_eq!(seqs, (0..held).collect::<Vec<u64>>(), "every held sample once, in order");
+    }
 
     #[test]
     fn the_ledger_balances_after_any_sequence_of_events(

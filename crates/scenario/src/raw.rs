@@ -53,6 +53,7 @@ pub(crate) struct RawVirtual {
     pub(crate) link_delay: Option<Spanned<String>>,
     pub(crate) link_jitter: Option<Spanned<String>>,
     pub(crate) broker_restart: Option<Spanned<String>>,
+    pub(crate) broker_capacity: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,6 +103,7 @@ pub(crate) struct RawProfile {
     pub(crate) buffer_bytes: Option<Spanned<u32>>,
     pub(crate) drop_policy: Option<Spanned<String>>,
     pub(crate) ack_timeout: Option<Spanned<String>>,
+    pub(crate) max_batch_bytes: Option<Spanned<u32>>,
     pub(crate) battery_capacity_j: Option<Spanned<f64>>,
     pub(crate) battery_initial_level: Option<Spanned<f64>>,
 }

@@ -12,6 +12,7 @@ use vitalmesh_core::Population;
 use vitalmesh_firmware::NodeConfig;
 use vitalmesh_firmware::battery::BatteryConfig;
 use vitalmesh_firmware::buffer::{DropPolicy, RECORD_BYTES};
+use vitalmesh_wire::envelope::{MAX_MESSAGE_BYTES, MIN_BATCH_BYTES};
 
 use crate::action::{Action, EntryCheck, EntryKind, Limits, parse_entry};
 use crate::error::Source;
@@ -29,8 +30,10 @@ pub struct NodeProfile {
     pub buffer_bytes: u32,
     /// What to drop when full.
     pub drop_policy: DropPolicy,
-    /// Wait for acknowledgement progress before re-sending.
+    /// Shortest wait for acknowledgement progress before re-sending.
     pub ack_timeout: Duration,
+    /// Most bytes in one uplink message.
+    pub max_batch_bytes: u32,
     /// Battery, or mains power.
     pub battery: Option<BatteryConfig>,
 }
@@ -44,6 +47,7 @@ impl Default for NodeProfile {
             buffer_bytes: n.buffer_bytes,
             drop_policy: n.drop_policy,
             ack_timeout: n.ack_timeout,
+            max_batch_bytes: n.max_batch_bytes as u32,
             battery: n.battery,
         }
     }
@@ -56,6 +60,7 @@ impl NodeProfile {
         config.buffer_bytes = self.buffer_bytes;
         config.drop_policy = self.drop_policy;
         config.ack_timeout = self.ack_timeout;
+        config.max_batch_bytes = self.max_batch_bytes as usize;
         config.battery = self.battery;
     }
 }
@@ -100,6 +105,10 @@ pub struct VirtualModel {
     pub link_jitter: Duration,
     /// How long a restarted broker is down before it accepts connections.
     pub broker_restart: Duration,
+    /// Copies the broker delivers to subscribers per second (publishes are
+    /// acknowledged on receipt and queue for delivery), or `None` for a
+    /// broker that is never the bottleneck.
+    pub broker_capacity: Option<u32>,
 }
 
 impl Default for VirtualModel {
@@ -108,6 +117,7 @@ impl Default for VirtualModel {
             link_delay: Duration::from_millis(2),
             link_jitter: Duration::from_millis(1),
             broker_restart: Duration::from_millis(500),
+            broker_capacity: None,
         }
     }
 }
@@ -152,6 +162,10 @@ pub struct Illness {
     /// New deteriorations per occupied bed-day.
     pub deterioration_per_patient_day: f64,
 }
+
+/// The fewest deliveries per second a modelled broker may have:
+/// below this even a small mesh's heartbeats and acknowledgements queue up.
+pub const MIN_BROKER_CAPACITY: u32 = 1_000;
 
 /// 2026-01-01T00:00:00Z: when a virtual run's clock starts unless the
 /// scenario says otherwise (`[scenario] start`).
@@ -447,6 +461,20 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
         {
             virtual_model.broker_restart = d;
         }
+        if let Some(c) = &v.broker_capacity {
+            if *c.get_ref() < MIN_BROKER_CAPACITY {
+                bad(
+                    errors,
+                    c.span().start,
+                    "virtual.broker_capacity",
+                    format!(
+                        "'{}' deliveries per second cannot carry even a small mesh's heartbeats and acknowledgements; expected at least {MIN_BROKER_CAPACITY}",
+                        c.get_ref()
+                    ),
+                );
+            }
+            virtual_model.broker_capacity = Some(*c.get_ref());
+        }
     }
 
     // [population]
@@ -570,6 +598,20 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
             if let Some(d) = dur(errors, v, "population.profile.ack_timeout") {
                 profile.ack_timeout = d;
             }
+        }
+        if let Some(v) = &pr.max_batch_bytes {
+            let bytes = *v.get_ref();
+            if !(MIN_BATCH_BYTES..=MAX_MESSAGE_BYTES).contains(&(bytes as usize)) {
+                bad(
+                    errors,
+                    v.span().start,
+                    "population.profile.max_batch_bytes",
+                    format!(
+                        "'{bytes}' is outside what one message can carry; expected {MIN_BATCH_BYTES} (one sample with room to spare) to {MAX_MESSAGE_BYTES} (the wire's largest message)"
+                    ),
+                );
+            }
+            profile.max_batch_bytes = bytes;
         }
         match (&pr.battery_capacity_j, &pr.battery_initial_level) {
             (Some(cap), level) => {

@@ -77,6 +77,10 @@ pub struct BrokerReport {
     pub canary_failures: u64,
     /// What happened, in order.
     pub events: Vec<BrokerEvent>,
+    /// Longest a publish waited in the queue of a modelled broker with
+    /// finite capacity (`[virtual] broker_capacity`), seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peak_queue_s: Option<f64>,
 }
 
 /// A rogue client and what it sent.

@@ -34,6 +34,11 @@ pub const TAG_BYTES: usize = 8;
 /// 8 KiB; an [`crate::AckBatch`] of 4096 acks about 24 KiB.
 pub const MAX_MESSAGE_BYTES: usize = 32 * 1024;
 
+/// A byte limit on uplink batches that always fits one sample, whatever
+/// its values (the worst case encodes to well under half of it; see the
+/// test `a_one_sample_batch_always_fits_min_batch_bytes`).
+pub const MIN_BATCH_BYTES: usize = 256;
+
 /// Shortest possible message: version, a one-byte body, the tag.
 pub const MIN_MESSAGE_BYTES: usize = 1 + 1 + TAG_BYTES;
 
@@ -403,6 +408,43 @@ mod tests {
                     })
                 }),
         ]
+    }
+
+    #[test]
+    fn a_one_sample_batch_always_fits_min_batch_bytes() {
+        // Every field at the value that encodes longest.
+        let vitals = Vitals {
+            heart_rate: Some(u16::MAX),
+            resp_rate: Some(u8::MAX),
+            spo2: Some(u8::MAX),
+            temp_decicelsius: Some(i16::MIN),
+            systolic: Some(u16::MAX),
+            diastolic: Some(u16::MAX),
+            consciousness: Some(Acvpu::Unresponsive),
+            on_oxygen: true,
+            spo2_scale: SpO2Scale::Scale2,
+        };
+        let sample = Sample {
+            node: NodeId(u32::MAX),
+            seq: u64::MAX - 1,
+            time: Timestamp::from_micros(u64::MAX),
+            vitals,
+            battery_pct: 100,
+            faults: FaultFlags::KNOWN,
+            admission: u32::MAX,
+        };
+        let body = Body::Batch(Batch {
+            node: NodeId(u32::MAX),
+            held_from: u64::MAX - 1,
+            samples: vec![sample],
+            presence: Presence::Leaving,
+        });
+        let bytes = sign(&body);
+        assert!(
+            bytes.len() * 2 <= MIN_BATCH_BYTES,
+            "{} bytes for one sample",
+            bytes.len()
+        );
     }
 
     fn sign(body: &Body) -> Vec<u8> {

@@ -224,6 +224,7 @@ pub(crate) fn snapshot(wards: u16, nodes_per_ward: u32) -> Snapshot {
             listener_restarts: 0,
             canary_failures: 0,
             events: Vec::new(),
+            peak_queue_s: None,
         },
         rss_bytes: 20 << 20,
         broker_rss_bytes: 16 << 20,

@@ -10,6 +10,7 @@
 //! the report. An external broker gets the canary only.
 
 pub mod child;
+pub mod mosquitto;
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -431,6 +432,7 @@ impl BrokerHandle {
             process_restarts: self.stats.process_restarts.load(Ordering::Relaxed),
             listener_restarts: self.stats.listener_restarts.load(Ordering::Relaxed),
             canary_failures: self.stats.canary_failures.load(Ordering::Relaxed),
+            peak_queue_s: None,
             events: self
                 .stats
                 .events

@@ -183,6 +183,13 @@ enum What {
         epoch: u32,
     },
     BrokerUp,
+    /// The modelled broker has worked through its delivery queue up to
+    /// this publish: its copies go out now.
+    Serviced {
+        msg: Rc<Msg>,
+        /// The broker's incarnation that accepted it.
+        epoch: u32,
+    },
 }
 
 /// A client's end of its connection.
@@ -289,6 +296,15 @@ pub struct VirtualMesh {
     all_connected_after: Option<Duration>,
     route_scratch: Vec<Client>,
     transmit_scratch: Vec<(Rc<[u8]>, usize)>,
+    /// Nanoseconds one broker operation takes (`[virtual] broker_capacity`);
+    /// `None`: the broker is never the bottleneck.
+    broker_op_ns: Option<u64>,
+    /// When the modelled broker has worked through its queue, ns.
+    broker_free_ns: u64,
+    /// Bumped by every broker restart.
+    broker_epoch: u32,
+    /// Longest a publish waited in the modelled broker's queue, µs.
+    broker_peak_queue_us: u64,
 }
 
 impl VirtualMesh {
@@ -369,6 +385,12 @@ impl VirtualMesh {
             all_connected_after: None,
             route_scratch: Vec::new(),
             transmit_scratch: Vec::new(),
+            broker_op_ns: model
+                .broker_capacity
+                .map(|ops| (1_000_000_000 / u64::from(ops.max(1))).max(1)),
+            broker_free_ns: 0,
+            broker_epoch: 0,
+            broker_peak_queue_us: 0,
         }
     }
 
@@ -583,6 +605,12 @@ impl VirtualMesh {
                     self.lose_connection(client);
                 }
             }
+            What::Serviced { msg, epoch } => {
+                // A restart loses what the broker had queued.
+                if epoch == self.broker_epoch {
+                    self.route(&msg);
+                }
+            }
             What::BrokerUp => {
                 self.broker_up = true;
                 self.broker_events.push(BrokerEvent {
@@ -626,10 +654,34 @@ impl VirtualMesh {
         }
         match packet {
             Packet::Publish { msg, qos1_sent_us } => {
-                self.route(&msg);
                 if let Some(sent_us) = qos1_sent_us {
+                    // Acknowledged on receipt, before delivery, as rumqttd
+                    // and mosquitto do: an overloaded broker shows as
+                    // growing delivery delay, not as refused publishes.
                     self.puback(from, session, sent_us);
                 }
+                if let Some(op_ns) = self.broker_op_ns {
+                    // A broker with finite capacity: delivering each copy
+                    // takes one operation, in arrival order.
+                    let mut out = std::mem::take(&mut self.route_scratch);
+                    self.subs.route_publish(&msg.topic, msg.parsed, &mut out);
+                    let copies = out.len() as u64;
+                    self.route_scratch = out;
+                    let now_ns = self.now * 1_000;
+                    let done_ns = self.broker_free_ns.max(now_ns) + copies.max(1) * op_ns;
+                    self.broker_free_ns = done_ns;
+                    let at = done_ns.div_ceil(1_000);
+                    self.broker_peak_queue_us = self.broker_peak_queue_us.max(at - self.now);
+                    self.schedule(
+                        at,
+                        What::Serviced {
+                            msg,
+                            epoch: self.broker_epoch,
+                        },
+                    );
+                    return;
+                }
+                self.route(&msg);
             }
             Packet::Subscribe(filter) => self.subs.subscribe(&filter, from),
             Packet::Unsubscribe(filter) => self.subs.unsubscribe(&filter, from),
@@ -1272,6 +1324,9 @@ impl VirtualMesh {
 
     fn restart_broker(&mut self) {
         self.broker_restarts += 1;
+        // What the broker had queued dies with it.
+        self.broker_epoch += 1;
+        self.broker_free_ns = self.now * 1_000;
         self.broker_up = false;
         self.subs.clear();
         let clients: Vec<(Client, u32)> = (0..self.nodes.len() as u32)
@@ -1372,6 +1427,9 @@ impl VirtualMesh {
             listener_restarts: 0,
             canary_failures: 0,
             events: self.broker_events.clone(),
+            peak_queue_s: self
+                .broker_op_ns
+                .map(|_| self.broker_peak_queue_us as f64 / 1e6),
         }
     }
 
