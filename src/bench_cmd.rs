@@ -22,6 +22,8 @@ use vitalmesh_sim::virtual_time::{VirtualMesh, VirtualOptions};
 use vitalmesh_wire::topic::filter_matches;
 use vitalmesh_wire::{AggregatorId, Body, Keyring, NodeId, Sample, Timestamp, TopicScheme, decode};
 
+use crate::bench_mesh::{self, MeshRow};
+
 /// `vitalmesh bench`.
 #[derive(Debug, Args)]
 pub(crate) struct BenchArgs {
@@ -34,7 +36,8 @@ pub(crate) struct BenchArgs {
     /// How much to run: simulated time for `virtual-day` (default 1d);
     /// for `micro`, wall time per timed measurement (default 2s; under 1s
     /// the fleet's stretch shrinks from an hour to a minute, for a quick
-    /// check).
+    /// check); for the real-time workloads, each run's sampling time
+    /// (`direct-10k` 60s, `saturate` 20s a step).
     #[arg(long, value_name = "D")]
     duration: Option<String>,
     /// Also write the figures as JSON here.
@@ -42,19 +45,60 @@ pub(crate) struct BenchArgs {
     json: Option<PathBuf>,
 }
 
-type Workload = fn(Option<Duration>) -> anyhow::Result<Vec<Figure>>;
+type Workload = fn(Option<Duration>) -> anyhow::Result<Measured>;
+
+/// What a workload measured: timed figures of the pure core, or whole runs
+/// over real MQTT (each through both brokers), with notes in words.
+#[derive(Debug, Default, Serialize)]
+struct Measured {
+    figures: Vec<Figure>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    runs: Vec<MeshRow>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ratios: Vec<bench_mesh::Ratio>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    notes: Vec<String>,
+}
+
+impl Measured {
+    fn figures(figures: Vec<Figure>) -> Self {
+        Self {
+            figures,
+            ..Self::default()
+        }
+    }
+
+    fn runs((runs, notes): (Vec<MeshRow>, Vec<String>)) -> Self {
+        Self {
+            ratios: bench_mesh::ratios(&runs),
+            runs,
+            notes,
+            figures: Vec::new(),
+        }
+    }
+}
 
 /// The workloads: name, what it measures, the code.
 const WORKLOADS: &[(&str, &str, Workload)] = &[
     (
+        "direct-10k",
+        "10,000 nodes at 1 Hz, each its own MQTT connection, through the embedded broker and then mosquitto (default 60 s each)",
+        |d| bench_mesh::direct_10k(d).map(Measured::runs),
+    ),
+    (
+        "saturate",
+        "2,000 direct nodes at 10, 20, 40, 60 and 100 Hz through each broker: the knee, the peak goodput and goodput past it (default 20 s a step)",
+        |d| bench_mesh::saturate(d).map(Measured::runs),
+    ),
+    (
         "micro",
         "per-sample cost of the pure core: firmware step + encode, decode, sensor checks, patient monitor, aggregator ingest (1,000 patients, hot and spread)",
-        micro,
+        |d| micro(d).map(Measured::figures),
     ),
     (
         "virtual-day",
         "a simulated day of 1,000 patients at 1 Hz through firmware, codec, modelled broker and aggregators on one core (benches/scenarios/virtual-day.toml)",
-        virtual_day,
+        |d| virtual_day(d).map(Measured::figures),
     ),
 ];
 
@@ -156,8 +200,14 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             "yes"
         }
     );
-    let figures = workload(duration)?;
-    print!("{}", table(name, &figures));
+    let measured = workload(duration)?;
+    print!("{}", table(name, &measured.figures));
+    if !measured.runs.is_empty() {
+        print!("{}", bench_mesh::table(&measured.runs));
+    }
+    for note in &measured.notes {
+        println!("  {note}");
+    }
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "bench": name,
@@ -165,7 +215,10 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
             "vitalmesh_version": env!("CARGO_PKG_VERSION"),
             "release_build": !cfg!(debug_assertions),
             "machine": machine,
-            "figures": figures,
+            "figures": measured.figures,
+            "runs": measured.runs,
+            "ratios": measured.ratios,
+            "notes": measured.notes,
         });
         std::fs::write(path, serde_json::to_vec_pretty(&json)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -177,6 +230,9 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
 fn table(name: &str, figures: &[Figure]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{name}");
+    if figures.is_empty() {
+        return s;
+    }
     let _ = writeln!(
         s,
         "  {:<44} {:>12} {:>10} {:>12} {:>16}",

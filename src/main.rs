@@ -1,6 +1,7 @@
 //! `vitalmesh`: the command-line front end.
 
 mod bench_cmd;
+mod bench_mesh;
 mod detect_cmd;
 mod experiment_cmd;
 mod run_cmd;

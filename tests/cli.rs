@@ -670,16 +670,15 @@ fn bench_lists_its_workloads_and_saves_what_it_measured() {
     let out = vitalmesh(&["bench", "--list"]);
     assert!(out.status.success());
     let list = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        list.contains("micro") && list.contains("virtual-day"),
-        "{list}"
-    );
+    for workload in ["direct-10k", "saturate", "micro", "virtual-day"] {
+        assert!(list.contains(workload), "{workload} missing from:\n{list}");
+    }
 
     let out = vitalmesh(&["bench", "nonesuch"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("'nonesuch'") && err.contains("micro, virtual-day"),
+        err.contains("'nonesuch'") && err.contains("direct-10k, saturate, micro, virtual-day"),
         "{err}"
     );
 

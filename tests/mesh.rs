@@ -8,14 +8,12 @@ use std::time::Duration;
 
 #[path = "support/ledger.rs"]
 mod ledger;
-#[path = "support/mosquitto.rs"]
-mod mosquitto;
 
 use ledger::{assert_no_node_reported_down, assert_nothing_lost};
-use mosquitto::Mosquitto;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep};
 use vitalmesh_mesh::broker::BrokerSpec;
+use vitalmesh_mesh::broker::mosquitto::Mosquitto;
 use vitalmesh_mesh::mqtt::codec::{ConnectOptions, write_connect};
 use vitalmesh_mesh::{Mesh, MeshConfig};
 use vitalmesh_scenario::{Action, NodeSelector, Pick};
@@ -177,7 +175,7 @@ async fn killed_nodes_are_reported_down_and_no_other_node_is() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn against_mosquitto_the_same_ledger_guarantees_hold_through_a_failover() {
     let _serial = SERIAL.lock().await;
-    let mosquitto = Mosquitto::start();
+    let mosquitto = Mosquitto::start().unwrap_or_else(|e| panic!("{e}"));
     let mut c = config(200, 3);
     c.broker = BrokerSpec::parse_url(&mosquitto.url()).unwrap();
     let mut mesh = start(c).await;
@@ -350,7 +348,7 @@ async fn node_traffic_reads_correctly_through_an_independent_mqtt_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alerts_are_published_on_the_alerts_topic_for_anyone_watching() {
     let _serial = SERIAL.lock().await;
-    let mosquitto = Mosquitto::start();
+    let mosquitto = Mosquitto::start().unwrap_or_else(|e| panic!("{e}"));
     let mut c = config(100, 2);
     c.broker = BrokerSpec::parse_url(&mosquitto.url()).unwrap();
     let mut mesh = start(c).await;

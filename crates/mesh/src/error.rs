@@ -32,6 +32,9 @@ pub enum MeshError {
     /// The embedded broker could not be started or kept running.
     #[error("embedded broker: {0}")]
     Broker(String),
+    /// A mosquitto for comparison could not be started.
+    #[error("mosquitto: {0}")]
+    Mosquitto(String),
     /// A configuration value is unusable.
     #[error("{field}: {reason}")]
     Config {

@@ -1,31 +1,31 @@
-//! A real mosquitto on a free loopback port, killed when dropped (shared by
-//! `tests/mesh.rs` and `benches/scale.rs`).
-
-// Each user of this file uses a different part of it.
-#![allow(dead_code)]
+//! A real mosquitto on a free loopback port, killed when dropped: the
+//! external broker that `vitalmesh bench` compares the embedded one with,
+//! and that the tests run the mesh against.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::MeshError;
+
 /// A running mosquitto with its own config directory.
-pub(crate) struct Mosquitto {
+#[derive(Debug)]
+pub struct Mosquitto {
     child: Child,
     port: u16,
     dir: PathBuf,
 }
 
 impl Mosquitto {
-    /// Starts one and waits until it listens; panics if it cannot.
-    pub(crate) fn start() -> Self {
-        Self::try_start().unwrap_or_else(|e| panic!("{e}"))
-    }
-
     /// Starts one and waits until it listens. Its queue limit is raised so
     /// that a burst after a failover is not dropped by the broker. It
     /// inherits this process's descriptor limit.
-    pub(crate) fn try_start() -> Result<Self, String> {
+    pub fn start() -> Result<Self, MeshError> {
+        Self::launch().map_err(MeshError::Mosquitto)
+    }
+
+    fn launch() -> Result<Self, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free loopback port: {e}"))?
@@ -73,17 +73,17 @@ impl Mosquitto {
     }
 
     /// Its port.
-    pub(crate) fn port(&self) -> u16 {
+    pub fn port(&self) -> u16 {
         self.port
     }
 
     /// Its URL for `--broker`.
-    pub(crate) fn url(&self) -> String {
+    pub fn url(&self) -> String {
         format!("mqtt://127.0.0.1:{}", self.port)
     }
 
     /// Its process id.
-    pub(crate) fn pid(&self) -> u32 {
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 }
