@@ -1,4 +1,5 @@
-//! The broker process: rumqttd 0.20 with restartable listeners.
+//! The broker process: rumqttd 0.20 (our fork in `vendor/rumqttd`) with
+//! restartable listeners.
 //!
 //! Runs as `vitalmesh broker --port P...`, a child of the run, so that
 //! (a) its sockets count against its own descriptor limit, not the nodes',
@@ -7,8 +8,9 @@
 //!
 //! Settings chosen against the failure modes in `rumqtt.md`:
 //! - `max_connections` far above the expected clients, and client ids
-//!   without `/ + # $`, so no CONNECT is rejected (a rejected connect
-//!   followed by a reconnect with the same id poisons a listener for good);
+//!   without `/ + # $`, so no honest CONNECT is rejected (upstream, a
+//!   rejected connect followed by a reconnect with the same id poisoned a
+//!   listener for good; the fork fixes that, rumqtt#991);
 //! - small commit-log segments (128 KiB × 2 per filter) to bound memory:
 //!   nodes re-send anything a lagging subscriber missed, so retention buys
 //!   nothing;
@@ -72,8 +74,9 @@ fn settings(port: u16, max_payload: usize) -> ServerSettings {
 }
 
 async fn canary(port: u16, n: u64) -> Result<(), MeshError> {
-    // A fresh id every time: reusing one after a refused connect is exactly
-    // what poisons a rumqttd listener.
+    // A fresh id every time: reusing one after a refused connect is what
+    // poisoned an upstream rumqttd listener (fixed in our fork; the canary
+    // stays for whatever else may stop a listener).
     let options = ConnectOptions::new(format!("vm-canary-{port}-{n}"), 5);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let c = Connection::connect(addr, &options, Duration::from_secs(2), 4096).await?;

@@ -64,7 +64,7 @@ impl BrokerSpec {
 }
 
 /// Failed canaries in a row (one a second) before the broker process is
-/// restarted. The broker restarts a poisoned listener itself within about
+/// restarted. The broker restarts a failed listener itself within about
 /// three seconds; the whole process is restarted only when that did not
 /// help: a listener restart first, a process restart second.
 const PROCESS_RESTART_AFTER: u32 = 8;

@@ -15,6 +15,11 @@
 //!   aggregator's connection ends without a goodbye (a kill, or a
 //!   keep-alive expiry after 1.5 × keep-alive of silence), and restarts
 //!   that drop every connection, subscription and message in flight.
+//!   With `[virtual] broker_capacity` it delivers at most that many copies
+//!   a second in arrival order, acknowledging publishes on receipt as
+//!   rumqttd and mosquitto do, so overload shows as growing delivery delay
+//!   (the report's `broker.peak_queue_s`); without it the broker is never
+//!   the bottleneck.
 //! - **Clients.** A node publishes at QoS 1 with at most 16 messages
 //!   awaiting PUBACK, as the real driver does; a client whose link is
 //!   partitioned gives its connection up after two keep-alives. Connection
@@ -28,7 +33,8 @@
 //!
 //! # What is not
 //!
-//! MQTT framing, TCP slow start, the broker's CPU and memory, listener
+//! MQTT framing, TCP slow start, the broker's CPU and memory (its capacity
+//! is a number the scenario gives), listener
 //! poisoning and rogue clients (refused when a scenario is checked for a
 //! virtual run). Latency in a virtual report is simulated time and is
 //! labelled so; host figures (CPU, memory, wall time) are kept out of the
