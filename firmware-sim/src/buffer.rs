@@ -94,14 +94,37 @@ impl SampleBuffer {
 
     /// Removes and yields every sample with `seq < next_expected`.
     pub fn acknowledge_below(&mut self, next_expected: u64) -> impl Iterator<Item = Sample> + '_ {
-        let n = self.samples.partition_point(|s| s.seq < next_expected);
+        let n = self.index_of(next_expected);
         self.samples.drain(..n)
     }
 
     /// Held samples with `seq >= from`, in order.
     pub fn from_seq(&self, from: u64) -> impl Iterator<Item = &Sample> {
-        let start = self.samples.partition_point(|s| s.seq < from);
+        let start = self.index_of(from);
         self.samples.range(start..)
+    }
+
+    /// How many held samples have `seq < seq`. Held sequence numbers are
+    /// usually consecutive (only a refused sample under `DropNewest` leaves
+    /// a gap), so the index is a subtraction; a binary search is the
+    /// fallback. This runs on every transmit and acknowledgement: the
+    /// search showed up at 3.6 % of a saturated run's CPU.
+    fn index_of(&self, seq: u64) -> usize {
+        let Some(oldest) = self.samples.front().map(|s| s.seq) else {
+            return 0;
+        };
+        let guess = seq.saturating_sub(oldest);
+        match usize::try_from(guess) {
+            Ok(i) if i >= self.samples.len() => {
+                if self.samples.back().is_some_and(|s| s.seq < seq) {
+                    return self.samples.len();
+                }
+            }
+            // Sequence numbers strictly increase: the match is the index.
+            Ok(i) if self.samples[i].seq == seq => return i,
+            _ => {}
+        }
+        self.samples.partition_point(|s| s.seq < seq)
     }
 
     /// Empties the buffer (a crash wipes RAM), returning what was held.
@@ -112,5 +135,50 @@ impl SampleBuffer {
     /// Every held sample, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Sample> {
         self.samples.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use vitalmesh_wire::{FaultFlags, NodeId, Timestamp, Vitals};
+
+    fn sample(seq: u64) -> Sample {
+        Sample {
+            node: NodeId(1),
+            seq,
+            time: Timestamp::from_micros(seq),
+            vitals: Vitals::default(),
+            battery_pct: 100,
+            faults: FaultFlags::default(),
+            admission: 0,
+        }
+    }
+
+    proptest! {
+        /// The subtraction shortcut finds what a search would, with or
+        /// without gaps in the held sequence numbers.
+        #[test]
+        fn lookups_by_sequence_number_match_a_search(
+            steps in prop::collection::vec(1u64..4, 0..60),
+            probes in prop::collection::vec(0u64..200, 1..20),
+        ) {
+            let mut buffer = SampleBuffer::new(64 * RECORD_BYTES, DropPolicy::DropOldest);
+            let mut seq = 5;
+            for step in steps {
+                let _ = buffer.push(sample(seq));
+                seq += step;
+            }
+            let held: Vec<u64> = buffer.iter().map(|s| s.seq).collect();
+            for from in probes {
+                let expected: Vec<u64> = held.iter().copied().filter(|s| *s >= from).collect();
+                let got: Vec<u64> = buffer.from_seq(from).map(|s| s.seq).collect();
+                prop_assert_eq!(got, expected);
+            }
+            let cut = held.get(held.len() / 2).copied().unwrap_or(0);
+            let acked: Vec<u64> = buffer.acknowledge_below(cut).map(|s| s.seq).collect();
+            prop_assert_eq!(acked, held.iter().copied().filter(|s| *s < cut).collect::<Vec<_>>());
+        }
     }
 }

@@ -370,7 +370,10 @@ pub struct Aggregator {
     /// Standby partitions whose ack topic we follow, to learn what the
     /// primary has confirmed.
     acks_followed: Vec<bool>,
-    nodes: BTreeMap<NodeId, NodeTrack>,
+    /// Boxed: a track is ~2.2 KB, and inline in the B-tree's nodes eleven
+    /// of them share one allocation, so every lookup walks past tens of
+    /// kilobytes and every insert shifts them.
+    nodes: BTreeMap<NodeId, Box<NodeTrack>>,
     /// When each node's liveness is next worth judging, earliest first;
     /// entries that no longer match their track's `check_at` are stale.
     checks: BinaryHeap<Reverse<(Timestamp, NodeId)>>,
@@ -837,18 +840,20 @@ impl Aggregator {
         let node = batch.node;
         let ward = self.config.population.ward_of(node);
         let node_phi = self.config.node_phi;
-        let track = self.nodes.entry(node).or_insert_with(|| NodeTrack {
-            partition,
-            ward,
-            next_expected: 0,
-            above: SeqSet::new(),
-            detector: PhiDetector::new(&node_phi),
-            check_at: Timestamp::MAX,
-            down_since: None,
-            left: false,
-            presence: Presence::Monitoring,
-            patient: PatientMonitor::new(0),
-            unconfirmed: VecDeque::new(),
+        let track = self.nodes.entry(node).or_insert_with(|| {
+            Box::new(NodeTrack {
+                partition,
+                ward,
+                next_expected: 0,
+                above: SeqSet::new(),
+                detector: PhiDetector::new(&node_phi),
+                check_at: Timestamp::MAX,
+                down_since: None,
+                left: false,
+                presence: Presence::Monitoring,
+                patient: PatientMonitor::new(0),
+                unconfirmed: VecDeque::new(),
+            })
         });
         track.detector.heartbeat(now, &node_phi);
         let came_back = track.down_since.take().is_some();
