@@ -651,6 +651,9 @@ pub(crate) struct BrokerArgs {
     /// Largest incoming packet, bytes.
     #[arg(long, default_value_t = 65_536)]
     max_payload: usize,
+    /// Size of each commit-log segment (two per subscribed filter), bytes.
+    #[arg(long, default_value_t = 128 * 1024)]
+    segment_bytes: usize,
 }
 
 pub(crate) fn broker(args: &BrokerArgs) -> Result<ExitCode> {
@@ -658,6 +661,7 @@ pub(crate) fn broker(args: &BrokerArgs) -> Result<ExitCode> {
         ports: args.ports.clone(),
         max_connections: args.max_connections,
         max_payload: args.max_payload,
+        segment_bytes: args.segment_bytes,
         canary_interval: Duration::from_secs(1),
     })?;
     Ok(ExitCode::SUCCESS)

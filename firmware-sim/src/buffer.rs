@@ -115,13 +115,13 @@ impl SampleBuffer {
         };
         let guess = seq.saturating_sub(oldest);
         match usize::try_from(guess) {
-            Ok(i) if i >= self.samples.len() => {
-                if self.samples.back().is_some_and(|s| s.seq < seq) {
-                    return self.samples.len();
-                }
+            Ok(i)
+                if i >= self.samples.len() && self.samples.back().is_some_and(|s| s.seq < seq) =>
+            {
+                return self.samples.len();
             }
             // Sequence numbers strictly increase: the match is the index.
-            Ok(i) if self.samples[i].seq == seq => return i,
+            Ok(i) if self.samples.get(i).is_some_and(|s| s.seq == seq) => return i,
             _ => {}
         }
         self.samples.partition_point(|s| s.seq < seq)

@@ -79,6 +79,7 @@ impl MeshConfig {
                 program,
                 listeners: listeners.map_or(1, usize::from),
                 max_connections: 0,
+                segment_bytes: 0,
                 ports: None,
             },
             BrokerChoice::External { host, port } => BrokerSpec::External {
@@ -198,12 +199,22 @@ impl Mesh {
                 program,
                 listeners,
                 max_connections,
+                segment_bytes,
                 ports,
             } => BrokerSpec::Embedded {
                 program,
                 // Spread clients so each listener sees a few thousand at most.
                 listeners: listeners.max((nodes as usize).div_ceil(2500)).clamp(1, 16),
                 max_connections: max_connections.max(nodes as usize * 5 / 4 + 1024),
+                segment_bytes: if segment_bytes == 0 {
+                    crate::broker::segment_bytes_for(
+                        nodes,
+                        scenario.profile.sample_interval,
+                        scenario.partitions,
+                    )
+                } else {
+                    segment_bytes
+                },
                 ports,
             },
             external => external,

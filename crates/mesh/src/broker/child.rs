@@ -11,9 +11,10 @@
 //!   without `/ + # $`, so no honest CONNECT is rejected (upstream, a
 //!   rejected connect followed by a reconnect with the same id poisoned a
 //!   listener for good; the fork fixes that, rumqtt#991);
-//! - small commit-log segments (128 KiB × 2 per filter) to bound memory:
-//!   nodes re-send anything a lagging subscriber missed, so retention buys
-//!   nothing;
+//! - commit-log segments sized by the parent from the run's rate (two per
+//!   filter, 128 KiB to 4 MiB: `segment_bytes_for`): small bounds memory
+//!   at 10,000 nodes, but what a lagging subscriber misses off the end is
+//!   re-sent by nodes after their timeout, so a busy run needs more;
 //! - no persistent sessions and no `$share` groups (router crash);
 //! - several listeners, no accept delay, to absorb connect storms.
 //!
@@ -46,6 +47,8 @@ pub struct ChildConfig {
     pub max_connections: usize,
     /// Largest incoming packet.
     pub max_payload: usize,
+    /// Size of each commit-log segment (two per filter).
+    pub segment_bytes: usize,
     /// Between canary rounds.
     pub canary_interval: Duration,
 }
@@ -105,7 +108,7 @@ pub fn run(config: ChildConfig) -> Result<(), MeshError> {
             RouterConfig {
                 max_connections: config.max_connections,
                 max_outgoing_packet_count: 200,
-                max_segment_size: 128 * 1024,
+                max_segment_size: config.segment_bytes,
                 max_segment_count: 2,
                 custom_segment: None,
                 initialized_filters: None,

@@ -42,6 +42,9 @@ pub enum BrokerSpec {
         listeners: usize,
         /// Router connection slots.
         max_connections: usize,
+        /// Size of each of the two commit-log segments rumqttd keeps per
+        /// subscribed filter ([`segment_bytes_for`]).
+        segment_bytes: usize,
         /// Fixed ports, or `None` to pick free ones.
         ports: Option<Vec<u16>>,
     },
@@ -116,10 +119,35 @@ fn free_port() -> Result<u16, MeshError> {
     Ok(TcpListener::bind(("127.0.0.1", 0))?.local_addr()?.port())
 }
 
+/// Smallest and largest commit-log segment the embedded broker is given.
+const SEGMENT_BYTES: std::ops::RangeInclusive<usize> = 128 * 1024..=4 * 1024 * 1024;
+/// Seconds of a partition's traffic the broker's segments should hold.
+const SEGMENT_RETENTION_S: f64 = 5.0;
+/// An uplink message's bytes per sample as rumqttd stores it (topic, a
+/// live sample's envelope), rounded up.
+const STORED_BYTES_PER_SAMPLE: f64 = 64.0;
+
+/// How big rumqttd's commit-log segments should be for a run: two per
+/// subscribed filter hold what a lagging subscriber has not read yet, and
+/// what falls off the end is lost to it (nodes re-send it after their
+/// timeout). Sized to hold [`SEGMENT_RETENTION_S`] of one partition's
+/// samples at the scenario's rate, within [`SEGMENT_BYTES`]: 10,000 nodes
+/// at 1 Hz keep the 128 KiB floor (memory per node), 2,000 nodes at
+/// 100 Hz get ~1 MiB. Measured at the latter: with 128 KiB a quarter of
+/// what nodes published were such re-sends and p99 was 16.6 s; with
+/// 1 MiB, 2 % and 9.3 s (BENCHMARKS.md).
+pub fn segment_bytes_for(nodes: u32, sample_interval: Duration, partitions: u16) -> usize {
+    let samples_per_s = f64::from(nodes) / sample_interval.as_secs_f64().max(1e-3);
+    let per_partition = samples_per_s * STORED_BYTES_PER_SAMPLE / f64::from(partitions.max(1));
+    ((per_partition * SEGMENT_RETENTION_S) as usize)
+        .clamp(*SEGMENT_BYTES.start(), *SEGMENT_BYTES.end())
+}
+
 async fn spawn_child(
     program: &PathBuf,
     ports: &[u16],
     max_connections: usize,
+    segment_bytes: usize,
 ) -> Result<ChildProc, MeshError> {
     let mut cmd = Command::new(program);
     cmd.arg("broker");
@@ -128,6 +156,7 @@ async fn spawn_child(
     }
     cmd.arg("--max-connections")
         .arg(max_connections.to_string());
+    cmd.arg("--segment-bytes").arg(segment_bytes.to_string());
     cmd.arg("--max-payload").arg(MAX_PACKET.to_string());
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -268,6 +297,7 @@ impl BrokerHandle {
                 program,
                 listeners,
                 max_connections,
+                segment_bytes,
                 ports,
             } => {
                 let ports = match ports {
@@ -280,7 +310,8 @@ impl BrokerHandle {
                     .iter()
                     .map(|&p| SocketAddr::from(([127, 0, 0, 1], p)))
                     .collect();
-                let mut proc = spawn_child(&program, &ports, max_connections).await?;
+                let mut proc =
+                    spawn_child(&program, &ports, max_connections, segment_bytes).await?;
                 stats
                     .child_pid
                     .store(proc.child.id().unwrap_or(0), Ordering::Relaxed);
@@ -347,7 +378,9 @@ impl BrokerHandle {
                         failures_in_a_row = 0;
                         // Start again on the same ports until it works.
                         let result = loop {
-                            match spawn_child(&program, &ports, max_connections).await {
+                            match spawn_child(&program, &ports, max_connections, segment_bytes)
+                                .await
+                            {
                                 Ok(p) => break Ok(p),
                                 Err(e) if reply.is_some() => break Err(e),
                                 Err(e) => {
@@ -451,6 +484,25 @@ impl BrokerHandle {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn segments_hold_seconds_of_a_partition_within_the_floor_and_ceiling() {
+        let second = Duration::from_secs(1);
+        // 10,000 nodes at 1 Hz over 64 partitions: ~50 KB in 5 s, so the
+        // 128 KiB floor that keeps memory per node low.
+        assert_eq!(segment_bytes_for(10_000, second, 64), 128 * 1024);
+        // 2,000 nodes at 100 Hz: 5 s of 3,125 samples/s × 64 B.
+        assert_eq!(
+            segment_bytes_for(2_000, Duration::from_millis(10), 64),
+            1_000_000
+        );
+        // Absurd rates stop at the ceiling; a zero interval does not panic.
+        assert_eq!(
+            segment_bytes_for(20_000, Duration::ZERO, 1),
+            4 * 1024 * 1024
+        );
+    }
+
     use super::*;
 
     #[test]
