@@ -6,14 +6,11 @@
 //! anywhere) run by the same `vitalmesh_mesh::run` as `vitalmesh run`; this
 //! module only chooses the load, starts mosquitto and reads the reports.
 
-use std::path::PathBuf;
-use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
-use vitalmesh_mesh::broker::BrokerSpec;
 use vitalmesh_mesh::broker::mosquitto::Mosquitto;
 use vitalmesh_mesh::report::Report;
 use vitalmesh_mesh::{MeshConfig, RunControl, Snapshot};
@@ -98,10 +95,8 @@ pub(crate) fn run(step: &str, scenario_toml: &str, broker: Broker) -> anyhow::Re
             port: m.port(),
         };
     }
-    let mut config = MeshConfig::new(scenario, 2026, broker_program()?);
-    if let Some(m) = &mosquitto {
-        config.broker = BrokerSpec::parse_url(&m.url())?;
-    }
+    // The scenario's broker choice decides the spec, as for `vitalmesh run`.
+    let config = MeshConfig::new(scenario, 2026, crate::run_cmd::broker_program()?);
     let nodes = config.scenario.population.nodes();
     let offered = f64::from(nodes) / config.scenario.profile.sample_interval.as_secs_f64();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -113,8 +108,8 @@ pub(crate) fn run(step: &str, scenario_toml: &str, broker: Broker) -> anyhow::Re
     let (_stop_tx, stop) = watch::channel(false);
     let (snap_tx, snap_rx) = mpsc::channel::<Snapshot>(4);
     let label = format!("{step} via {}", broker.name());
-    let (done_tx, done_rx) = std_mpsc::channel::<()>();
-    let printer = std::thread::spawn(move || progress(snap_rx, &label, &done_rx));
+    // The printer ends when the run drops its end of the snapshot channel.
+    let printer = std::thread::spawn(move || progress(snap_rx, &label));
     // The report's CPU figure covers this whole process, earlier runs
     // included: take this run's share as a difference.
     let cpu_before = vitalmesh_mesh::procfs::cpu_seconds("self").unwrap_or(0.0);
@@ -127,7 +122,6 @@ pub(crate) fn run(step: &str, scenario_toml: &str, broker: Broker) -> anyhow::Re
             commands: None,
         },
     ));
-    let _ = done_tx.send(());
     let _ = printer.join();
     let report = outcome?.report;
     let wall = started.elapsed().as_secs_f64();
@@ -196,15 +190,12 @@ fn row(step: &str, broker: Broker, offered: f64, r: &Report, broker_rss: u64) ->
 }
 
 /// Prints a line every 5 s of the run: long benchmarks show progress.
-fn progress(mut snapshots: mpsc::Receiver<Snapshot>, label: &str, done: &std_mpsc::Receiver<()>) {
+fn progress(mut snapshots: mpsc::Receiver<Snapshot>, label: &str) {
     let mut last = Duration::ZERO;
     let mut last_delivered = 0u64;
-    while done.try_recv().is_err() {
-        let Some(s) = snapshots.blocking_recv() else {
-            return;
-        };
+    while let Some(s) = snapshots.blocking_recv() {
         if s.elapsed >= last + Duration::from_secs(5) {
-            let rate = (s.delivered - last_delivered.min(s.delivered)) as f64
+            let rate = s.delivered.saturating_sub(last_delivered) as f64
                 / (s.elapsed - last).as_secs_f64().max(1e-9);
             eprintln!(
                 "    {label}: {:>4.0} s of {:.0} s, {} of {} nodes connected, {:.0} delivered/s",
@@ -218,10 +209,6 @@ fn progress(mut snapshots: mpsc::Receiver<Snapshot>, label: &str, done: &std_mps
             last_delivered = s.delivered;
         }
     }
-}
-
-fn broker_program() -> anyhow::Result<PathBuf> {
-    std::env::current_exe().context("locating this executable to start the embedded broker")
 }
 
 /// Prints rows side by side: one line per run, then embedded ÷ mosquitto

@@ -98,7 +98,7 @@ pub(crate) struct RunArgs {
 /// names this process's own image even if the file on disk has since been
 /// replaced (say, by a rebuild during a long run), so a broker restart
 /// always starts the same build.
-fn broker_program() -> Result<PathBuf> {
+pub(crate) fn broker_program() -> Result<PathBuf> {
     let proc_self = Path::new("/proc/self/exe");
     if proc_self.exists() {
         return Ok(proc_self.to_path_buf());
