@@ -28,12 +28,14 @@ pub mod backoff;
 pub mod battery;
 pub mod buffer;
 pub mod flow;
+pub mod gateway;
 pub mod ledger;
 pub mod node;
 pub mod physiology;
 pub mod rng;
 pub mod sensor;
 
+pub use gateway::{GatewayCell, GatewayConfig, GatewayPower, RelayTransmit, ShortRangeConfig};
 pub use node::{Link, LinkAction, Node, NodeConfig, NodeStatus, Power, Transmit};
 pub use physiology::{PatientOptions, VitalSign};
 pub use sensor::{FaultMode, SensorFault};

@@ -440,6 +440,20 @@ impl Node {
         self.link = Link::Offline { retry_at };
     }
 
+    /// The path is back (a gateway's beacon heard again after a reboot or
+    /// a range drop-out): an offline node tries now instead of waiting out
+    /// its backoff, so it rejoins promptly.
+    pub fn handle_link_available(&mut self, now: Timestamp) {
+        if self.power != Power::On {
+            return;
+        }
+        if let Link::Offline { retry_at } = self.link {
+            if retry_at != Timestamp::MAX && retry_at > now {
+                self.link = Link::Offline { retry_at: now };
+            }
+        }
+    }
+
     /// A cumulative acknowledgement: every sequence number below
     /// `next_expected` is safely ingested.
     pub fn handle_ack(&mut self, next_expected: u64, now: Timestamp) {

@@ -37,6 +37,9 @@ pub enum Purpose {
     Census = 8,
     /// Background illness of one admission.
     Illness = 9,
+    /// A gateway's short-range radio (loss, delay, drop-outs) and its
+    /// reconnect jitter; the stream id is the gateway's id.
+    Gateway = 10,
 }
 
 /// The stream for `purpose` of `node` under `seed`.

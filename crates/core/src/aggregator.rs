@@ -50,8 +50,8 @@ use std::time::Duration;
 use vitalmesh_wire::envelope::{DeviceKey, Keyring, Principal, encode_to_vec};
 use vitalmesh_wire::message::{MAX_ACKS_PER_BATCH, MAX_WARD_REPORT_PATIENTS};
 use vitalmesh_wire::{
-    AckBatch, AggregatorId, AggregatorState, AggregatorStatus, Batch, Body, NodeAck, NodeId,
-    PartitionId, Partitioning, PatientBucket, Presence, Scope, SeqSet, Timestamp, TopicScheme,
+    AckBatch, AggregatorId, AggregatorState, AggregatorStatus, Batch, Body, GatewayId, NodeAck, NodeId,
+    PartitionId, Partitioning, PatientBucket, Presence, Relay, Scope, SeqSet, Timestamp, TopicScheme,
     WardReport, WireError, WireTopic, decode,
 };
 
@@ -179,6 +179,22 @@ pub enum Rejection {
         /// Partition named by the topic.
         partition: u16,
     },
+    /// A gateway relaying for a node that is not behind it (or a relay on
+    /// a partition that is not the gateway's).
+    #[error(
+        "'{topic}' carries a relay from gateway '{gateway}' with a batch from node '{node}'; expected a node behind gateway '{gateway}' in partition '{partition}'"
+    )]
+    WrongGateway {
+        /// The topic.
+        topic: String,
+        /// Gateway named by the topic.
+        gateway: u32,
+        /// Node named by the batch (or the relay's gateway, if it is the
+        /// relay itself that names another gateway).
+        node: u32,
+        /// Partition named by the topic.
+        partition: u16,
+    },
     /// A well-formed message of the wrong kind for its topic.
     #[error("'{topic}' carries a message of the wrong kind")]
     UnexpectedBody {
@@ -216,6 +232,7 @@ impl Rejection {
         match self {
             Self::Wire(e) => e.kind(),
             Self::WrongTopic { .. } => "wrong_topic",
+            Self::WrongGateway { .. } => "wrong_gateway",
             Self::UnexpectedBody { .. } => "unexpected_body",
             Self::UnknownTopic { .. } => "unknown_topic",
             Self::WardReport { .. } => "ward_report",
@@ -593,6 +610,9 @@ impl Aggregator {
             Some(WireTopic::Data { partition, node }) => {
                 self.on_data(topic, partition, node, payload, now)
             }
+            Some(WireTopic::Relay { partition, gateway }) => {
+                self.on_relay(topic, partition, gateway, payload, now)
+            }
             Some(WireTopic::Status { aggregator }) => {
                 self.on_status(topic, aggregator, payload, now)
             }
@@ -828,6 +848,7 @@ impl Aggregator {
             Err(e) => return self.reject(e.into()),
         };
         if batch.node != topic_node
+            || self.config.population.gateway_of(batch.node).is_some()
             || self.config.partitioning.partition_of(batch.node) != partition
         {
             return self.reject(Rejection::WrongTopic {
@@ -837,6 +858,73 @@ impl Aggregator {
                 partition: partition.0,
             });
         }
+        self.ingest(partition, role, batch, now);
+    }
+
+    /// A gateway's relay: every frame is its node's own envelope, decoded
+    /// and authenticated on its own, and must come from a node behind that
+    /// gateway. A bad frame is rejected alone.
+    fn on_relay(
+        &mut self,
+        topic: &str,
+        partition: PartitionId,
+        topic_gateway: GatewayId,
+        payload: &[u8],
+        now: Timestamp,
+    ) {
+        let Some(role) = self.role(partition) else {
+            self.stats.stray += 1;
+            return;
+        };
+        let relay: Relay = match decode(payload, &self.keys) {
+            Ok(Body::Relay(r)) => r,
+            Ok(_) => {
+                return self.reject(Rejection::UnexpectedBody {
+                    topic: topic.into(),
+                });
+            }
+            Err(e) => return self.reject(e.into()),
+        };
+        if relay.gateway != topic_gateway
+            || self.config.partitioning.partition_of_gateway(relay.gateway) != partition
+        {
+            return self.reject(Rejection::WrongGateway {
+                topic: topic.into(),
+                gateway: topic_gateway.0,
+                node: relay.gateway.0,
+                partition: partition.0,
+            });
+        }
+        for frame in &relay.frames {
+            let batch = match decode(frame, &self.keys) {
+                Ok(Body::Batch(b)) => b,
+                Ok(_) => {
+                    self.reject(Rejection::UnexpectedBody {
+                        topic: topic.into(),
+                    });
+                    continue;
+                }
+                Err(e) => {
+                    self.reject(e.into());
+                    continue;
+                }
+            };
+            if self.config.population.gateway_of(batch.node) != Some(relay.gateway) {
+                self.reject(Rejection::WrongGateway {
+                    topic: topic.into(),
+                    gateway: relay.gateway.0,
+                    node: batch.node.0,
+                    partition: partition.0,
+                });
+                continue;
+            }
+            self.ingest(partition, role, batch, now);
+        }
+    }
+
+    /// One authenticated batch of a node in `partition`, whichever way it
+    /// came.
+    fn ingest(&mut self, partition: PartitionId, role: Role, batch: Batch, now: Timestamp) {
         let node = batch.node;
         let ward = self.config.population.ward_of(node);
         let node_phi = self.config.node_phi;
@@ -1374,6 +1462,7 @@ mod tests {
         Population {
             wards: 4,
             nodes_per_ward: 25,
+            nodes_per_gateway: 0,
         }
     }
 

@@ -432,6 +432,7 @@ mod tests {
         Population {
             wards: 5,
             nodes_per_ward: 100,
+            nodes_per_gateway: 0,
         }
     }
 

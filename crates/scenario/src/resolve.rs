@@ -91,6 +91,7 @@ mod tests {
         Population {
             wards: 4,
             nodes_per_ward: 50,
+            nodes_per_gateway: 0,
         }
     }
 
@@ -134,6 +135,7 @@ mod tests {
         let p = Population {
             wards: 2,
             nodes_per_ward: 1000,
+            nodes_per_gateway: 0,
         };
         let cases = outbreak_onsets(
             1,

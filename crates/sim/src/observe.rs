@@ -465,6 +465,7 @@ mod tests {
             Population {
                 wards: 2,
                 nodes_per_ward: 10,
+                nodes_per_gateway: 0,
             },
             false,
         );
@@ -483,6 +484,7 @@ mod tests {
             Population {
                 wards: 1,
                 nodes_per_ward: 1,
+                nodes_per_gateway: 0,
             },
             false,
         );
@@ -515,6 +517,7 @@ mod tests {
             Population {
                 wards: 1,
                 nodes_per_ward: 4,
+                nodes_per_gateway: 0,
             },
             false,
         );

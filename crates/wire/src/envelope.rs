@@ -22,7 +22,7 @@ use std::hash::Hasher;
 
 use siphasher::sip128::{Hasher128, SipHasher24 as SipHasher24x128};
 
-use crate::{AggregatorId, Body, NodeId, WireError};
+use crate::{AggregatorId, Body, GatewayId, NodeId, WireError};
 
 /// The wire version this build writes and the only one it reads.
 pub const WIRE_VERSION: u8 = 2;
@@ -49,6 +49,8 @@ pub enum Principal {
     Node(NodeId),
     /// An aggregator.
     Aggregator(AggregatorId),
+    /// A gateway.
+    Gateway(GatewayId),
 }
 
 impl fmt::Display for Principal {
@@ -56,6 +58,7 @@ impl fmt::Display for Principal {
         match self {
             Self::Node(n) => n.fmt(f),
             Self::Aggregator(a) => a.fmt(f),
+            Self::Gateway(g) => g.fmt(f),
         }
     }
 }
@@ -69,6 +72,7 @@ impl Body {
             Self::Status(s) => Principal::Aggregator(s.aggregator),
             Self::Alert(a) => Principal::Aggregator(a.aggregator),
             Self::Ward(w) => Principal::Aggregator(w.aggregator),
+            Self::Relay(r) => Principal::Gateway(r.gateway),
         }
     }
 }
@@ -121,6 +125,7 @@ impl Keyring {
         let (kind, id) = match principal {
             Principal::Node(n) => (b'n', u64::from(n.0)),
             Principal::Aggregator(a) => (b'a', u64::from(a.0)),
+            Principal::Gateway(g) => (b'g', u64::from(g.0)),
         };
         h.write(b"vitalmesh device key v1");
         h.write(&[kind]);

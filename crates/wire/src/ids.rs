@@ -23,6 +23,14 @@ pub struct NodeId(pub u32);
 #[serde(transparent)]
 pub struct AggregatorId(pub u16);
 
+/// A gateway: a bedside or ward hub that relays its nodes' short-range
+/// frames over one MQTT connection. Unique within a run.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct GatewayId(pub u32);
+
 /// A slice of the node population, `0 .. Partitioning::count`.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -42,6 +50,12 @@ impl fmt::Display for AggregatorId {
     }
 }
 
+impl fmt::Display for GatewayId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "gateway {}", self.0)
+    }
+}
+
 impl fmt::Display for PartitionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "partition {}", self.0)
@@ -57,6 +71,8 @@ pub enum HashDomain {
     Partition = 0x7669_7461_6c70_6172, // "vitalpar"
     /// (partition, aggregator) → rendezvous score.
     Rendezvous = 0x7669_7461_6c68_7277, // "vitalhrw"
+    /// Gateway id → partition (every node behind a gateway shares it).
+    GatewayPartition = 0x7669_7461_6c67_7770, // "vitalgwp"
 }
 
 /// A 64-bit hash with a fixed key: the same value on every machine, build and
@@ -98,6 +114,14 @@ impl Partitioning {
         PartitionId((h % u64::from(self.count)) as u16)
     }
 
+    /// The partition of every node behind `gateway`: one partition per
+    /// gateway, so that its relays carry many nodes on one topic instead
+    /// of a few on each of dozens.
+    pub fn partition_of_gateway(self, gateway: GatewayId) -> PartitionId {
+        let h = stable_hash64(HashDomain::GatewayPartition, &gateway.0.to_le_bytes());
+        PartitionId((h % u64::from(self.count)) as u16)
+    }
+
     /// Every partition, in order.
     pub fn all(self) -> impl Iterator<Item = PartitionId> {
         (0..self.count).map(PartitionId)
@@ -132,6 +156,22 @@ mod tests {
     }
 
     const PINNED_PARTITIONS_0_TO_7: [u16; 8] = [43, 3, 39, 12, 25, 46, 41, 40];
+
+    #[test]
+    fn gateway_partitions_spread_and_are_their_own_function() {
+        let p = Partitioning::new(64).unwrap();
+        let mut counts = [0u32; 64];
+        let mut same_as_node = 0;
+        for g in 0..6_400 {
+            let gp = p.partition_of_gateway(GatewayId(g));
+            counts[usize::from(gp.0)] += 1;
+            same_as_node += u32::from(gp == p.partition_of(NodeId(g)));
+        }
+        // Mean 100, sd ~10.
+        assert!(counts.iter().all(|&c| (60..140).contains(&c)), "{counts:?}");
+        // Separate hash domains: agreement only by chance (1 in 64).
+        assert!(same_as_node < 200, "{same_as_node}");
+    }
 
     #[test]
     fn partitions_spread_evenly() {

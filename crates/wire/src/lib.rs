@@ -41,10 +41,10 @@ pub mod topic;
 pub use alert::{AlertNotice, Scope, Severity};
 pub use envelope::{DeviceKey, KeyLookup, Keyring, Principal, WIRE_VERSION, decode, encode};
 pub use error::WireError;
-pub use ids::{AggregatorId, NodeId, PartitionId, Partitioning};
+pub use ids::{AggregatorId, GatewayId, NodeId, PartitionId, Partitioning};
 pub use message::{
     AckBatch, Acvpu, AggregatorState, AggregatorStatus, Batch, Body, FaultFlags, NodeAck,
-    PatientBucket, Presence, Sample, SpO2Scale, VitalSign, Vitals, WardReport,
+    PatientBucket, Presence, Relay, Sample, SpO2Scale, VitalSign, Vitals, WardReport,
 };
 pub use seq::SeqSet;
 pub use time::Timestamp;

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{AggregatorId, NodeId, PartitionId, Timestamp, WireError};
+use crate::{AggregatorId, GatewayId, NodeId, PartitionId, Timestamp, WireError};
 
 /// Largest number of samples in one [`Batch`]: keeps a backfill burst inside
 /// the envelope size limit and bounds the work one message can cause.
@@ -406,6 +406,44 @@ pub struct AggregatorStatus {
     pub state: AggregatorState,
 }
 
+/// Largest number of node frames in one [`Relay`].
+pub const MAX_RELAY_FRAMES: usize = 1024;
+
+/// A gateway's uplink: its nodes' own envelopes, byte for byte, as they
+/// arrived over the short-range link. Each frame is a complete envelope
+/// signed by its node, so an aggregator authenticates every node itself
+/// and the gateway cannot alter or invent a node's samples; the relay's
+/// own tag says which gateway forwarded it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relay {
+    /// The forwarding gateway.
+    pub gateway: GatewayId,
+    /// Node envelopes, each decoded on its own (a bad frame is rejected
+    /// alone; the rest of the relay still counts).
+    pub frames: Vec<Vec<u8>>,
+}
+
+impl Relay {
+    fn validate(&self) -> Result<(), WireError> {
+        if self.frames.len() > MAX_RELAY_FRAMES {
+            return Err(WireError::invalid(
+                "relay.frames",
+                format!(
+                    "'{}' frames; at most {MAX_RELAY_FRAMES} are allowed",
+                    self.frames.len()
+                ),
+            ));
+        }
+        if let Some(i) = self.frames.iter().position(Vec::is_empty) {
+            return Err(WireError::invalid(
+                format!("relay.frames[{i}]"),
+                "an empty frame; expected a node's envelope",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What an envelope carries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Body {
@@ -419,6 +457,8 @@ pub enum Body {
     Alert(crate::alert::AlertNotice),
     /// Aggregator → aggregators: one ward over one bucket.
     Ward(WardReport),
+    /// Gateway → aggregators: its nodes' envelopes.
+    Relay(Relay),
 }
 
 impl Body {
@@ -432,6 +472,7 @@ impl Body {
             Self::Status(_) => Ok(()),
             Self::Alert(a) => a.validate(),
             Self::Ward(w) => w.validate(),
+            Self::Relay(r) => r.validate(),
         }
     }
 }

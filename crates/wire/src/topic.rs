@@ -3,20 +3,23 @@
 //! | Topic                           | Publisher → subscriber        | Body            |
 //! |---------------------------------|-------------------------------|-----------------|
 //! | `{root}/v1/p/{partition}/{node}`| node → partition owners       | [`Batch`]       |
+//! | `{root}/v1/p/{partition}/g{gateway}`| gateway → partition owners | [`Relay`] of its nodes' batches |
 //! | `{root}/v1/ack/{partition}`     | primary aggregator → nodes    | [`AckBatch`]    |
 //! | `{root}/v1/agg/{aggregator}`    | aggregator → aggregators      | [`AggregatorStatus`] (heartbeat, last will) |
 //! | `{root}/v1/ward/{ward}`         | aggregator → aggregators      | [`WardReport`] (one bucket) |
 //! | `{root}/v1/alert/{aggregator}`  | aggregator → anyone watching  | [`AlertNotice`] |
 //!
-//! `root` defaults to `vm`, so a node topic looks like `vm/v1/p/17/4242`.
-//! Partition owners subscribe to `{root}/v1/p/{partition}/+`; nodes subscribe
+//! `root` defaults to `vm`, so a node topic looks like `vm/v1/p/17/4242`
+//! and a gateway's `vm/v1/p/17/g42`. Partition owners subscribe to
+//! `{root}/v1/p/{partition}/+`, which covers both, so a gateway needs no
+//! subscription of its own; nodes and gateways subscribe
 //! to their partition's ack topic (one filter per partition, not per node, so
 //! the broker keeps a handful of logs rather than one per node); aggregators
 //! subscribe to `{root}/v1/agg/+` and `{root}/v1/ward/+`. The `v1` level is
 //! the version of this topic scheme; the payload's own version is the
 //! envelope's first byte ([`crate::WIRE_VERSION`]).
 //!
-//! Client ids are `{root}-n{node}` and `{root}-a{aggregator}`: short, unique
+//! Client ids are `{root}-n{node}`, `{root}-g{gateway}` and `{root}-a{aggregator}`: short, unique
 //! per run and free of `/ + # $`, which some brokers refuse (and which make
 //! rumqttd 0.20 drop the connection without a CONNACK). After a connection
 //! attempt fails, the next attempt adds a generation, `{root}-n{node}.{g}`:
@@ -25,12 +28,13 @@
 //! (`rumqtt.md` §6). An id that failed is therefore never used again.
 //!
 //! [`Batch`]: crate::Batch
+//! [`Relay`]: crate::Relay
 //! [`AckBatch`]: crate::AckBatch
 //! [`AggregatorStatus`]: crate::AggregatorStatus
 //! [`WardReport`]: crate::WardReport
 //! [`AlertNotice`]: crate::AlertNotice
 
-use crate::{AggregatorId, NodeId, PartitionId, WireError};
+use crate::{AggregatorId, GatewayId, NodeId, PartitionId, WireError};
 
 /// A parsed vitalmesh topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -41,6 +45,13 @@ pub enum WireTopic {
         partition: PartitionId,
         /// Node level of the topic.
         node: NodeId,
+    },
+    /// A gateway's relay of its nodes' uplinks.
+    Relay {
+        /// Partition level of the topic.
+        partition: PartitionId,
+        /// Gateway level of the topic (after its `g`).
+        gateway: GatewayId,
     },
     /// A partition's acknowledgements.
     Ack {
@@ -149,6 +160,17 @@ impl TopicScheme {
         with_generation(format!("{}-n{}", self.root, node.0), generation)
     }
 
+    /// A gateway's uplink topic: its partition's data level, so the
+    /// partition owners' one filter covers it.
+    pub fn relay(&self, partition: PartitionId, gateway: GatewayId) -> String {
+        format!("{}/v1/p/{}/g{}", self.root, partition.0, gateway.0)
+    }
+
+    /// MQTT client id of a gateway; `generation` counts failed attempts.
+    pub fn gateway_client_id(&self, gateway: GatewayId, generation: u32) -> String {
+        with_generation(format!("{}-g{}", self.root, gateway.0), generation)
+    }
+
     /// MQTT client id of an aggregator; `generation` counts failed attempts.
     pub fn aggregator_client_id(&self, aggregator: AggregatorId, generation: u32) -> String {
         with_generation(format!("{}-a{}", self.root, aggregator.0), generation)
@@ -162,10 +184,20 @@ impl TopicScheme {
         let mut levels = rest.split('/');
         let kind = levels.next()?;
         let parsed = match kind {
-            "p" => WireTopic::Data {
-                partition: PartitionId(parse_number(levels.next()?)?),
-                node: NodeId(parse_number(levels.next()?)?),
-            },
+            "p" => {
+                let partition = PartitionId(parse_number(levels.next()?)?);
+                let sender = levels.next()?;
+                match sender.strip_prefix('g') {
+                    Some(gateway) => WireTopic::Relay {
+                        partition,
+                        gateway: GatewayId(parse_number(gateway)?),
+                    },
+                    None => WireTopic::Data {
+                        partition,
+                        node: NodeId(parse_number(sender)?),
+                    },
+                }
+            }
             "ack" => WireTopic::Ack {
                 partition: PartitionId(parse_number(levels.next()?)?),
             },
@@ -228,6 +260,21 @@ mod tests {
         let t = TopicScheme::default();
         assert_eq!(t.data(PartitionId(17), NodeId(4242)), "vm/v1/p/17/4242");
         assert_eq!(t.data_filter(PartitionId(17)), "vm/v1/p/17/+");
+        assert_eq!(t.relay(PartitionId(17), GatewayId(42)), "vm/v1/p/17/g42");
+        assert!(filter_matches(
+            &t.data_filter(PartitionId(17)),
+            &t.relay(PartitionId(17), GatewayId(42))
+        ));
+        assert_eq!(
+            t.parse("vm/v1/p/17/g42"),
+            Some(WireTopic::Relay {
+                partition: PartitionId(17),
+                gateway: GatewayId(42)
+            })
+        );
+        assert_eq!(t.parse("vm/v1/p/17/g"), None);
+        assert_eq!(t.parse("vm/v1/p/17/g042"), None);
+        assert_eq!(t.gateway_client_id(GatewayId(3), 0), "vm-g3");
         assert_eq!(t.ack(PartitionId(3)), "vm/v1/ack/3");
         assert_eq!(t.status(AggregatorId(2)), "vm/v1/agg/2");
         assert_eq!(t.status_filter(), "vm/v1/agg/+");

@@ -140,6 +140,7 @@ pub(crate) fn snapshot(wards: u16, nodes_per_ward: u32) -> Snapshot {
     let population = Population {
         wards,
         nodes_per_ward,
+        nodes_per_gateway: 0,
     };
     let mut book = IncidentBook::new(IncidentConfig::default(), population);
     for a in &alerts {
@@ -194,6 +195,7 @@ pub(crate) fn snapshot(wards: u16, nodes_per_ward: u32) -> Snapshot {
         population: Population {
             wards,
             nodes_per_ward,
+            nodes_per_gateway: 0,
         },
         aggregators: vec![aggregator(0, true, 64, 60), aggregator(1, false, 0, 0)],
         alerts: alerts.clone(),
