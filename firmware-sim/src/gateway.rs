@@ -195,8 +195,9 @@ enum Air {
 pub struct GatewayCell {
     config: GatewayConfig,
     key: DeviceKey,
-    /// Nodes with consecutive ids from `first`.
-    nodes: Vec<Node>,
+    /// Slots for nodes with consecutive ids from `first`; a node's slot
+    /// fills when it starts (ramps start nodes one by one).
+    nodes: Vec<Option<Node>>,
     first: u32,
     power: GatewayPower,
     /// Bumped by every crash, so a node's pending "lost" notice from an
@@ -234,24 +235,18 @@ pub struct GatewayCell {
 }
 
 impl GatewayCell {
-    /// A powered gateway with `nodes` (consecutive ids), which asks to
-    /// connect at once.
-    ///
-    /// # Panics
-    ///
-    /// If `nodes` is empty or its ids are not consecutive: the population
-    /// layout always gives a gateway a run of consecutive ids.
-    pub fn new(config: GatewayConfig, key: DeviceKey, nodes: Vec<Node>, seed: u64) -> Self {
-        assert!(!nodes.is_empty(), "a gateway serves at least one node");
-        let first = nodes[0].id().0;
-        assert!(
-            nodes
-                .iter()
-                .enumerate()
-                .all(|(i, n)| n.id().0 == first + i as u32),
-            "a gateway's nodes have consecutive ids"
-        );
-        let n = nodes.len();
+    /// A powered gateway for the nodes `serves` (consecutive ids, as the
+    /// population layout gives them), none started yet; it asks to connect
+    /// at once. Nodes join with [`GatewayCell::add_node`].
+    pub fn new(
+        config: GatewayConfig,
+        key: DeviceKey,
+        serves: std::ops::Range<u32>,
+        seed: u64,
+    ) -> Self {
+        let first = serves.start;
+        let n = serves.len();
+        let nodes = std::iter::repeat_with(|| None).take(n).collect();
         let rng = stream(seed, NodeId(config.id.0), Purpose::Gateway);
         let backoff = Backoff::new(config.backoff);
         let mut cell = Self {
@@ -293,13 +288,19 @@ impl GatewayCell {
             .clamp(envelope::MIN_BATCH_BYTES * 2, envelope::MAX_MESSAGE_BYTES);
     }
 
-    /// Schedules the first drop-out of every node (call once, at start).
-    pub fn start(&mut self, now: Timestamp) {
-        for i in 0..self.nodes.len() as u32 {
-            self.schedule_dropout(i, now);
-            self.touch(i);
-        }
+    /// A node behind this gateway starts (powered, offline): it will
+    /// associate at its first timeout. Returns the node back if it is not
+    /// one of this gateway's.
+    pub fn add_node(&mut self, node: Node, now: Timestamp) -> Result<(), Node> {
+        let Some(i) = self.index_of(node.id()) else {
+            return Err(node);
+        };
+        self.nodes[i as usize] = Some(node);
+        self.associated[i as usize] = false;
+        self.schedule_dropout(i, now);
+        self.touch(i);
         self.settle(now);
+        Ok(())
     }
 
     // ---- accessors -------------------------------------------------------
@@ -339,9 +340,19 @@ impl GatewayCell {
         self.pending_bytes + self.held_bytes
     }
 
-    /// Its nodes, by id.
-    pub fn nodes(&self) -> &[Node] {
-        &self.nodes
+    /// Its started nodes, by id.
+    pub fn nodes(&self) -> impl Iterator<Item = &Node> {
+        self.nodes.iter().flatten()
+    }
+
+    /// A started node behind this gateway.
+    pub fn node(&self, node: NodeId) -> Option<&Node> {
+        self.nodes.get(self.index_of(node)? as usize)?.as_ref()
+    }
+
+    /// The ids this gateway serves, started or not.
+    pub fn serves_ids(&self) -> std::ops::Range<u32> {
+        self.first..self.first + self.nodes.len() as u32
     }
 
     /// Whether `node` is behind this gateway.
@@ -368,7 +379,7 @@ impl GatewayCell {
         f: impl FnOnce(&mut Node) -> R,
     ) -> Option<R> {
         let i = self.index_of(node)?;
-        let out = f(&mut self.nodes[i as usize]);
+        let out = f(self.nodes[i as usize].as_mut()?);
         self.touch(i);
         self.settle(now);
         Some(out)
@@ -402,7 +413,9 @@ impl GatewayCell {
                 continue; // stale: the node's wake-up moved later
             }
             self.wake_of[i as usize] = None;
-            self.nodes[i as usize].handle_timeout(now);
+            if let Some(n) = self.nodes[i as usize].as_mut() {
+                n.handle_timeout(now);
+            }
             self.touch(i);
         }
         if self.power == GatewayPower::On {
@@ -550,7 +563,9 @@ impl GatewayCell {
         self.link_actions.push_back(LinkAction::Connect);
         for i in 0..self.nodes.len() as u32 {
             if self.out_of_range[i as usize].is_none() {
-                self.nodes[i as usize].handle_link_available(now);
+                if let Some(n) = self.nodes[i as usize].as_mut() {
+                    n.handle_link_available(now);
+                }
                 self.touch(i);
             }
         }
@@ -729,13 +744,17 @@ impl GatewayCell {
             } => {
                 let i = node.0 - self.first;
                 if self.associated[i as usize] {
-                    self.nodes[i as usize].handle_ack(next_expected, now);
+                    if let Some(n) = self.nodes[i as usize].as_mut() {
+                        n.handle_ack(next_expected, now);
+                    }
                     self.touch(i);
                 }
             }
             Air::Associate { node } => {
                 let i = node.0 - self.first;
-                let n = &mut self.nodes[i as usize];
+                let Some(n) = self.nodes[i as usize].as_mut() else {
+                    return;
+                };
                 if n.status(now).link != Link::Connecting {
                     return; // it gave up or crashed meanwhile
                 }
@@ -767,7 +786,9 @@ impl GatewayCell {
                 let i = node.0 - self.first;
                 self.out_of_range[i as usize] = None;
                 if self.power == GatewayPower::On {
-                    self.nodes[i as usize].handle_link_available(now);
+                    if let Some(n) = self.nodes[i as usize].as_mut() {
+                        n.handle_link_available(now);
+                    }
                 }
                 self.touch(i);
                 self.schedule_dropout(i, now);
@@ -777,7 +798,9 @@ impl GatewayCell {
 
     fn drop_association(&mut self, i: u32, now: Timestamp) {
         if std::mem::replace(&mut self.associated[i as usize], false) {
-            self.nodes[i as usize].handle_disconnected(now);
+            if let Some(n) = self.nodes[i as usize].as_mut() {
+                n.handle_disconnected(now);
+            }
         }
         self.touch(i);
     }
@@ -810,8 +833,11 @@ impl GatewayCell {
         while let Some(i) = self.unsettled.pop() {
             let idx = i as usize;
             self.unsettled_mark[idx] = false;
+            if self.nodes[idx].is_none() {
+                continue;
+            }
             let node_id = NodeId(self.first + i);
-            while let Some(action) = self.nodes[idx].poll_link() {
+            while let Some(action) = self.nodes[idx].as_mut().and_then(Node::poll_link) {
                 match action {
                     LinkAction::Connect => {
                         let accepted = self.power == GatewayPower::On
@@ -831,11 +857,11 @@ impl GatewayCell {
                 }
             }
             if self.associated[idx] {
-                while let Some(t) = self.nodes[idx].poll_transmit(now) {
+                while let Some(t) = self.nodes[idx].as_mut().and_then(|n| n.poll_transmit(now)) {
                     self.send_frame(node_id, t, now);
                 }
             }
-            let wake = self.nodes[idx].poll_timeout();
+            let wake = self.nodes[idx].as_ref().and_then(Node::poll_timeout);
             if wake != self.wake_of[idx] {
                 self.wake_of[idx] = wake;
                 if let Some(w) = wake {
@@ -911,22 +937,6 @@ mod tests {
 
     fn cell(config: GatewayConfig, nodes: u32, interval: Duration) -> GatewayCell {
         let keys = keyring();
-        let nodes = (100..100 + nodes)
-            .map(|n| {
-                let config = NodeConfig {
-                    sample_interval: interval,
-                    ..NodeConfig::default()
-                };
-                Node::new(
-                    NodeId(n),
-                    config_partition(),
-                    config,
-                    SEED,
-                    keys.derive(Principal::Node(NodeId(n))),
-                    Timestamp::EPOCH,
-                )
-            })
-            .collect();
         let key = keys.derive(Principal::Gateway(GatewayId(3)));
         let mut c = GatewayCell::new(
             GatewayConfig {
@@ -935,10 +945,24 @@ mod tests {
                 ..config
             },
             key,
-            nodes,
+            100..100 + nodes,
             SEED,
         );
-        c.start(Timestamp::EPOCH);
+        for n in 100..100 + nodes {
+            let config = NodeConfig {
+                sample_interval: interval,
+                ..NodeConfig::default()
+            };
+            let node = Node::new(
+                NodeId(n),
+                config_partition(),
+                config,
+                SEED,
+                keys.derive(Principal::Node(NodeId(n))),
+                Timestamp::EPOCH,
+            );
+            c.add_node(node, Timestamp::EPOCH).expect("one of its nodes");
+        }
         c
     }
 
@@ -1051,8 +1075,8 @@ mod tests {
         let mut c = cell(GatewayConfig::default(), 200, Duration::from_secs(1));
         let mut rx = Receiver::default();
         drive(&mut c, &mut rx, Timestamp::from_micros(30_000_000), |_, _| {});
-        let produced: u64 = c.nodes().iter().map(|n| n.ledger().produced).sum();
-        let acked: u64 = c.nodes().iter().map(|n| n.ledger().acked.len()).sum();
+        let produced: u64 = c.nodes().map(|n| n.ledger().produced).sum();
+        let acked: u64 = c.nodes().map(|n| n.ledger().acked.len()).sum();
         assert!(produced >= 200 * 29, "{produced}");
         // Only the last ~second may still be in flight.
         assert!(acked + 400 >= produced, "acked {acked} of {produced}");
@@ -1061,7 +1085,7 @@ mod tests {
         let frames_per_relay = c.ledger().frames_relayed as f64 / c.ledger().relays as f64;
         assert!(frames_per_relay > 2.2, "{frames_per_relay}");
         assert!(c.ledger().acks_relayed > 0);
-        assert!(c.nodes().iter().all(|n| n.buffered_len() <= 3));
+        assert!(c.nodes().all(|n| n.buffered_len() <= 3));
         assert_every_sample_accounted(&c);
     }
 
@@ -1116,7 +1140,7 @@ mod tests {
             }
             if rejoined_by.is_none()
                 && now > restart_at
-                && c.nodes().iter().all(|n| c.is_associated(n.id()))
+                && c.nodes().all(|n| c.is_associated(n.id()))
             {
                 rejoined_by = Some(now);
             }
