@@ -117,7 +117,7 @@ impl Default for GatewayConfig {
 }
 
 /// What the gateway relayed and what it lost, for reports and tests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct GatewayLedger {
     /// Relay envelopes handed to the driver.
     pub relays: u64,
@@ -140,6 +140,34 @@ pub struct GatewayLedger {
     pub dropouts: u64,
     /// Crashes.
     pub crashes: u64,
+}
+
+impl GatewayLedger {
+    /// Adds `other`'s counts (for totals over many gateways).
+    pub fn add(&mut self, other: &Self) {
+        let Self {
+            relays,
+            frames_relayed,
+            frames_rerelayed,
+            frames_lost_in_air,
+            acks_lost_in_air,
+            acks_relayed,
+            frames_evicted,
+            frames_lost_in_crash,
+            dropouts,
+            crashes,
+        } = *other;
+        self.relays += relays;
+        self.frames_relayed += frames_relayed;
+        self.frames_rerelayed += frames_rerelayed;
+        self.frames_lost_in_air += frames_lost_in_air;
+        self.acks_lost_in_air += acks_lost_in_air;
+        self.acks_relayed += acks_relayed;
+        self.frames_evicted += frames_evicted;
+        self.frames_lost_in_crash += frames_lost_in_crash;
+        self.dropouts += dropouts;
+        self.crashes += crashes;
+    }
 }
 
 /// The gateway's power.

@@ -35,7 +35,9 @@ pub mod physiology;
 pub mod rng;
 pub mod sensor;
 
-pub use gateway::{GatewayCell, GatewayConfig, GatewayPower, RelayTransmit, ShortRangeConfig};
+pub use gateway::{
+    GatewayCell, GatewayConfig, GatewayLedger, GatewayPower, RelayTransmit, ShortRangeConfig,
+};
 pub use node::{Link, LinkAction, Node, NodeConfig, NodeStatus, Power, Transmit};
 pub use physiology::{PatientOptions, VitalSign};
 pub use sensor::{FaultMode, SensorFault};

@@ -425,6 +425,7 @@ impl Mesh {
                         self.spawn_node(NodeId(id));
                     }
                 }
+                Command::Gateways { .. } => todo!("real-time gateways"),
                 Command::Node { nodes, op } => {
                     let now = self.clock.now();
                     let command = match op {

@@ -182,6 +182,18 @@ pub enum Action {
         /// Which.
         target: NodeSelector,
     },
+    /// Gateways crash: what they hold is lost, their nodes lose their
+    /// association and buffer until the gateway is back. The selector
+    /// picks gateways (`ward`, `count`, `fraction`), not nodes.
+    KillGateways {
+        /// Which gateways.
+        target: NodeSelector,
+    },
+    /// Crashed gateways boot again; their nodes rejoin at once.
+    RestartGateways {
+        /// Which gateways (among those down).
+        target: NodeSelector,
+    },
     /// An aggregator dies; its last will fires.
     KillAggregator {
         /// Which.
@@ -280,6 +292,8 @@ impl Action {
             Self::KillNodes { .. } => "kill_nodes",
             Self::RestartNodes { .. } => "restart_nodes",
             Self::RebootNodes { .. } => "reboot_nodes",
+            Self::KillGateways { .. } => "kill_gateways",
+            Self::RestartGateways { .. } => "restart_gateways",
             Self::KillAggregator { .. } => "kill_aggregator",
             Self::RestartAggregator { .. } => "restart_aggregator",
             Self::RestartBroker => "restart_broker",
@@ -305,6 +319,8 @@ impl Action {
             | Self::KillNodes { target }
             | Self::RebootNodes { target }
             | Self::RestartNodes { target }
+            | Self::KillGateways { target }
+            | Self::RestartGateways { target }
             | Self::Deterioration { target }
             | Self::SensorFault { target, .. } => target.ward,
             Self::Partition {
@@ -338,6 +354,7 @@ impl Action {
             Self::Leave { .. }
                 | Self::KillNodes { .. }
                 | Self::RebootNodes { .. }
+                | Self::KillGateways { .. }
                 | Self::Partition {
                     group: Group::Nodes(_),
                     ..
@@ -390,6 +407,8 @@ impl fmt::Display for Action {
             Self::KillNodes { target } => write!(f, "kill {target}"),
             Self::RestartNodes { target } => write!(f, "restart {target}"),
             Self::RebootNodes { target } => write!(f, "reboot {target}"),
+            Self::KillGateways { target } => write!(f, "kill {}", GatewayPick(target)),
+            Self::RestartGateways { target } => write!(f, "restart {}", GatewayPick(target)),
             Self::KillAggregator { aggregator } => write!(f, "kill aggregator {aggregator}"),
             Self::RestartAggregator { aggregator } => write!(f, "restart aggregator {aggregator}"),
             Self::RestartBroker => f.write_str("restart the broker"),
@@ -471,6 +490,23 @@ impl fmt::Display for Action {
     }
 }
 
+/// A selector that picks gateways, as people say it.
+struct GatewayPick<'a>(&'a NodeSelector);
+
+impl fmt::Display for GatewayPick<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.pick {
+            Pick::All => f.write_str("all gateways")?,
+            Pick::Count(n) => write!(f, "{n} gateway{}", if n == 1 { "" } else { "s" })?,
+            Pick::Fraction(x) => write!(f, "{:.0}% of gateways", x * 100.0)?,
+        }
+        if let Some(w) = self.0.ward {
+            write!(f, " in ward {w}")?;
+        }
+        Ok(())
+    }
+}
+
 fn serde_name(k: &RogueKind) -> &'static str {
     match k {
         RogueKind::Garbage => "garbage",
@@ -492,6 +528,8 @@ pub struct Limits {
     pub aggregators: u16,
     /// Whether the broker is external (cannot be restarted).
     pub external_broker: bool,
+    /// Gateways per ward (0: every node is direct).
+    pub gateways_per_ward: u32,
 }
 
 impl Limits {
@@ -513,6 +551,8 @@ const EVENT_ACTIONS: &[&str] = &[
     "kill_nodes",
     "restart_nodes",
     "reboot_nodes",
+    "kill_gateways",
+    "restart_gateways",
     "kill_aggregator",
     "restart_aggregator",
     "restart_broker",
@@ -535,6 +575,7 @@ fn allowed(action: &str) -> Vec<&'static str> {
         "sample_rate" => vec!["interval"],
         "burst" => vec!["interval", "for"],
         "kill_aggregator" | "restart_aggregator" => vec!["aggregator"],
+        "kill_gateways" | "restart_gateways" => vec!["ward", "count", "fraction"],
         "restart_broker" => vec![],
         "partition" => vec!["aggregator", "for"],
         "latency" => vec!["aggregator", "latency", "jitter", "for"],
@@ -807,6 +848,65 @@ impl EntryCheck<'_> {
         Some(NodeSelector { ward, nodes, pick })
     }
 
+    /// Which gateways: `ward`, then `count` or `fraction` of them; all
+    /// of them if none is given.
+    fn gateway_selector(&mut self, e: &RawEntry, action: &str) -> Option<NodeSelector> {
+        let per_ward = self.limits.gateways_per_ward;
+        if per_ward == 0 {
+            let at = self.at;
+            self.err(
+                at,
+                "action",
+                format!("'{action}' needs gateways; this population has none (set [gateways] nodes_per_gateway)"),
+            );
+            return None;
+        }
+        let ward = match &e.ward {
+            Some(w) => Some(self.ward(w)?),
+            None => None,
+        };
+        let scope = if ward.is_some() {
+            per_ward
+        } else {
+            per_ward * u32::from(self.limits.wards)
+        };
+        let pick = match (&e.count, &e.fraction) {
+            (Some(c), Some(f)) => {
+                self.err(
+                    f.span().start,
+                    "fraction",
+                    format!(
+                        "'{}' conflicts with count '{}'; give one of them",
+                        f.get_ref(),
+                        c.get_ref()
+                    ),
+                );
+                return None;
+            }
+            (Some(c), None) => {
+                let n = *c.get_ref();
+                if n == 0 || n > scope {
+                    self.err(
+                        c.span().start,
+                        "count",
+                        format!(
+                            "'{n}' is not possible here; expected 1 to {scope} (the gateways in scope)"
+                        ),
+                    );
+                    return None;
+                }
+                Pick::Count(n)
+            }
+            (None, Some(f)) => Pick::Fraction(self.share(f, "fraction", false)?),
+            (None, None) => Pick::All,
+        };
+        Some(NodeSelector {
+            ward,
+            nodes: None,
+            pick,
+        })
+    }
+
     fn group(&mut self, e: &RawEntry, action: &str) -> Option<Group> {
         let nodes_given =
             e.ward.is_some() || e.count.is_some() || e.fraction.is_some() || e.nodes.is_some();
@@ -922,6 +1022,12 @@ pub(crate) fn parse_entry(c: &mut EntryCheck<'_>, e: &RawEntry, kind: EntryKind)
         },
         "reboot_nodes" => Action::RebootNodes {
             target: c.selector(e, true, name)?,
+        },
+        "kill_gateways" => Action::KillGateways {
+            target: c.gateway_selector(e, name)?,
+        },
+        "restart_gateways" => Action::RestartGateways {
+            target: c.gateway_selector(e, name)?,
         },
         "deterioration" => Action::Deterioration {
             target: c.selector(e, true, name)?,

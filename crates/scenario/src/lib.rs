@@ -30,6 +30,7 @@ pub mod broker_url;
 pub mod duration;
 mod error;
 pub mod flags;
+pub mod gateways;
 mod raw;
 pub mod resolve;
 pub mod slo;

@@ -22,6 +22,20 @@ pub(crate) struct RawScenario {
     #[serde(rename = "virtual")]
     pub(crate) virtual_model: Option<RawVirtual>,
     pub(crate) detection: Option<RawDetection>,
+    pub(crate) gateways: Option<RawGateways>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGateways {
+    pub(crate) nodes_per_gateway: Spanned<u32>,
+    pub(crate) flush: Option<Spanned<String>>,
+    pub(crate) max_relay_bytes: Option<Spanned<u32>>,
+    pub(crate) radio_delay: Option<Spanned<String>>,
+    pub(crate) radio_jitter: Option<Spanned<String>>,
+    pub(crate) radio_loss: Option<Spanned<f64>>,
+    pub(crate) dropouts_per_hour: Option<Spanned<f64>>,
+    pub(crate) dropout_length: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

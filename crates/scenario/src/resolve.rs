@@ -5,7 +5,7 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 use vitalmesh_core::Population;
 use vitalmesh_firmware::rng::{self, Draw, Purpose};
-use vitalmesh_wire::NodeId;
+use vitalmesh_wire::{GatewayId, NodeId};
 
 use crate::action::{NodeSelector, Pick};
 
@@ -38,7 +38,12 @@ pub fn resolve_among(
         (None, None) => population.all_nodes().collect(),
     };
     scope.retain(|n| n.0 < population.nodes() && eligible(*n));
-    let want = match selector.pick {
+    pick_from(scope, selector.pick, rng)
+}
+
+/// `pick` of `scope`, chosen uniformly, sorted.
+fn pick_from<T: Ord>(mut scope: Vec<T>, pick: Pick, rng: &mut ChaCha8Rng) -> Vec<T> {
+    let want = match pick {
         Pick::All => scope.len(),
         Pick::Count(n) => (n as usize).min(scope.len()),
         Pick::Fraction(f) => ((f * scope.len() as f64).round() as usize)
@@ -53,6 +58,22 @@ pub fn resolve_among(
     scope.truncate(want);
     scope.sort_unstable();
     scope
+}
+
+/// The gateways `selector` names (its `ward`, then `count` or
+/// `fraction` of them) among those `eligible` allows, sorted.
+pub fn resolve_gateways(
+    selector: &NodeSelector,
+    population: &Population,
+    rng: &mut ChaCha8Rng,
+    eligible: impl Fn(GatewayId) -> bool,
+) -> Vec<GatewayId> {
+    let mut scope: Vec<GatewayId> = match selector.ward {
+        Some(w) => population.gateways_of(vitalmesh_core::WardId(w)).collect(),
+        None => (0..population.gateways()).map(GatewayId).collect(),
+    };
+    scope.retain(|g| eligible(*g));
+    pick_from(scope, selector.pick, rng)
 }
 
 /// Who falls ill in an outbreak and when: `attack_rate` of the ward's

@@ -15,6 +15,7 @@ use vitalmesh_firmware::buffer::{DropPolicy, RECORD_BYTES};
 use vitalmesh_wire::envelope::{MAX_MESSAGE_BYTES, MIN_BATCH_BYTES};
 
 use crate::action::{Action, EntryCheck, EntryKind, Limits, parse_entry};
+use crate::gateways::GatewayProfile;
 use crate::error::Source;
 use crate::raw::{RawDetection, RawEntry, RawScenario, RawSlo};
 use crate::slo::{Slo, SloMetric};
@@ -220,6 +221,8 @@ pub struct Scenario {
     pub illness: Illness,
     /// What the aggregators detect, and how.
     pub detection: DetectionConfig,
+    /// Gateways (`[gateways]`), if the nodes sit behind them.
+    pub gateways: Option<GatewayProfile>,
 }
 
 impl Scenario {
@@ -230,6 +233,7 @@ impl Scenario {
             nodes_per_ward: self.population.nodes_per_ward,
             aggregators: self.aggregators,
             external_broker: matches!(self.broker, BrokerChoice::External { .. }),
+            gateways_per_ward: self.population.gateways_per_ward(),
         }
     }
 }
@@ -817,11 +821,21 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
     if !ok {
         return None;
     }
+    let gateways = raw
+        .gateways
+        .as_ref()
+        .map(|g| crate::gateways::check(src, g, per_ward, profile.max_batch_bytes, errors));
+    let population = Population {
+        wards,
+        nodes_per_ward: per_ward,
+        nodes_per_gateway: gateways.as_ref().map_or(0, |g| g.nodes_per_gateway),
+    };
     let limits = Limits {
         wards,
         nodes_per_ward: per_ward,
         aggregators,
         external_broker: matches!(broker, BrokerChoice::External { .. }),
+        gateways_per_ward: population.gateways_per_ward(),
     };
 
     // [[load]] and [[event]]
@@ -929,10 +943,8 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
         seed: meta.seed,
         duration: duration?,
         drain: drain?,
-        population: Population {
-            wards,
-            nodes_per_ward: per_ward,
-        },
+        population,
+        gateways,
         oxygen_share,
         scale2_share,
         connect_rate,

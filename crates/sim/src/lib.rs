@@ -49,6 +49,6 @@ pub use health::NodeHealth;
 pub use latency::Percentiles;
 pub use observe::{AggregatorView, Observer};
 pub use report::{Report, RunMode};
-pub use run::{Command, LinkOp, LinkTarget, NodeOp, ReportInputs, Run};
+pub use run::{Command, GatewayOp, LinkOp, LinkTarget, NodeOp, ReportInputs, Run};
 pub use snapshot::{Phase, RatePoint, Seconds, Snapshot, WardState};
 pub use timeline::TimelineEntry;

@@ -328,6 +328,9 @@ pub struct Report {
     pub throughput: Throughput,
     /// Connections.
     pub connections: ConnectionsReport,
+    /// What the gateways relayed and lost (runs with `[gateways]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gateways: Option<GatewaysReport>,
     /// CPU time (real time only: host figures vary by run, so a virtual
     /// report leaves them out to stay byte-identical for a seed).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -358,6 +361,35 @@ pub struct Report {
     pub timeline: Vec<TimelineEntry>,
     /// Rogue clients and what they sent.
     pub rogue: Vec<RogueReport>,
+}
+
+/// Totals over every gateway of a run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GatewaysReport {
+    /// Gateways in the population.
+    pub gateways: u32,
+    /// Mean node frames per relay message.
+    pub frames_per_relay: f64,
+    /// The counts, summed.
+    #[serde(flatten)]
+    pub totals: vitalmesh_firmware::GatewayLedger,
+}
+
+impl GatewaysReport {
+    /// The totals of `ledgers`, one per gateway.
+    pub fn of<'a>(ledgers: impl IntoIterator<Item = &'a vitalmesh_firmware::GatewayLedger>) -> Self {
+        let mut totals = vitalmesh_firmware::GatewayLedger::default();
+        let mut gateways = 0;
+        for l in ledgers {
+            totals.add(l);
+            gateways += 1;
+        }
+        Self {
+            gateways,
+            frames_per_relay: totals.frames_relayed as f64 / totals.relays.max(1) as f64,
+            totals,
+        }
+    }
 }
 
 /// `12345` as `12,345`.
@@ -507,6 +539,22 @@ impl Report {
                 .map(|t| format!(", all connected after {t:.1} s"))
                 .unwrap_or_else(|| ", not all nodes were connected at once".into())
         );
+        if let Some(g) = &self.gateways {
+            let t = &g.totals;
+            let _ = writeln!(
+                s,
+                "Gateways     {} gateways: {} relays ({:.1} frames each), {} frames re-relayed; radio lost {} frames and {} acks, {} drop-outs; {} crashes lost {} frames (their nodes re-sent them)",
+                thousands(u64::from(g.gateways)),
+                thousands(t.relays),
+                g.frames_per_relay,
+                thousands(t.frames_rerelayed),
+                thousands(t.frames_lost_in_air),
+                thousands(t.acks_lost_in_air),
+                thousands(t.dropouts),
+                t.crashes,
+                thousands(t.frames_lost_in_crash),
+            );
+        }
         let b = &self.broker;
         let _ = writeln!(
             s,

@@ -21,7 +21,7 @@ use vitalmesh_firmware::physiology::{DeteriorationEpisode, FeverEpisode};
 use vitalmesh_firmware::{FaultMode, PatientOptions, VitalSign};
 use vitalmesh_scenario::slo::SloFigures;
 use vitalmesh_scenario::{Action, Group, RogueKind, Scenario, Scheduled, resolve};
-use vitalmesh_wire::{AggregatorId, NodeId, Scope, Timestamp};
+use vitalmesh_wire::{AggregatorId, GatewayId, NodeId, Scope, Timestamp};
 
 use crate::census::{BedEvent, Census, Planned};
 use crate::truth::{Episode, EpisodeKind, GroundTruth, Outbreak};
@@ -39,6 +39,15 @@ use crate::timeline::TimelineEntry;
 /// Key for the random choices of injected actions (scenario entries use
 /// their own index, so a scenario picks the same nodes every run).
 const INJECTED_KEYS: u32 = 1 << 30;
+
+/// What to do to some gateways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayOp {
+    /// Power fails: what it holds is lost; its nodes buffer.
+    Crash,
+    /// Powers on again; its nodes rejoin.
+    Restart,
+}
 
 /// What to do to some nodes.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,6 +147,13 @@ pub enum Command {
         /// What.
         op: LinkOp,
     },
+    /// Gateways crash or boot again.
+    Gateways {
+        /// Which.
+        gateways: Vec<GatewayId>,
+        /// What.
+        op: GatewayOp,
+    },
     /// An aggregator dies without a goodbye.
     KillAggregator(u16),
     /// A killed aggregator starts again (next incarnation).
@@ -204,6 +220,8 @@ pub struct Run {
     /// Nodes this run crashed or switched off, and not yet restarted: what
     /// a restart touches.
     down: BTreeSet<u32>,
+    /// Gateways crashed and not restarted.
+    gateways_down: BTreeSet<u32>,
     timeline: Vec<TimelineEntry>,
     injections: u32,
     commands: VecDeque<Command>,
@@ -237,6 +255,7 @@ impl Run {
             aggregator_running: vec![true; usize::from(scenario.aggregators)],
             touched: BTreeSet::new(),
             down: BTreeSet::new(),
+            gateways_down: BTreeSet::new(),
             timeline: Vec::new(),
             injections: 0,
             commands: VecDeque::new(),
@@ -647,6 +666,42 @@ impl Run {
                 entry.nodes = ids(&nodes);
                 self.down.extend(entry.nodes.iter().copied());
                 node_command(self, nodes, NodeOp::Crash);
+            }
+            Action::KillGateways { target } => {
+                let down = &self.gateways_down;
+                let gateways = resolve::resolve_gateways(target, &population, &mut rng, |g| {
+                    !down.contains(&g.0)
+                });
+                // The nodes behind them fall silent: ground truth for the
+                // node-down detector.
+                entry.nodes = gateways
+                    .iter()
+                    .flat_map(|g| population.nodes_of_gateway(*g))
+                    .collect();
+                entry.description = format!("{} ({})", entry.description, gateway_list(&gateways));
+                self.gateways_down.extend(gateways.iter().map(|g| g.0));
+                self.commands.push_back(Command::Gateways {
+                    gateways,
+                    op: GatewayOp::Crash,
+                });
+            }
+            Action::RestartGateways { target } => {
+                let down = &self.gateways_down;
+                let gateways = resolve::resolve_gateways(target, &population, &mut rng, |g| {
+                    down.contains(&g.0)
+                });
+                entry.nodes = gateways
+                    .iter()
+                    .flat_map(|g| population.nodes_of_gateway(*g))
+                    .collect();
+                entry.description = format!("{} ({})", entry.description, gateway_list(&gateways));
+                for g in &gateways {
+                    self.gateways_down.remove(&g.0);
+                }
+                self.commands.push_back(Command::Gateways {
+                    gateways,
+                    op: GatewayOp::Restart,
+                });
             }
             Action::RebootNodes { target } => {
                 let nodes = targets(target, &mut rng);
@@ -1101,6 +1156,7 @@ impl Run {
                 inputs.throughput.coarsened(step)
             },
             connections: inputs.connections,
+            gateways: inputs.gateways,
             cpu: inputs.cpu,
             memory: inputs.memory,
             aggregators: observer.aggregators.values().cloned().collect(),
@@ -1181,6 +1237,8 @@ pub struct ReportInputs<'a> {
     pub throughput: Throughput,
     /// Connection figures.
     pub connections: ConnectionsReport,
+    /// Gateway totals, if the population has gateways.
+    pub gateways: Option<crate::report::GatewaysReport>,
     /// Broker figures.
     pub broker: BrokerReport,
     /// Host CPU (real time only).
@@ -1317,4 +1375,20 @@ mod tests {
         assert_eq!(run.interval_of(NodeId(1)), Duration::from_secs(1));
         assert_eq!(run.interval_of(NodeId(0)), Duration::from_secs(2));
     }
+}
+
+/// "gateways 3, 7" for a timeline entry (at most eight named).
+fn gateway_list(gateways: &[GatewayId]) -> String {
+    if gateways.is_empty() {
+        return "none of them down".into();
+    }
+    let mut names: Vec<String> = gateways.iter().take(8).map(|g| g.0.to_string()).collect();
+    if gateways.len() > 8 {
+        names.push(format!("and {} more", gateways.len() - 8));
+    }
+    format!(
+        "gateway{} {}",
+        if gateways.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    )
 }

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use vitalmesh_core::{Aggregator, AggregatorConfig};
-use vitalmesh_firmware::{Node, NodeConfig, PatientOptions};
+use vitalmesh_firmware::{GatewayCell, Node, NodeConfig, PatientOptions};
 use vitalmesh_scenario::Scenario;
 use vitalmesh_wire::envelope::{Keyring, Principal};
-use vitalmesh_wire::{AggregatorId, NodeId, Partitioning, Timestamp, TopicScheme};
+use vitalmesh_wire::{AggregatorId, GatewayId, NodeId, Partitioning, Timestamp, TopicScheme};
 
 use crate::observe::AggregatorStatusUpdate;
 
@@ -48,12 +48,27 @@ pub fn node(
     config.sample_interval = interval;
     Node::new(
         id,
-        partitioning(scenario).partition_of(id),
+        scenario
+            .population
+            .partition_of(id, partitioning(scenario)),
         config,
         seed,
         keys.derive(Principal::Node(id)),
         now,
     )
+}
+
+/// Gateway `id` with none of its nodes started yet, or `None` if the
+/// scenario has no gateways.
+pub fn gateway(scenario: &Scenario, seed: u64, keys: &Keyring, id: GatewayId) -> Option<GatewayCell> {
+    let profile = scenario.gateways.as_ref()?;
+    let partition = partitioning(scenario).partition_of_gateway(id);
+    Some(GatewayCell::new(
+        profile.config(id, partition),
+        keys.derive(Principal::Gateway(id)),
+        scenario.population.nodes_of_gateway(id),
+        seed,
+    ))
 }
 
 /// Aggregator `id` in its `incarnation`-th life.

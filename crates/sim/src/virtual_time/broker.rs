@@ -15,6 +15,8 @@ pub(crate) enum Client {
     Node(u32),
     /// An aggregator.
     Agg(u16),
+    /// A gateway (its nodes reach the broker through it).
+    Gw(u32),
 }
 
 /// What a filter covers, as far as the index is concerned.
@@ -110,7 +112,7 @@ impl Subscriptions {
     /// Forgets every subscription of `client` (its session ended).
     pub(crate) fn drop_client(&mut self, client: Client, ack_partition: Option<PartitionId>) {
         match (client, ack_partition) {
-            (Client::Node(_), Some(p)) => {
+            (Client::Node(_) | Client::Gw(_), Some(p)) => {
                 if let Some(list) = self.ack.get_mut(usize::from(p.0)) {
                     list.retain(|c| *c != client);
                 }
@@ -144,7 +146,7 @@ impl Subscriptions {
     ) {
         out.clear();
         match parsed.or_else(|| self.topics.parse(topic)) {
-            Some(WireTopic::Data { partition, .. }) => {
+            Some(WireTopic::Data { partition, .. } | WireTopic::Relay { partition, .. }) => {
                 if let Some(l) = self.data.get(usize::from(partition.0)) {
                     out.extend_from_slice(l);
                 }

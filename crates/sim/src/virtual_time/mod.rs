@@ -41,6 +41,7 @@
 //! report so the same seed gives the same bytes.
 
 mod broker;
+mod gateways;
 mod network;
 mod queue;
 
@@ -52,11 +53,12 @@ use hdrhistogram::Histogram;
 use vitalmesh_core::aggregator::{Aggregator, Output};
 use vitalmesh_firmware::physiology::{DeteriorationEpisode, Episode, FeverEpisode};
 use vitalmesh_firmware::rng::{Purpose, stream};
-use vitalmesh_firmware::{LinkAction, Node, SensorFault};
+use vitalmesh_firmware::{GatewayCell, LinkAction, Node, SensorFault};
 use vitalmesh_scenario::Scenario;
 use vitalmesh_wire::envelope::Keyring;
 use vitalmesh_wire::{
-    AckBatch, AggregatorId, Body, NodeId, PartitionId, Timestamp, TopicScheme, WireTopic, decode,
+    AckBatch, AggregatorId, Body, GatewayId, NodeId, PartitionId, Timestamp, TopicScheme,
+    WireTopic, decode,
 };
 
 use self::broker::{Client, Subscriptions};
@@ -66,8 +68,10 @@ use crate::health::NodeHealth;
 use crate::latency::{Percentiles, latency_histogram, record_latency};
 use crate::ledger::{NodeFinal, NodeTally};
 use crate::observe::Observer;
-use crate::report::{BrokerEvent, BrokerReport, ConnectionsReport, Report, RunMode};
-use crate::run::{Command, LinkOp, LinkTarget, NodeOp, ReportInputs, Run};
+use crate::report::{
+    BrokerEvent, BrokerReport, ConnectionsReport, GatewaysReport, Report, RunMode,
+};
+use crate::run::{Command, GatewayOp, LinkOp, LinkTarget, NodeOp, ReportInputs, Run};
 use crate::setup;
 use crate::snapshot::{Phase, RatePoint, Seconds, Snapshot};
 use crate::timeline::TimelineEntry;
@@ -176,6 +180,10 @@ enum What {
     PubAckWake {
         node: u32,
     },
+    GwWake {
+        gw: u32,
+        token: u32,
+    },
     ConnectTimeout {
         client: Client,
         attempt: u32,
@@ -225,6 +233,21 @@ struct VNode {
     /// When a `PubAckWake` is queued for this node (`u64::MAX`: none).
     puback_wake: u64,
     tally: NodeTally,
+    /// Behind a gateway: whether its radio link is up (counted as
+    /// connected, as a direct node's MQTT connection is).
+    online: bool,
+}
+
+/// A gateway and its nodes, as one client of the broker.
+#[derive(Debug)]
+struct VGw {
+    cell: GatewayCell,
+    ep: Endpoint,
+    topic: Rc<str>,
+    parsed: WireTopic,
+    partition: PartitionId,
+    wake_at: u64,
+    wake_token: u32,
 }
 
 #[derive(Debug)]
@@ -254,6 +277,20 @@ struct Totals {
     disconnects: u64,
     closed_by_broker: u64,
     keep_alive_timeout: u64,
+}
+
+impl Totals {
+    /// Folds what one node did since its last tally into the totals;
+    /// returns whether its battery just went flat.
+    fn fold(&mut self, tally: &mut NodeTally, node: &Node) -> bool {
+        let d = tally.update(node);
+        self.produced += d.produced;
+        self.acked += d.acked;
+        self.dropped += d.dropped;
+        self.lost += d.lost;
+        self.buffered += d.buffered;
+        d.went_flat
+    }
 }
 
 /// Options of a virtual run besides the scenario.
@@ -286,6 +323,9 @@ pub struct VirtualMesh {
     queue: EventQueue<What>,
     nodes: Vec<VNode>,
     aggs: Vec<VAgg>,
+    gws: Vec<VGw>,
+    gw_sessions: Vec<Option<u32>>,
+    touched_scratch: Vec<NodeId>,
     broker_up: bool,
     node_sessions: Vec<Option<u32>>,
     agg_sessions: Vec<Option<u32>>,
@@ -347,6 +387,7 @@ impl VirtualMesh {
                     pubacks: std::collections::VecDeque::new(),
                     puback_wake: u64::MAX,
                     tally: NodeTally::default(),
+                    online: false,
                 }
             })
             .collect();
@@ -361,8 +402,29 @@ impl VirtualMesh {
                 will: None,
             })
             .collect();
+        let gws: Vec<VGw> = (0..scenario.population.gateways())
+            .filter_map(|g| {
+                let cell = setup::gateway(scenario, seed, &keys, GatewayId(g))?;
+                let partition = cell.topic_partition();
+                Some(VGw {
+                    ep: endpoint((1 << 30) | g),
+                    topic: topics.relay(partition, GatewayId(g)).into(),
+                    parsed: WireTopic::Relay {
+                        partition,
+                        gateway: GatewayId(g),
+                    },
+                    partition,
+                    cell,
+                    wake_at: u64::MAX,
+                    wake_token: 0,
+                })
+            })
+            .collect();
         Self {
             run: Run::new(scenario, seed),
+            gw_sessions: vec![None; gws.len()],
+            gws,
+            touched_scratch: Vec::new(),
             subs: Subscriptions::new(topics.clone(), scenario.partitions),
             keys,
             topics,
@@ -434,6 +496,9 @@ impl VirtualMesh {
         self.observer.origin = Some(self.ts());
         self.phase = Phase::Ramping;
         self.run.begin(self.now / 1_000_000);
+        for g in 0..self.gws.len() as u32 {
+            self.poll_gw(g);
+        }
         self.schedule(self.now + 1_000_000, What::Second { index: 0 });
         self.fire_run();
         Ok(())
@@ -482,6 +547,7 @@ impl VirtualMesh {
         match c {
             Client::Node(n) => &mut self.nodes[n as usize].ep,
             Client::Agg(a) => &mut self.aggs[usize::from(a)].ep,
+            Client::Gw(g) => &mut self.gws[g as usize].ep,
         }
     }
 
@@ -489,6 +555,7 @@ impl VirtualMesh {
         match c {
             Client::Node(n) => self.node_sessions[n as usize],
             Client::Agg(a) => self.agg_sessions[usize::from(a)],
+            Client::Gw(g) => self.gw_sessions[g as usize],
         }
     }
 
@@ -496,6 +563,7 @@ impl VirtualMesh {
         match c {
             Client::Node(n) => self.node_sessions[n as usize] = s,
             Client::Agg(a) => self.agg_sessions[usize::from(a)] = s,
+            Client::Gw(g) => self.gw_sessions[g as usize] = s,
         }
     }
 
@@ -585,6 +653,16 @@ impl VirtualMesh {
                     );
                 }
             }
+            What::GwWake { gw, token } => {
+                let now = self.ts();
+                let v = &mut self.gws[gw as usize];
+                if v.wake_token != token {
+                    return;
+                }
+                v.wake_at = u64::MAX;
+                v.cell.handle_timeout(now);
+                self.poll_gw(gw);
+            }
             What::PubAckWake { node } => {
                 self.nodes[node as usize].puback_wake = u64::MAX;
                 self.poll_node(node);
@@ -648,6 +726,10 @@ impl VirtualMesh {
             match from {
                 Client::Node(n) => {
                     let p = self.nodes[n as usize].partition;
+                    self.subs.subscribe_ack(p, from);
+                }
+                Client::Gw(g) => {
+                    let p = self.gws[g as usize].partition;
                     self.subs.subscribe_ack(p, from);
                 }
                 Client::Agg(_) => {}
@@ -756,8 +838,17 @@ impl VirtualMesh {
     /// queue instead of the event queue: a node sending once a second never
     /// fills its window, and its PUBACKs then cost no event at all.
     fn puback(&mut self, from: Client, session: u32, sent_us: u64) {
-        let Client::Node(n) = from else { return };
         let now = self.now;
+        if let Client::Gw(g) = from {
+            // A gateway's relays are not windowed here: only the latency.
+            let link = &mut self.gws[g as usize].ep.link;
+            if !link.is_partitioned() {
+                let at = link.arrival(now, Dir::Down);
+                record_latency(&mut self.publish_ack, Duration::from_micros(at - sent_us));
+            }
+            return;
+        }
+        let Client::Node(n) = from else { return };
         let v = &mut self.nodes[n as usize];
         if v.ep.link.is_partitioned() {
             self.send(from, Dir::Down, session, Packet::PubAck { sent_us });
@@ -777,6 +868,7 @@ impl VirtualMesh {
         self.set_broker_session(c, None);
         let ack = match c {
             Client::Node(n) => Some(self.nodes[n as usize].partition),
+            Client::Gw(g) => Some(self.gws[g as usize].partition),
             Client::Agg(_) => None,
         };
         self.subs.drop_client(c, ack);
@@ -829,6 +921,10 @@ impl VirtualMesh {
                         self.poll_agg(a);
                         self.report_agg_status(a);
                     }
+                    Client::Gw(g) => {
+                        self.gws[g as usize].cell.handle_connected(now);
+                        self.poll_gw(g);
+                    }
                 }
             }
             Packet::Refused { attempt } => {
@@ -863,6 +959,19 @@ impl VirtualMesh {
                         g.handle_message(&msg.topic, &msg.payload, now);
                     }
                     self.poll_agg(a);
+                }
+                Client::Gw(g) => {
+                    let ack = msg
+                        .ack
+                        .get_or_init(|| match decode(&msg.payload, &self.keys) {
+                            Ok(Body::Ack(acks)) => Some(acks),
+                            _ => None,
+                        });
+                    if let Some(acks) = ack {
+                        let now = self.ts();
+                        self.gws[g as usize].cell.handle_acks(acks, now);
+                        self.poll_gw(g);
+                    }
                 }
             },
             Packet::PubAck { sent_us } => {
@@ -913,6 +1022,10 @@ impl VirtualMesh {
                 self.poll_agg(a);
                 self.report_agg_status(a);
             }
+            Client::Gw(g) => {
+                self.gws[g as usize].cell.handle_disconnected(now);
+                self.poll_gw(g);
+            }
         }
     }
 
@@ -923,6 +1036,7 @@ impl VirtualMesh {
                 NODE_CONNECT_TIMEOUT
             }
             Client::Agg(_) => AGG_CONNECT_TIMEOUT,
+            Client::Gw(_) => NODE_CONNECT_TIMEOUT,
         };
         let ep = self.endpoint(c);
         ep.attempts += 1;
@@ -947,6 +1061,10 @@ impl VirtualMesh {
             Client::Agg(a) => {
                 self.aggs[usize::from(a)].retry_at = self.now + AGG_RETRY.as_micros() as u64;
                 self.poll_agg(a);
+            }
+            Client::Gw(g) => {
+                self.gws[g as usize].cell.handle_disconnected(now);
+                self.poll_gw(g);
             }
         }
     }
@@ -1060,18 +1178,11 @@ impl VirtualMesh {
         let Some(node) = v.node.as_ref() else {
             return;
         };
-        let d = v.tally.update(node);
-        if d.went_flat {
+        if self.totals.fold(&mut v.tally, node) {
             self.run.node_went_flat(NodeId(n));
         }
         let v = &mut self.nodes[i];
         let node = v.node.as_ref().expect("checked above");
-        let t = &mut self.totals;
-        t.produced += d.produced;
-        t.acked += d.acked;
-        t.dropped += d.dropped;
-        t.lost += d.lost;
-        t.buffered += d.buffered;
         let wake = node.poll_timeout().map_or(u64::MAX, Timestamp::as_micros);
         if wake != v.wake_at {
             v.wake_at = wake;
@@ -1166,8 +1277,42 @@ impl VirtualMesh {
             self.run.interval_of(id),
             now,
         );
+        if let Some(g) = self.run.scenario().population.gateway_of(id) {
+            let added = self.gws[g.0 as usize].cell.add_node(node, now);
+            debug_assert!(added.is_ok(), "node {} is behind gateway {}", id.0, g.0);
+            self.poll_gw(g.0);
+            return;
+        }
         self.nodes[id.0 as usize].node = Some(node);
         self.poll_node(id.0);
+    }
+
+    /// Runs `f` on node `id` wherever it lives (its own slot or its
+    /// gateway's cell) and lets the driver act on what changed.
+    fn with_node(&mut self, id: NodeId, f: impl FnOnce(&mut Node)) {
+        let now = self.ts();
+        if let Some(g) = self.run.scenario().population.gateway_of(id) {
+            if self.gws[g.0 as usize].cell.with_node(id, now, f).is_some() {
+                self.poll_gw(g.0);
+            }
+            return;
+        }
+        if let Some(node) = self
+            .nodes
+            .get_mut(id.0 as usize)
+            .and_then(|v| v.node.as_mut())
+        {
+            f(node);
+            self.poll_node(id.0);
+        }
+    }
+
+    /// Node `id`, if started, wherever it lives.
+    fn node(&self, id: NodeId) -> Option<&Node> {
+        match self.run.scenario().population.gateway_of(id) {
+            Some(g) => self.gws.get(g.0 as usize)?.cell.node(id),
+            None => self.nodes.get(id.0 as usize)?.node.as_ref(),
+        }
     }
 
     // ---- the run ----------------------------------------------------------
@@ -1208,14 +1353,8 @@ impl VirtualMesh {
                 }
                 Command::Node { nodes, op } => {
                     for id in nodes {
-                        let Some(node) = self
-                            .nodes
-                            .get_mut(id.0 as usize)
-                            .and_then(|v| v.node.as_mut())
-                        else {
-                            continue;
-                        };
-                        match op {
+                        let op = op.clone();
+                        self.with_node(id, |node| match op {
                             NodeOp::Crash => node.crash(now),
                             NodeOp::Restart => node.restart(now),
                             NodeOp::Reboot => node.reboot(now),
@@ -1241,14 +1380,37 @@ impl VirtualMesh {
                             }
                             NodeOp::Discharge => node.discharge(now),
                             NodeOp::Admit { options } => node.admit(options, now),
+                        });
+                    }
+                }
+                Command::Gateways { gateways, op } => {
+                    for g in gateways {
+                        let Some(v) = self.gws.get_mut(g.0 as usize) else {
+                            continue;
+                        };
+                        match op {
+                            GatewayOp::Crash => v.cell.crash(now),
+                            GatewayOp::Restart => v.cell.restart(now),
                         }
-                        self.poll_node(id.0);
+                        self.poll_gw(g.0);
                     }
                 }
                 Command::Link { target, op } => {
                     let clients: Vec<Client> = match target {
                         LinkTarget::Nodes(nodes) => {
-                            nodes.into_iter().map(|n| Client::Node(n.0)).collect()
+                            // A node behind a gateway reaches the broker
+                            // over its gateway's connection: that is what
+                            // a network fault on the node degrades.
+                            let population = self.run.scenario().population;
+                            let mut clients: Vec<Client> = nodes
+                                .into_iter()
+                                .map(|n| match population.gateway_of(n) {
+                                    Some(g) => Client::Gw(g.0),
+                                    None => Client::Node(n.0),
+                                })
+                                .collect();
+                            clients.dedup();
+                            clients
                         }
                         LinkTarget::Aggregator(a) => vec![Client::Agg(a)],
                     };
@@ -1281,7 +1443,7 @@ impl VirtualMesh {
     fn link_op(&mut self, c: Client, op: LinkOp) {
         let now = self.now;
         let keep_alive = match c {
-            Client::Node(_) => NODE_KEEP_ALIVE,
+            Client::Node(_) | Client::Gw(_) => NODE_KEEP_ALIVE,
             Client::Agg(_) => AGG_KEEP_ALIVE,
         };
         let ep = self.endpoint(c);
@@ -1340,6 +1502,10 @@ impl VirtualMesh {
             .chain(
                 (0..self.aggs.len() as u16)
                     .filter_map(|a| self.agg_sessions[usize::from(a)].map(|s| (Client::Agg(a), s))),
+            )
+            .chain(
+                (0..self.gws.len() as u32)
+                    .filter_map(|g| self.gw_sessions[g as usize].map(|s| (Client::Gw(g), s))),
             )
             .collect();
         for (c, s) in clients {
@@ -1400,12 +1566,9 @@ impl VirtualMesh {
             dropped_overflow: self.totals.dropped,
             lost_on_crash: self.totals.lost,
             publish_ack: Percentiles::of(&self.publish_ack),
-            node_health: self
-                .nodes
-                .iter()
-                .map(|v| {
-                    v.node
-                        .as_ref()
+            node_health: (0..self.nodes.len() as u32)
+                .map(|n| {
+                    self.node(NodeId(n))
                         .map_or(NodeHealth::Pending, |n| NodeHealth::of(n, now))
                 })
                 .collect(),
@@ -1454,10 +1617,7 @@ impl VirtualMesh {
         self.carry_out(None);
         let now = self.ts();
         for n in 0..self.nodes.len() as u32 {
-            if let Some(node) = self.nodes[n as usize].node.as_mut() {
-                node.set_sampling(false, now);
-                self.poll_node(n);
-            }
+            self.with_node(NodeId(n), |node| node.set_sampling(false, now));
         }
         let drain = self.run.scenario().drain;
         let drain_until = ran_for + drain;
@@ -1467,10 +1627,8 @@ impl VirtualMesh {
             self.run_until(t);
         }
         self.phase = Phase::Done;
-        let finals: Vec<NodeFinal> = self
-            .nodes
-            .iter()
-            .filter_map(|v| v.node.as_ref().map(NodeFinal::of))
+        let finals: Vec<NodeFinal> = (0..self.nodes.len() as u32)
+            .filter_map(|n| self.node(NodeId(n)).map(NodeFinal::of))
             .collect();
         for a in 0..self.aggs.len() as u16 {
             self.report_agg_status(a);
@@ -1499,6 +1657,8 @@ impl VirtualMesh {
                 peak_connected: self.totals.peak_connected,
                 all_connected_after_s: self.all_connected_after.map(|d| d.as_secs_f64()),
             },
+            gateways: (!self.gws.is_empty())
+                .then(|| GatewaysReport::of(self.gws.iter().map(|g| g.cell.ledger()))),
             broker: self.broker_report(),
             cpu: None,
             memory: None,
