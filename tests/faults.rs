@@ -367,3 +367,19 @@ ward = 3
     );
     assert!((p - q).abs() / q < 0.05, "real {p} vs virtual {q}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_lose_nothing_over_real_mqtt_under_a_crash_a_lossy_radio_and_a_broker_restart() {
+    let _serial = SERIAL.lock().await;
+    let r = run_scenario(&cases::gateways_under_faults()).await;
+    cases::expect_gateways_under_faults(&r);
+    // Ten gateways, ten MQTT connections carried every node's samples, many
+    // frames to a relay; the crashed gateway lost what it held and the
+    // restart made gateways relay what was unacknowledged again.
+    let g = r.gateways.as_ref().expect("a gateways section");
+    assert_eq!(g.gateways, 10);
+    assert_eq!(g.totals.crashes, 1);
+    assert!(g.totals.frames_lost_in_air > 0, "{g:?}");
+    assert!(g.totals.acks_relayed > 0, "{g:?}");
+    assert!(g.frames_per_relay > 1.0, "{g:?}");
+}

@@ -149,6 +149,7 @@ mod tests {
             nodes_per_ward: 10,
             aggregators: 3,
             external_broker: false,
+            gateways_per_ward: 0,
         };
         let mut names = Vec::new();
         for c in ['k', 'K', 'r', 'a', 'A', 'b', 'p', 'o'] {

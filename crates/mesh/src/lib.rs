@@ -29,6 +29,7 @@ pub mod broker;
 pub mod clock;
 pub mod control;
 mod error;
+pub(crate) mod gateway_driver;
 pub mod limits;
 pub mod metrics;
 pub mod mqtt;

@@ -79,16 +79,25 @@ pub enum NodeCommand {
     Stop,
 }
 
-/// A node's inbox: commands are rare, so a lock and a `Notify` cost far less
-/// memory per node than a channel.
-#[derive(Debug, Default)]
-pub(crate) struct Mailbox {
-    queue: Mutex<VecDeque<NodeCommand>>,
-    notify: Notify,
+/// A node's (or a gateway's) inbox: commands are rare, so a lock and a
+/// `Notify` cost far less memory per node than a channel.
+#[derive(Debug)]
+pub(crate) struct Mailbox<T = NodeCommand> {
+    queue: Mutex<VecDeque<T>>,
+    pub(crate) notify: Notify,
 }
 
-impl Mailbox {
-    pub(crate) fn send(&self, command: NodeCommand) {
+impl<T> Default for Mailbox<T> {
+    fn default() -> Self {
+        Self {
+            queue: Mutex::new(VecDeque::new()),
+            notify: Notify::new(),
+        }
+    }
+}
+
+impl<T> Mailbox<T> {
+    pub(crate) fn send(&self, command: T) {
         self.queue
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -96,12 +105,34 @@ impl Mailbox {
         self.notify.notify_one();
     }
 
-    fn take(&self) -> VecDeque<NodeCommand> {
+    pub(crate) fn take(&self) -> VecDeque<T> {
         std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
-type Connecting = Pin<Box<dyn Future<Output = Result<Connection, MeshError>> + Send>>;
+/// Carries out `command` on `node` (every command but `Stop`, which ends
+/// the task that runs the node).
+pub(crate) fn apply(node: &mut Node, command: NodeCommand, now: vitalmesh_wire::Timestamp) {
+    match command {
+        NodeCommand::Stop => {}
+        NodeCommand::Crash => node.crash(now),
+        NodeCommand::Restart => node.restart(now),
+        NodeCommand::Reboot => node.reboot(now),
+        NodeCommand::InjectFault(f) => node.inject_fault(f),
+        NodeCommand::ClearFaults => node.clear_faults(),
+        NodeCommand::Fever(episode) => node.add_episode(Episode::Fever(episode)),
+        NodeCommand::Deteriorate(ramp) => node.add_episode(Episode::Deterioration(
+            DeteriorationEpisode { onset: now, ramp },
+        )),
+        NodeCommand::Discharge => node.discharge(now),
+        NodeCommand::Admit(options) => node.admit(options, now),
+        NodeCommand::SetSampleInterval(d) => node.set_sample_interval(d, now),
+        NodeCommand::StopSampling => node.set_sampling(false, now),
+        NodeCommand::ShutDown => node.shut_down(now),
+    }
+}
+
+pub(crate) type Connecting = Pin<Box<dyn Future<Output = Result<Connection, MeshError>> + Send>>;
 
 async fn connect(
     rt: Arc<NodeRuntime>,
@@ -197,20 +228,7 @@ pub(crate) async fn run_node(
                             counters.buffered.fetch_sub(tally.buffered(), Ordering::Relaxed);
                             return NodeFinal::of(&node);
                         }
-                        NodeCommand::Crash => node.crash(now),
-                        NodeCommand::Restart => node.restart(now),
-                        NodeCommand::Reboot => node.reboot(now),
-                        NodeCommand::InjectFault(f) => node.inject_fault(f),
-                        NodeCommand::ClearFaults => node.clear_faults(),
-                        NodeCommand::Fever(episode) => node.add_episode(Episode::Fever(episode)),
-                        NodeCommand::Deteriorate(ramp) => node.add_episode(Episode::Deterioration(
-                            DeteriorationEpisode { onset: now, ramp },
-                        )),
-                        NodeCommand::Discharge => node.discharge(now),
-                        NodeCommand::Admit(options) => node.admit(options, now),
-                        NodeCommand::SetSampleInterval(d) => node.set_sample_interval(d, now),
-                        NodeCommand::StopSampling => node.set_sampling(false, now),
-                        NodeCommand::ShutDown => node.shut_down(now),
+                        other => apply(&mut node, other, now),
                     }
                 }
             }
@@ -269,7 +287,7 @@ pub(crate) async fn run_node(
 }
 
 /// Keeps the shared counters in step with one node.
-fn report(
+pub(crate) fn report(
     node: &Node,
     tally: &mut NodeTally,
     health: &mut Option<NodeHealth>,

@@ -29,13 +29,15 @@ use vitalmesh_firmware::SensorFault;
 use vitalmesh_firmware::physiology::FeverEpisode;
 use vitalmesh_scenario::{BrokerChoice, Limits, RogueKind, Scenario};
 use vitalmesh_sim::ledger::NodeFinal;
-use vitalmesh_sim::report::{ConnectionsReport, CpuReport, MemoryReport, RogueReport};
+use vitalmesh_sim::report::{
+    ConnectionsReport, CpuReport, GatewaysReport, MemoryReport, RogueReport,
+};
 use vitalmesh_sim::{
-    Command, LinkOp, LinkTarget, NodeOp, Observer, Percentiles, Phase, RatePoint, ReportInputs,
+    Command, GatewayOp, LinkOp, LinkTarget, NodeOp, Observer, Percentiles, Phase, RatePoint, ReportInputs,
     Run, RunMode, Seconds, Snapshot, TimelineEntry, setup,
 };
 use vitalmesh_wire::envelope::Keyring;
-use vitalmesh_wire::{AggregatorId, NodeId, TopicScheme};
+use vitalmesh_wire::{AggregatorId, GatewayId, NodeId, TopicScheme};
 
 use crate::MeshError;
 use crate::aggregator_driver::{
@@ -45,6 +47,7 @@ use crate::broker::{BrokerHandle, BrokerSpec};
 use crate::clock::RunClock;
 use crate::metrics::{DisconnectReason, LiveCounters};
 use crate::mqtt::LinkConditions;
+use crate::gateway_driver::{GatewayCommand, GatewayFinal, run_gateway};
 use crate::node_driver::{Mailbox, NodeCommand, NodeRuntime, run_node};
 use crate::procfs;
 use crate::report::Report;
@@ -119,9 +122,17 @@ pub enum MeshCommand {
     },
 }
 
+/// A direct node's task, inbox and link; a node behind a gateway has none
+/// of its own (its gateway's task runs it).
 struct NodeSlot {
     mailbox: Arc<Mailbox>,
     task: Option<JoinHandle<NodeFinal>>,
+    link: Arc<LinkConditions>,
+}
+
+struct GatewaySlot {
+    mailbox: Arc<Mailbox<GatewayCommand>>,
+    task: Option<JoinHandle<GatewayFinal>>,
     link: Arc<LinkConditions>,
 }
 
@@ -162,7 +173,9 @@ pub struct Mesh {
     keys: Keyring,
     node_rt: Arc<NodeRuntime>,
     agg_rt: Arc<AggregatorRuntime>,
-    nodes: Vec<NodeSlot>,
+    /// By node id; `None` for nodes behind a gateway.
+    nodes: Vec<Option<NodeSlot>>,
+    gateways: Vec<GatewaySlot>,
     aggregators: Vec<AggregatorSlot>,
     phase: Phase,
     nodes_started_at: Option<Instant>,
@@ -191,7 +204,13 @@ impl Mesh {
     pub async fn start(config: MeshConfig) -> Result<Self, MeshError> {
         let scenario = &config.scenario;
         let nodes = scenario.population.nodes();
-        crate::limits::check_budget(u64::from(nodes) + u64::from(scenario.aggregators) + 8)?;
+        // One MQTT connection per direct node and per gateway.
+        let clients = if scenario.population.has_gateways() {
+            scenario.population.gateways()
+        } else {
+            nodes
+        };
+        crate::limits::check_budget(u64::from(clients) + u64::from(scenario.aggregators) + 8)?;
         let clock = RunClock::start();
         let started_wall = SystemTime::now();
         let broker_spec = match config.broker.clone() {
@@ -204,8 +223,8 @@ impl Mesh {
             } => BrokerSpec::Embedded {
                 program,
                 // Spread clients so each listener sees a few thousand at most.
-                listeners: listeners.max((nodes as usize).div_ceil(2500)).clamp(1, 16),
-                max_connections: max_connections.max(nodes as usize * 5 / 4 + 1024),
+                listeners: listeners.max((clients as usize).div_ceil(2500)).clamp(1, 16),
+                max_connections: max_connections.max(clients as usize * 5 / 4 + 1024),
                 segment_bytes: if segment_bytes == 0 {
                     crate::broker::segment_bytes_for(
                         nodes,
@@ -251,7 +270,17 @@ impl Mesh {
         let mut mesh = Self {
             run: Run::new(scenario, config.seed),
             nodes: (0..nodes)
-                .map(|_| NodeSlot {
+                .map(|n| {
+                    let direct = scenario.population.gateway_of(NodeId(n)).is_none();
+                    direct.then(|| NodeSlot {
+                        mailbox: Arc::new(Mailbox::default()),
+                        task: None,
+                        link: Arc::new(LinkConditions::default()),
+                    })
+                })
+                .collect(),
+            gateways: (0..scenario.population.gateways())
+                .map(|_| GatewaySlot {
                     mailbox: Arc::new(Mailbox::default()),
                     task: None,
                     link: Arc::new(LinkConditions::default()),
@@ -285,6 +314,10 @@ impl Mesh {
             mesh.spawn_aggregator(AggregatorId(id));
         }
         mesh.wait_for_aggregators().await?;
+        // Gateways are infrastructure: up before their nodes start.
+        for g in 0..mesh.gateways.len() as u32 {
+            mesh.spawn_gateway(GatewayId(g));
+        }
         Ok(mesh)
     }
 
@@ -425,7 +458,16 @@ impl Mesh {
                         self.spawn_node(NodeId(id));
                     }
                 }
-                Command::Gateways { .. } => todo!("real-time gateways"),
+                Command::Gateways { gateways, op } => {
+                    for g in gateways {
+                        if let Some(slot) = self.gateways.get(g.0 as usize) {
+                            slot.mailbox.send(match op {
+                                GatewayOp::Crash => GatewayCommand::Crash,
+                                GatewayOp::Restart => GatewayCommand::Restart,
+                            });
+                        }
+                    }
+                }
                 Command::Node { nodes, op } => {
                     let now = self.clock.now();
                     let command = match op {
@@ -451,18 +493,26 @@ impl Mesh {
                         NodeOp::Admit { options } => NodeCommand::Admit(options),
                     };
                     for n in nodes {
-                        if let Some(slot) = self.nodes.get(n.0 as usize) {
-                            slot.mailbox.send(command.clone());
-                        }
+                        self.send_to_node(n, command.clone());
                     }
                 }
                 Command::Link { target, op } => {
                     let links: Vec<&Arc<LinkConditions>> = match &target {
-                        LinkTarget::Nodes(nodes) => nodes
-                            .iter()
-                            .filter_map(|n| self.nodes.get(n.0 as usize))
-                            .map(|s| &s.link)
-                            .collect(),
+                        LinkTarget::Nodes(nodes) => {
+                            // A node behind a gateway reaches the broker over
+                            // its gateway's connection: a network fault on
+                            // the node acts there.
+                            let population = self.config.scenario.population;
+                            let mut links: Vec<&Arc<LinkConditions>> = nodes
+                                .iter()
+                                .filter_map(|n| match population.gateway_of(*n) {
+                                    Some(g) => self.gateways.get(g.0 as usize).map(|s| &s.link),
+                                    None => self.nodes.get(n.0 as usize)?.as_ref().map(|s| &s.link),
+                                })
+                                .collect();
+                            links.dedup_by(|a, b| Arc::ptr_eq(a, b));
+                            links
+                        }
                         LinkTarget::Aggregator(a) => self
                             .aggregators
                             .get(usize::from(*a))
@@ -540,13 +590,51 @@ impl Mesh {
             self.run.interval_of(id),
             self.clock.now(),
         );
-        let slot = &mut self.nodes[id.0 as usize];
+        if let Some(g) = self.config.scenario.population.gateway_of(id) {
+            if let Some(slot) = self.gateways.get(g.0 as usize) {
+                slot.mailbox.send(GatewayCommand::Start(Box::new(node)));
+            }
+            return;
+        }
+        let Some(slot) = self.nodes[id.0 as usize].as_mut() else {
+            return;
+        };
         slot.task = Some(tokio::spawn(run_node(
             node,
             self.node_rt.clone(),
             slot.mailbox.clone(),
             slot.link.clone(),
         )));
+    }
+
+    fn spawn_gateway(&mut self, id: GatewayId) {
+        let Some(cell) = setup::gateway(&self.config.scenario, self.config.seed, &self.keys, id)
+        else {
+            return;
+        };
+        let slot = &mut self.gateways[id.0 as usize];
+        slot.task = Some(tokio::spawn(run_gateway(
+            cell,
+            self.node_rt.clone(),
+            slot.mailbox.clone(),
+            slot.link.clone(),
+        )));
+    }
+
+    /// Sends `command` to node `id`'s task, or to its gateway's.
+    fn send_to_node(&self, id: NodeId, command: NodeCommand) {
+        match self.config.scenario.population.gateway_of(id) {
+            Some(g) => {
+                if let Some(slot) = self.gateways.get(g.0 as usize) {
+                    slot.mailbox.send(GatewayCommand::Node(id, command));
+                }
+            }
+            None => {
+                if let Some(Some(slot)) = self.nodes.get(id.0 as usize) {
+                    slot.mailbox.send(command);
+                }
+            }
+        }
     }
 
     /// Applies an action now, records it in the timeline and returns the
@@ -645,8 +733,11 @@ impl Mesh {
         // Heal every network fault: the drain must be able to deliver.
         self.run.lift_network_faults();
         self.carry_out(None).await;
-        for slot in &self.nodes {
+        for slot in self.nodes.iter().flatten() {
             slot.mailbox.send(NodeCommand::StopSampling);
+        }
+        for slot in &self.gateways {
+            slot.mailbox.send(GatewayCommand::StopSampling);
         }
         let drain_until = Instant::now() + self.config.scenario.drain;
         while Instant::now() < drain_until && self.counters.buffered.load(Ordering::Relaxed) > 0 {
@@ -654,16 +745,29 @@ impl Mesh {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let mut finals = Vec::with_capacity(self.nodes.len());
-        for slot in &self.nodes {
+        for slot in self.nodes.iter().flatten() {
             slot.mailbox.send(NodeCommand::Stop);
         }
-        for slot in &mut self.nodes {
+        for slot in &self.gateways {
+            slot.mailbox.send(GatewayCommand::Stop);
+        }
+        for slot in self.nodes.iter_mut().flatten() {
             if let Some(task) = slot.task.take() {
                 if let Ok(last) = task.await {
                     finals.push(last);
                 }
             }
         }
+        let mut gateway_ledgers = Vec::with_capacity(self.gateways.len());
+        for slot in &mut self.gateways {
+            if let Some(task) = slot.task.take() {
+                if let Ok(last) = task.await {
+                    finals.extend(last.nodes);
+                    gateway_ledgers.push(last.ledger);
+                }
+            }
+        }
+        finals.sort_by_key(|f| f.id);
         // The run's own shutdown is not news: aggregators leaving now would
         // announce each other's departure.
         locked(&self.observer).closed = true;
@@ -677,7 +781,8 @@ impl Mesh {
             rogue.task.abort();
         }
         self.phase = Phase::Done;
-        let report = self.build_report(&finals, ran_for, interrupted);
+        let gateways = (!self.gateways.is_empty()).then(|| GatewaysReport::of(&gateway_ledgers));
+        let report = self.build_report(&finals, gateways, ran_for, interrupted);
         let intervals = locked(&self.observer).intervals.take();
         let started = self.started_wall;
         self.broker.shutdown().await;
@@ -691,6 +796,7 @@ impl Mesh {
     fn build_report(
         &mut self,
         finals: &[NodeFinal],
+        gateways: Option<GatewaysReport>,
         ran_for: Duration,
         interrupted: bool,
     ) -> Report {
@@ -708,6 +814,7 @@ impl Mesh {
             observer: &observer,
             publish_ack: Percentiles::of(&c.publish_ack_latency.snapshot()),
             throughput: self.seconds.throughput.clone(),
+            gateways,
             connections: ConnectionsReport {
                 attempts: LiveCounters::get(&c.connect_attempts),
                 failures: LiveCounters::get(&c.connect_failures),

@@ -39,6 +39,7 @@ fn harness() -> Harness {
                 nodes_per_ward: 20,
                 aggregators: 2,
                 external_broker: false,
+                gateways_per_ward: 0,
             },
         },
         mesh_commands: cmd_rx,
