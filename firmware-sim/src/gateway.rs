@@ -40,7 +40,7 @@ use std::time::Duration;
 use rand_chacha::ChaCha8Rng;
 use vitalmesh_wire::envelope::{self, DeviceKey};
 use vitalmesh_wire::message::MAX_RELAY_FRAMES;
-use vitalmesh_wire::{AckBatch, Body, GatewayId, NodeId, PartitionId, Relay, Timestamp};
+use vitalmesh_wire::{AckBatch, GatewayId, NodeId, PartitionId, Timestamp};
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::node::{Link, LinkAction, Node, Transmit};
@@ -390,7 +390,8 @@ impl GatewayCell {
 
     /// Whether `node` is associated (its link to the gateway is up).
     pub fn is_associated(&self, node: NodeId) -> bool {
-        self.index_of(node).is_some_and(|i| self.associated[i as usize])
+        self.index_of(node)
+            .is_some_and(|i| self.associated[i as usize])
     }
 
     fn index_of(&self, node: NodeId) -> Option<u32> {
@@ -616,7 +617,8 @@ impl GatewayCell {
             return None;
         }
         let since = self.pending_since?;
-        let full = self.pending_bytes >= self.fill_bytes() || self.pending.len() >= MAX_RELAY_FRAMES;
+        let full =
+            self.pending_bytes >= self.fill_bytes() || self.pending.len() >= MAX_RELAY_FRAMES;
         if !full && now < since + self.config.flush_after {
             return None;
         }
@@ -640,20 +642,23 @@ impl GatewayCell {
         } else {
             Some(now)
         };
-        let relay = Body::Relay(Relay {
-            gateway: self.config.id,
-            frames: taken.iter().map(|f| f.bytes.clone()).collect(),
-        });
-        let payload = match envelope::encode_to_vec(&relay, &self.key) {
-            Ok(p) => p,
+        let frames: Vec<&[u8]> = taken.iter().map(|f| f.bytes.as_slice()).collect();
+        let mut payload = Vec::with_capacity(used + RELAY_OVERHEAD);
+        match envelope::encode_relay(self.config.id, &frames, &self.key, &mut payload) {
+            Ok(()) => {}
             Err(e) => {
                 // Frames come from our own nodes, within their byte limit,
                 // and the budget above keeps the relay in the wire limit:
                 // a bug. The nodes still hold the samples and re-send.
-                debug_assert!(false, "gateway {} cannot encode a relay: {e}", self.config.id.0);
+                debug_assert!(
+                    false,
+                    "gateway {} cannot encode a relay: {e}",
+                    self.config.id.0
+                );
                 return None;
             }
-        };
+        }
+        drop(frames);
         let samples = taken.iter().map(|f| f.samples).sum();
         let frames = taken.len();
         self.ledger.relays += 1;
@@ -868,8 +873,8 @@ impl GatewayCell {
             while let Some(action) = self.nodes[idx].as_mut().and_then(Node::poll_link) {
                 match action {
                     LinkAction::Connect => {
-                        let accepted = self.power == GatewayPower::On
-                            && self.out_of_range[idx].is_none();
+                        let accepted =
+                            self.power == GatewayPower::On && self.out_of_range[idx].is_none();
                         // A refused association is noticed after a scan
                         // window; an accepted one after one round trip.
                         let at = if accepted {
@@ -989,7 +994,8 @@ mod tests {
                 keys.derive(Principal::Node(NodeId(n))),
                 Timestamp::EPOCH,
             );
-            c.add_node(node, Timestamp::EPOCH).expect("one of its nodes");
+            c.add_node(node, Timestamp::EPOCH)
+                .expect("one of its nodes");
         }
         c
     }
@@ -1102,7 +1108,12 @@ mod tests {
     fn relays_batch_many_nodes_and_acks_reach_every_node() {
         let mut c = cell(GatewayConfig::default(), 200, Duration::from_secs(1));
         let mut rx = Receiver::default();
-        drive(&mut c, &mut rx, Timestamp::from_micros(30_000_000), |_, _| {});
+        drive(
+            &mut c,
+            &mut rx,
+            Timestamp::from_micros(30_000_000),
+            |_, _| {},
+        );
         let produced: u64 = c.nodes().map(|n| n.ledger().produced).sum();
         let acked: u64 = c.nodes().map(|n| n.ledger().acked.len()).sum();
         assert!(produced >= 200 * 29, "{produced}");
@@ -1130,13 +1141,18 @@ mod tests {
         };
         let mut c = cell(config, 40, Duration::from_secs(1));
         let mut rx = Receiver::default();
-        drive(&mut c, &mut rx, Timestamp::from_micros(300_000_000), |c, now| {
-            if now >= Timestamp::from_micros(240_000_000) {
-                // Calm the radio so the backlog drains before the end.
-                c.config.short_range.loss = 0.0;
-                c.config.short_range.dropouts_per_hour = 0.0;
-            }
-        });
+        drive(
+            &mut c,
+            &mut rx,
+            Timestamp::from_micros(300_000_000),
+            |c, now| {
+                if now >= Timestamp::from_micros(240_000_000) {
+                    // Calm the radio so the backlog drains before the end.
+                    c.config.short_range.loss = 0.0;
+                    c.config.short_range.dropouts_per_hour = 0.0;
+                }
+            },
+        );
         let l = *c.ledger();
         assert!(l.frames_lost_in_air > 100, "{l:?}");
         assert!(l.acks_lost_in_air > 50, "{l:?}");
@@ -1145,7 +1161,11 @@ mod tests {
             // Everything but the last seconds reached the receiver, and the
             // node knows it.
             let acked = n.ledger().acked.len();
-            assert!(acked + 10 >= n.ledger().produced, "node {}: {acked}", n.id().0);
+            assert!(
+                acked + 10 >= n.ledger().produced,
+                "node {}: {acked}",
+                n.id().0
+            );
             assert!(n.ledger().retransmission_rounds > 0 || l.frames_lost_in_air == 0);
         }
         assert_every_sample_accounted(&c);
@@ -1158,21 +1178,26 @@ mod tests {
         let crash_at = Timestamp::from_micros(10_000_000);
         let restart_at = Timestamp::from_micros(25_000_000);
         let mut rejoined_by = None;
-        drive(&mut c, &mut rx, Timestamp::from_micros(60_000_000), |c, now| {
-            if now >= crash_at && c.ledger().crashes == 0 {
-                c.crash(now);
-                assert_eq!(c.held_bytes(), 0);
-            }
-            if now >= restart_at && c.power() == GatewayPower::Down {
-                c.restart(now);
-            }
-            if rejoined_by.is_none()
-                && now > restart_at
-                && c.nodes().all(|n| c.is_associated(n.id()))
-            {
-                rejoined_by = Some(now);
-            }
-        });
+        drive(
+            &mut c,
+            &mut rx,
+            Timestamp::from_micros(60_000_000),
+            |c, now| {
+                if now >= crash_at && c.ledger().crashes == 0 {
+                    c.crash(now);
+                    assert_eq!(c.held_bytes(), 0);
+                }
+                if now >= restart_at && c.power() == GatewayPower::Down {
+                    c.restart(now);
+                }
+                if rejoined_by.is_none()
+                    && now > restart_at
+                    && c.nodes().all(|n| c.is_associated(n.id()))
+                {
+                    rejoined_by = Some(now);
+                }
+            },
+        );
         let l = *c.ledger();
         assert_eq!(l.crashes, 1);
         // Nodes noticed the silent gateway and rejoin promptly on its beacon.
@@ -1182,7 +1207,11 @@ mod tests {
             "rejoined {rejoined_by:?}"
         );
         for n in c.nodes() {
-            assert!(n.ledger().disconnects >= 1, "node {} never noticed", n.id().0);
+            assert!(
+                n.ledger().disconnects >= 1,
+                "node {} never noticed",
+                n.id().0
+            );
             // 15 s of outage buffered at the node and delivered after.
             assert!(n.ledger().acked.len() + 15 >= n.ledger().produced);
         }
@@ -1204,7 +1233,10 @@ mod tests {
             while let Some(r) = c.poll_transmit(now) {
                 rx.ingest(&r, &keys);
             }
-            now = c.poll_timeout().unwrap().max(now + Duration::from_micros(1));
+            now = c
+                .poll_timeout()
+                .unwrap()
+                .max(now + Duration::from_micros(1));
         }
         let relayed = c.ledger().frames_relayed;
         assert!(relayed >= 20);
@@ -1237,7 +1269,12 @@ mod tests {
             // 200 nodes at 20 Hz: far more than one relay holds.
             let mut c = cell(config, 200, Duration::from_millis(50));
             let mut rx = Receiver::default();
-            drive(&mut c, &mut rx, Timestamp::from_micros(5_000_000), |_, _| {});
+            drive(
+                &mut c,
+                &mut rx,
+                Timestamp::from_micros(5_000_000),
+                |_, _| {},
+            );
             assert!(rx.relays > 10);
             assert!(
                 rx.largest_relay <= max.max(envelope::MIN_BATCH_BYTES * 2),

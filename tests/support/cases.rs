@@ -234,5 +234,9 @@ pub(crate) fn expect_gateways_under_faults(r: &Report) {
         r.seed
     );
     let w1 = ward(r, 1);
-    assert_eq!(w1.delivered + w1.still_buffered, w1.produced, "ward 1: {w1:?}");
+    assert_eq!(
+        w1.delivered + w1.still_buffered,
+        w1.produced,
+        "ward 1: {w1:?}"
+    );
 }

@@ -47,12 +47,12 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
-use vitalmesh_wire::envelope::{DeviceKey, Keyring, Principal, encode_to_vec};
+use vitalmesh_wire::envelope::{DeviceKey, Keyring, Principal, decode_relay, encode_to_vec};
 use vitalmesh_wire::message::{MAX_ACKS_PER_BATCH, MAX_WARD_REPORT_PATIENTS};
 use vitalmesh_wire::{
-    AckBatch, AggregatorId, AggregatorState, AggregatorStatus, Batch, Body, GatewayId, NodeAck, NodeId,
-    PartitionId, Partitioning, PatientBucket, Presence, Relay, Scope, SeqSet, Timestamp, TopicScheme,
-    WardReport, WireError, WireTopic, decode,
+    AckBatch, AggregatorId, AggregatorState, AggregatorStatus, Batch, Body, GatewayId, NodeAck,
+    NodeId, PartitionId, Partitioning, PatientBucket, Presence, Scope, SeqSet, Timestamp,
+    TopicScheme, WardReport, WireError, WireTopic, decode,
 };
 
 use crate::alert::{Alert, AlertKind, Evidence};
@@ -320,6 +320,12 @@ struct NodeTrack {
     detector: PhiDetector,
     /// When its φ is next worth computing (see [`Aggregator::check_nodes`]).
     check_at: Timestamp,
+    /// The earliest wake-up queued for it in `Aggregator::checks`
+    /// ([`Timestamp::MAX`]: none). A heartbeat moves `check_at` later
+    /// without queueing anything: the queued wake-up, when it comes,
+    /// re-queues itself at the new time. One heap entry per node and quiet
+    /// period, not one per message.
+    check_queued: Timestamp,
     down_since: Option<Timestamp>,
     /// It said goodbye.
     left: bool,
@@ -331,6 +337,19 @@ struct NodeTrack {
     /// primary has not yet acknowledged. If the primary dies, these may never
     /// have reached it; on promotion they are reported as delivered.
     unconfirmed: VecDeque<(u64, Timestamp)>,
+}
+
+/// Queues a wake-up for `track`'s `check_at` unless one at or before it is
+/// already queued.
+fn queue_check(
+    checks: &mut BinaryHeap<Reverse<(Timestamp, NodeId)>>,
+    node: NodeId,
+    track: &mut NodeTrack,
+) {
+    if track.check_at < track.check_queued {
+        checks.push(Reverse((track.check_at, node)));
+        track.check_queued = track.check_at;
+    }
 }
 
 impl NodeTrack {
@@ -876,9 +895,9 @@ impl Aggregator {
             self.stats.stray += 1;
             return;
         };
-        let relay: Relay = match decode(payload, &self.keys) {
-            Ok(Body::Relay(r)) => r,
-            Ok(_) => {
+        let relay = match decode_relay(payload, &self.keys) {
+            Ok(Some(r)) => r,
+            Ok(None) => {
                 return self.reject(Rejection::UnexpectedBody {
                     topic: topic.into(),
                 });
@@ -895,7 +914,7 @@ impl Aggregator {
                 partition: partition.0,
             });
         }
-        for frame in &relay.frames {
+        for frame in relay.frames {
             let batch = match decode(frame, &self.keys) {
                 Ok(Body::Batch(b)) => b,
                 Ok(_) => {
@@ -936,6 +955,7 @@ impl Aggregator {
                 above: SeqSet::new(),
                 detector: PhiDetector::new(&node_phi),
                 check_at: Timestamp::MAX,
+                check_queued: Timestamp::MAX,
                 down_since: None,
                 left: false,
                 presence: Presence::Monitoring,
@@ -959,7 +979,7 @@ impl Aggregator {
         } else {
             track.detector.quiet_until(&node_phi)
         };
-        let check_at = track.check_at;
+
         track.skip_below(batch.held_from);
 
         let detection = &self.config.detection;
@@ -1022,9 +1042,8 @@ impl Aggregator {
             let admission = track.patient.admission();
             track.patient.admit(admission, &mut events);
         }
-        if check_at != Timestamp::MAX {
-            self.checks.push(Reverse((check_at, node)));
-        }
+
+        queue_check(&mut self.checks, node, track);
         if role == Role::Primary {
             // Also after duplicates: a node re-sending missed our ack.
             let dirty = &mut self.ack_dirty[usize::from(partition.0)];
@@ -1203,7 +1222,7 @@ impl Aggregator {
             let node_phi = self.config.node_phi;
             for (&node, track) in self.nodes.iter_mut().filter(|(_, t)| !t.left) {
                 track.rearm(now, &node_phi);
-                self.checks.push(Reverse((track.check_at, node)));
+                queue_check(&mut self.checks, node, track);
             }
             self.membership.restart_clocks(now);
         }
@@ -1257,12 +1276,21 @@ impl Aggregator {
             let Some(track) = self.nodes.get_mut(&node) else {
                 continue;
             };
-            if track.check_at != at || track.left || track.down_since.is_some() {
-                continue; // stale: the node spoke, left or is already down
+            if track.check_queued != at {
+                continue; // stale: an earlier wake-up replaced this one
+            }
+            track.check_queued = Timestamp::MAX;
+            if track.left || track.down_since.is_some() {
+                continue;
+            }
+            if track.check_at > now {
+                // The node spoke since: wait for its new quiet time.
+                queue_check(&mut self.checks, node, track);
+                continue;
             }
             if track.detector.is_available(now, &node_phi) {
                 track.check_at = now + self.config.liveness_interval;
-                self.checks.push(Reverse((track.check_at, node)));
+                queue_check(&mut self.checks, node, track);
                 continue;
             }
             track.down_since = Some(now);
@@ -1356,7 +1384,7 @@ impl Aggregator {
                     .filter(|(_, t)| t.partition == partition && !t.left)
                 {
                     track.rearm(now, &node_phi);
-                    self.checks.push(Reverse((track.check_at, node)));
+                    queue_check(&mut self.checks, node, track);
                 }
             }
             if new.is_none() && self.subscribed[p] {

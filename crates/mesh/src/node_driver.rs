@@ -121,9 +121,12 @@ pub(crate) fn apply(node: &mut Node, command: NodeCommand, now: vitalmesh_wire::
         NodeCommand::InjectFault(f) => node.inject_fault(f),
         NodeCommand::ClearFaults => node.clear_faults(),
         NodeCommand::Fever(episode) => node.add_episode(Episode::Fever(episode)),
-        NodeCommand::Deteriorate(ramp) => node.add_episode(Episode::Deterioration(
-            DeteriorationEpisode { onset: now, ramp },
-        )),
+        NodeCommand::Deteriorate(ramp) => {
+            node.add_episode(Episode::Deterioration(DeteriorationEpisode {
+                onset: now,
+                ramp,
+            }))
+        }
         NodeCommand::Discharge => node.discharge(now),
         NodeCommand::Admit(options) => node.admit(options, now),
         NodeCommand::SetSampleInterval(d) => node.set_sample_interval(d, now),

@@ -33,8 +33,8 @@ use vitalmesh_sim::report::{
     ConnectionsReport, CpuReport, GatewaysReport, MemoryReport, RogueReport,
 };
 use vitalmesh_sim::{
-    Command, GatewayOp, LinkOp, LinkTarget, NodeOp, Observer, Percentiles, Phase, RatePoint, ReportInputs,
-    Run, RunMode, Seconds, Snapshot, TimelineEntry, setup,
+    Command, GatewayOp, LinkOp, LinkTarget, NodeOp, Observer, Percentiles, Phase, RatePoint,
+    ReportInputs, Run, RunMode, Seconds, Snapshot, TimelineEntry, setup,
 };
 use vitalmesh_wire::envelope::Keyring;
 use vitalmesh_wire::{AggregatorId, GatewayId, NodeId, TopicScheme};
@@ -45,9 +45,9 @@ use crate::aggregator_driver::{
 };
 use crate::broker::{BrokerHandle, BrokerSpec};
 use crate::clock::RunClock;
+use crate::gateway_driver::{GatewayCommand, GatewayFinal, run_gateway};
 use crate::metrics::{DisconnectReason, LiveCounters};
 use crate::mqtt::LinkConditions;
-use crate::gateway_driver::{GatewayCommand, GatewayFinal, run_gateway};
 use crate::node_driver::{Mailbox, NodeCommand, NodeRuntime, run_node};
 use crate::procfs;
 use crate::report::Report;
@@ -223,7 +223,9 @@ impl Mesh {
             } => BrokerSpec::Embedded {
                 program,
                 // Spread clients so each listener sees a few thousand at most.
-                listeners: listeners.max((clients as usize).div_ceil(2500)).clamp(1, 16),
+                listeners: listeners
+                    .max((clients as usize).div_ceil(2500))
+                    .clamp(1, 16),
                 max_connections: max_connections.max(clients as usize * 5 / 4 + 1024),
                 segment_bytes: if segment_bytes == 0 {
                     crate::broker::segment_bytes_for(

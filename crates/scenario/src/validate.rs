@@ -15,8 +15,8 @@ use vitalmesh_firmware::buffer::{DropPolicy, RECORD_BYTES};
 use vitalmesh_wire::envelope::{MAX_MESSAGE_BYTES, MIN_BATCH_BYTES};
 
 use crate::action::{Action, EntryCheck, EntryKind, Limits, parse_entry};
-use crate::gateways::GatewayProfile;
 use crate::error::Source;
+use crate::gateways::GatewayProfile;
 use crate::raw::{RawDetection, RawEntry, RawScenario, RawSlo};
 use crate::slo::{Slo, SloMetric};
 use crate::{ScenarioError, ScenarioErrors, broker_url, duration};

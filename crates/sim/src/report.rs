@@ -377,7 +377,9 @@ pub struct GatewaysReport {
 
 impl GatewaysReport {
     /// The totals of `ledgers`, one per gateway.
-    pub fn of<'a>(ledgers: impl IntoIterator<Item = &'a vitalmesh_firmware::GatewayLedger>) -> Self {
+    pub fn of<'a>(
+        ledgers: impl IntoIterator<Item = &'a vitalmesh_firmware::GatewayLedger>,
+    ) -> Self {
         let mut totals = vitalmesh_firmware::GatewayLedger::default();
         let mut gateways = 0;
         for l in ledgers {

@@ -48,9 +48,7 @@ pub fn node(
     config.sample_interval = interval;
     Node::new(
         id,
-        scenario
-            .population
-            .partition_of(id, partitioning(scenario)),
+        scenario.population.partition_of(id, partitioning(scenario)),
         config,
         seed,
         keys.derive(Principal::Node(id)),
@@ -60,7 +58,12 @@ pub fn node(
 
 /// Gateway `id` with none of its nodes started yet, or `None` if the
 /// scenario has no gateways.
-pub fn gateway(scenario: &Scenario, seed: u64, keys: &Keyring, id: GatewayId) -> Option<GatewayCell> {
+pub fn gateway(
+    scenario: &Scenario,
+    seed: u64,
+    keys: &Keyring,
+    id: GatewayId,
+) -> Option<GatewayCell> {
     let profile = scenario.gateways.as_ref()?;
     let partition = partitioning(scenario).partition_of_gateway(id);
     Some(GatewayCell::new(

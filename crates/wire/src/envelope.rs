@@ -189,6 +189,99 @@ pub fn encode_to_vec(body: &Body, key: &DeviceKey) -> Result<Vec<u8>, WireError>
     Ok(out)
 }
 
+/// A gateway's relay, decoded without copying its frames.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct RelayRef<'a> {
+    /// The forwarding gateway (authenticated).
+    pub gateway: GatewayId,
+    /// Node envelopes, each still to be decoded on its own.
+    #[serde(borrow)]
+    pub frames: Vec<&'a [u8]>,
+}
+
+/// Appends a relay of `frames` from `gateway`, signed with `key`: the same
+/// bytes as [`encode`] of a [`crate::Relay`], without copying the frames.
+///
+/// # Errors
+///
+/// As [`encode`]: too many or empty frames, or too large.
+pub fn encode_relay(
+    gateway: GatewayId,
+    frames: &[&[u8]],
+    key: &DeviceKey,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
+    check_relay_frames(frames.len(), frames.iter().position(|f| f.is_empty()))?;
+    let start = out.len();
+    out.push(WIRE_VERSION);
+    crate::fast::write_relay_body(out, gateway, frames);
+    let len = out.len() - start + TAG_BYTES;
+    if len > MAX_MESSAGE_BYTES {
+        out.truncate(start);
+        return Err(WireError::TooLarge {
+            len,
+            max: MAX_MESSAGE_BYTES,
+        });
+    }
+    let tag = key.tag(&out[start..]);
+    out.extend_from_slice(&tag);
+    Ok(())
+}
+
+/// The protocol rules of a relay's frames (shared by [`crate::Relay`]'s
+/// validation and the borrowed paths).
+pub(crate) fn check_relay_frames(count: usize, empty_at: Option<usize>) -> Result<(), WireError> {
+    use crate::message::MAX_RELAY_FRAMES;
+    if count > MAX_RELAY_FRAMES {
+        return Err(WireError::invalid(
+            "relay.frames",
+            format!("'{count}' frames; at most {MAX_RELAY_FRAMES} are allowed"),
+        ));
+    }
+    if let Some(i) = empty_at {
+        return Err(WireError::invalid(
+            format!("relay.frames[{i}]"),
+            "an empty frame; expected a node's envelope",
+        ));
+    }
+    Ok(())
+}
+
+/// Decodes and authenticates a relay without copying its frames; the
+/// same checks as [`decode`]. `Ok(None)`: a valid message that is not a
+/// relay.
+pub fn decode_relay<'a>(
+    bytes: &'a [u8],
+    keys: &impl KeyLookup,
+) -> Result<Option<RelayRef<'a>>, WireError> {
+    let len = bytes.len();
+    if len < MIN_MESSAGE_BYTES || len > MAX_MESSAGE_BYTES || bytes[0] != WIRE_VERSION {
+        return decode(bytes, keys).map(|_| None);
+    }
+    let (signed, tag) = bytes.split_at(len - TAG_BYTES);
+    if signed[1] != crate::fast::RELAY_VARIANT {
+        return decode(bytes, keys).map(|_| None);
+    }
+    let (relay, rest) =
+        postcard::take_from_bytes::<RelayRef<'a>>(&signed[2..]).map_err(|e| match e {
+            postcard::Error::DeserializeUnexpectedEnd => WireError::Truncated { len },
+            other => WireError::Malformed(other),
+        })?;
+    if !rest.is_empty() {
+        return Err(WireError::TrailingBytes { len: rest.len() });
+    }
+    check_relay_frames(
+        relay.frames.len(),
+        relay.frames.iter().position(|f| f.is_empty()),
+    )?;
+    let sender = Principal::Gateway(relay.gateway);
+    let key = keys.key(sender).ok_or(WireError::UnknownSender(sender))?;
+    if !constant_time_eq(&key.tag(signed), tag) {
+        return Err(WireError::BadTag(sender));
+    }
+    Ok(Some(relay))
+}
+
 /// Decodes and authenticates bytes from an untrusted peer.
 ///
 /// Checks, in order: length, version, postcard body, no trailing bytes, the
@@ -633,5 +726,89 @@ mod tests {
         let c = ring.derive(Principal::Aggregator(AggregatorId(1)));
         assert!(a != b && a != c && b != c);
         assert_eq!(format!("{a:?}"), "DeviceKey(..)");
+    }
+
+    fn relay_of(frames: Vec<Vec<u8>>) -> Body {
+        Body::Relay(Relay {
+            gateway: crate::GatewayId(42),
+            frames,
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn relays_encode_alike_either_way_and_decode_borrowed_as_owned(
+            frames in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..300), 0..40)
+        ) {
+            let body = relay_of(frames.clone());
+            let key = keyring().derive(body.sender());
+            let owned = encode_to_vec(&body, &key).unwrap();
+            let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
+            let mut fast = Vec::new();
+            encode_relay(crate::GatewayId(42), &refs, &key, &mut fast).unwrap();
+            prop_assert_eq!(&fast, &owned);
+            prop_assert_eq!(decode(&fast, &keyring()).unwrap(), body);
+            let r = decode_relay(&fast, &keyring()).unwrap().expect("a relay");
+            prop_assert_eq!(r.gateway, crate::GatewayId(42));
+            prop_assert_eq!(r.frames, refs);
+        }
+
+        #[test]
+        fn decoding_a_relay_from_arbitrary_bytes_never_panics(
+            mut bytes in prop::collection::vec(any::<u8>(), 0..600),
+        ) {
+            if bytes.len() > 2 {
+                bytes[0] = WIRE_VERSION;
+                bytes[1] = crate::fast::RELAY_VARIANT;
+            }
+            let _ = decode_relay(&bytes, &keyring());
+        }
+    }
+
+    #[test]
+    fn a_forged_or_altered_relay_is_refused_and_other_messages_are_not_relays() {
+        let body = relay_of(vec![vec![1, 2, 3], vec![4]]);
+        let ring = keyring();
+        let mut bytes = encode_to_vec(&body, &ring.derive(body.sender())).unwrap();
+        // Signed with another gateway's key.
+        let forged = encode_to_vec(
+            &body,
+            &ring.derive(Principal::Gateway(crate::GatewayId(43))),
+        )
+        .unwrap();
+        assert_eq!(
+            decode_relay(&forged, &ring),
+            Err(WireError::BadTag(Principal::Gateway(crate::GatewayId(42))))
+        );
+        let last_frame_byte = bytes.len() - TAG_BYTES - 1;
+        bytes[last_frame_byte] ^= 1;
+        assert!(matches!(
+            decode_relay(&bytes, &ring),
+            Err(WireError::BadTag(_))
+        ));
+        let status = Body::Status(AggregatorStatus {
+            aggregator: AggregatorId(1),
+            incarnation: 1,
+            beat: 1,
+            state: AggregatorState::Alive,
+        });
+        let status = encode_to_vec(
+            &status,
+            &ring.derive(Principal::Aggregator(AggregatorId(1))),
+        )
+        .unwrap();
+        assert_eq!(decode_relay(&status, &ring), Ok(None));
+        // Protocol rules hold on both paths.
+        let key = ring.derive(Principal::Gateway(crate::GatewayId(42)));
+        let empty: &[u8] = &[];
+        assert!(matches!(
+            encode_relay(crate::GatewayId(42), &[empty], &key, &mut Vec::new()),
+            Err(WireError::Invalid { .. })
+        ));
+        let too_many = vec![&[1u8][..]; crate::message::MAX_RELAY_FRAMES + 1];
+        assert!(matches!(
+            encode_relay(crate::GatewayId(42), &too_many, &key, &mut Vec::new()),
+            Err(WireError::Invalid { .. })
+        ));
     }
 }

@@ -10,6 +10,22 @@
 
 use crate::message::{Acvpu, Batch, Presence, Sample, SpO2Scale};
 
+/// `Body::Relay`'s variant index.
+pub(crate) const RELAY_VARIANT: u8 = 5;
+
+/// Appends `Body::Relay(Relay { gateway, frames })` in postcard encoding,
+/// from borrowed frames (a gateway relays what it holds without copying).
+pub(crate) fn write_relay_body(out: &mut Vec<u8>, gateway: crate::GatewayId, frames: &[&[u8]]) {
+    out.reserve(8 + frames.iter().map(|f| f.len() + 3).sum::<usize>());
+    varint(out, u64::from(RELAY_VARIANT));
+    varint(out, u64::from(gateway.0));
+    varint(out, frames.len() as u64);
+    for f in frames {
+        varint(out, f.len() as u64);
+        out.extend_from_slice(f);
+    }
+}
+
 /// Appends `Body::Batch(batch)` in postcard encoding.
 pub(crate) fn write_batch_body(out: &mut Vec<u8>, batch: &Batch) {
     out.reserve(16 + 40 * batch.samples.len());

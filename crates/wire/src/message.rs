@@ -425,22 +425,10 @@ pub struct Relay {
 
 impl Relay {
     fn validate(&self) -> Result<(), WireError> {
-        if self.frames.len() > MAX_RELAY_FRAMES {
-            return Err(WireError::invalid(
-                "relay.frames",
-                format!(
-                    "'{}' frames; at most {MAX_RELAY_FRAMES} are allowed",
-                    self.frames.len()
-                ),
-            ));
-        }
-        if let Some(i) = self.frames.iter().position(Vec::is_empty) {
-            return Err(WireError::invalid(
-                format!("relay.frames[{i}]"),
-                "an empty frame; expected a node's envelope",
-            ));
-        }
-        Ok(())
+        crate::envelope::check_relay_frames(
+            self.frames.len(),
+            self.frames.iter().position(Vec::is_empty),
+        )
     }
 }
 

@@ -82,10 +82,7 @@ impl VirtualMesh {
         }
         self.touched_scratch = touched;
         let v = &mut self.gws[gi];
-        let wake = v
-            .cell
-            .poll_timeout()
-            .map_or(u64::MAX, Timestamp::as_micros);
+        let wake = v.cell.poll_timeout().map_or(u64::MAX, Timestamp::as_micros);
         if wake != v.wake_at {
             v.wake_at = wake;
             v.wake_token = v.wake_token.wrapping_add(1);
