@@ -37,7 +37,7 @@ pub(crate) struct BenchArgs {
     /// for `micro`, wall time per timed measurement (default 2s; under 1s
     /// the fleet's stretch shrinks from an hour to a minute, for a quick
     /// check); for the real-time workloads, each run's sampling time
-    /// (`direct-10k` 60s, `saturate` 20s a step).
+    /// (`direct-10k` and `gateway-100k` 60s, `saturate` 20s a step).
     #[arg(long, value_name = "D")]
     duration: Option<String>,
     /// Also write the figures as JSON here.
@@ -86,8 +86,13 @@ const WORKLOADS: &[(&str, &str, Workload)] = &[
         |d| bench_mesh::direct_10k(d).map(Measured::runs),
     ),
     (
+        "gateway-100k",
+        "100,000 nodes behind 1,000 gateways at 1 Hz (one MQTT connection per gateway), through the embedded broker and then mosquitto (default 60 s each)",
+        |d| bench_mesh::gateway_100k(d).map(Measured::runs),
+    ),
+    (
         "saturate",
-        "2,000 direct nodes at 10, 20, 40, 60 and 100 Hz through each broker: the knee, the peak goodput and goodput past it (default 20 s a step)",
+        "2,000 direct nodes at 10, 20, 40, 60 and 100 Hz, then 10,000 nodes behind 100 gateways at 10 to 120 Hz, through each broker: the knee, the peak goodput and goodput past it (default 20 s a step)",
         |d| bench_mesh::saturate(d).map(Measured::runs),
     ),
     (
@@ -272,6 +277,63 @@ fn live_node(scenario: &Scenario, keys: &Keyring, id: u32) -> Node {
     node
 }
 
+/// Times a [`GatewayCell`](vitalmesh_firmware::GatewayCell) of 100 nodes
+/// for `budget`: sampling, radio, relaying and the acks relayed back.
+fn gateway_step(budget: Duration, keys: &Keyring) -> anyhow::Result<(u64, Duration)> {
+    let text = "[scenario]\nname = \"micro-gateway\"\nduration = \"1h\"\n\
+                [population]\nwards = 1\nnodes_per_ward = 100\n\
+                [gateways]\nnodes_per_gateway = 100\n";
+    let scenario = vitalmesh_scenario::parse("micro-gateway.toml", text)?;
+    let gateway = vitalmesh_wire::GatewayId(0);
+    let mut cell = setup::gateway(&scenario, 7, keys, gateway).context("a gateway")?;
+    for id in cell.serves_ids() {
+        let node = setup::node(&scenario, 7, keys, NodeId(id), Duration::from_secs(1), T0);
+        let _ = cell.add_node(node, T0);
+    }
+    cell.handle_timeout(T0);
+    while cell.poll_link().is_some() {}
+    cell.handle_connected(T0);
+    let mut now = T0;
+    let mut acked = 0u64;
+    let started = Instant::now();
+    while started.elapsed() < budget {
+        // A simulated second at a time, in 10 ms steps.
+        for _ in 0..100 {
+            now = now + Duration::from_millis(10);
+            cell.handle_timeout(now);
+            let mut acks = Vec::new();
+            while let Some(r) = cell.poll_transmit(now) {
+                let Ok(Some(relay)) = vitalmesh_wire::envelope::decode_relay(&r.payload, keys)
+                else {
+                    bail!("the gateway sent something that is not a relay");
+                };
+                for frame in relay.frames {
+                    if let Ok(Body::Batch(b)) = decode(frame, keys) {
+                        if let Some(last) = b.samples.last() {
+                            acks.push(vitalmesh_wire::NodeAck {
+                                node: b.node,
+                                next_expected: last.seq + 1,
+                            });
+                        }
+                        acked += b.samples.len() as u64;
+                    }
+                }
+            }
+            acks.sort_by_key(|a| a.node);
+            acks.dedup_by_key(|a| a.node);
+            cell.handle_acks(
+                &vitalmesh_wire::AckBatch {
+                    partition: cell.topic_partition(),
+                    aggregator: AggregatorId(0),
+                    acks,
+                },
+                now,
+            );
+        }
+    }
+    Ok((acked, started.elapsed()))
+}
+
 /// Runs `step` in rounds of `per_round` units until `budget` has passed.
 fn timed(budget: Duration, per_round: u64, mut step: impl FnMut()) -> (u64, Duration) {
     let started = Instant::now();
@@ -303,6 +365,17 @@ fn micro(duration: Option<Duration>) -> anyhow::Result<Vec<Figure>> {
         }
     });
     out.push(Figure::new("firmware step + encode", n, wall, "sample"));
+
+    // A gateway step: 100 nodes behind one gateway at 1 Hz, their radio,
+    // and the relays, each node acknowledged as its relay leaves.
+    eprintln!("  gateway step …");
+    let (n, wall) = gateway_step(budget, &keys)?;
+    out.push(Figure::new(
+        "gateway step (100 nodes, radio, relay, decoded)",
+        n,
+        wall,
+        "sample",
+    ));
 
     // What every node sends over an hour, in time order across nodes: the
     // order an aggregator sees it in.

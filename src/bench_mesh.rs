@@ -389,12 +389,96 @@ count = 4
         );
         both(&format!("{hz} Hz"), &toml, &mut rows, &mut notes)?;
     }
-    for broker in [Broker::Embedded, Broker::Mosquitto] {
-        let ladder: Vec<&MeshRow> = rows.iter().filter(|r| r.broker == broker).collect();
-        if let Some(k) = knee(&ladder) {
-            notes.push(k);
+    // The same ladder behind gateways: 10,000 nodes, 100 to a gateway,
+    // so a relay carries many nodes' batches in one message.
+    for hz in GATEWAY_LADDER_HZ {
+        let toml = format!(
+            r#"
+[scenario]
+name = "saturate-gateways-{hz}hz"
+duration = "{}ms"
+drain = "10s"
+
+[population]
+wards = 10
+nodes_per_ward = 1000
+connect_rate = 20000
+
+[population.profile]
+sample_interval = "{}us"
+buffer_bytes = 262144
+
+[gateways]
+nodes_per_gateway = 100
+flush = "50ms"
+
+[aggregators]
+count = 4
+"#,
+            d.as_millis(),
+            1_000_000 / hz
+        );
+        both(
+            &format!("{GATEWAY_STEP}{hz} Hz"),
+            &toml,
+            &mut rows,
+            &mut notes,
+        )?;
+    }
+    for gateways in [false, true] {
+        for broker in [Broker::Embedded, Broker::Mosquitto] {
+            let ladder: Vec<&MeshRow> = rows
+                .iter()
+                .filter(|r| r.broker == broker && r.step.starts_with(GATEWAY_STEP) == gateways)
+                .collect();
+            if let Some(k) = knee(&ladder) {
+                let kind = if gateways {
+                    "behind gateways"
+                } else {
+                    "direct"
+                };
+                notes.push(format!("{kind}, {k}"));
+            }
         }
     }
+    Ok((rows, notes))
+}
+
+/// Sample rates of the 10,000 nodes behind gateways in `saturate`.
+pub(crate) const GATEWAY_LADDER_HZ: [u32; 5] = [10, 20, 40, 80, 120];
+
+/// How `saturate` names its gateway steps.
+const GATEWAY_STEP: &str = "gw ";
+
+/// `gateway-100k`: 100,000 nodes behind 1,000 gateways at 1 Hz.
+pub(crate) fn gateway_100k(
+    duration: Option<Duration>,
+) -> anyhow::Result<(Vec<MeshRow>, Vec<String>)> {
+    let d = duration.unwrap_or(Duration::from_secs(60));
+    let toml = format!(
+        r#"
+[scenario]
+name = "gateway-100k"
+duration = "{}ms"
+drain = "5s"
+
+[population]
+wards = 100
+nodes_per_ward = 1000
+connect_rate = 20000
+
+[gateways]
+nodes_per_gateway = 100
+flush = "50ms"
+
+[aggregators]
+count = 4
+"#,
+        d.as_millis()
+    );
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    both("100k nodes", &toml, &mut rows, &mut notes)?;
     Ok((rows, notes))
 }
 

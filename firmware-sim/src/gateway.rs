@@ -317,11 +317,15 @@ impl GatewayCell {
     }
 
     /// A node behind this gateway starts (powered, offline): it will
-    /// associate at its first timeout. Returns the node back if it is not
-    /// one of this gateway's.
-    pub fn add_node(&mut self, node: Node, now: Timestamp) -> Result<(), Node> {
+    /// associate at its first timeout.
+    ///
+    /// # Errors
+    ///
+    /// The node's id, if it is not one of this gateway's (the node is
+    /// dropped: the population layout never gives a gateway another's).
+    pub fn add_node(&mut self, node: Node, now: Timestamp) -> Result<(), NodeId> {
         let Some(i) = self.index_of(node.id()) else {
-            return Err(node);
+            return Err(node.id());
         };
         self.nodes[i as usize] = Some(node);
         self.associated[i as usize] = false;
@@ -388,6 +392,12 @@ impl GatewayCell {
         self.index_of(node).is_some()
     }
 
+    /// Whether `node` is out of the radio's range now.
+    pub fn is_out_of_range(&self, node: NodeId) -> bool {
+        self.index_of(node)
+            .is_some_and(|i| self.out_of_range[i as usize].is_some())
+    }
+
     /// Whether `node` is associated (its link to the gateway is up).
     pub fn is_associated(&self, node: NodeId) -> bool {
         self.index_of(node)
@@ -438,7 +448,7 @@ impl GatewayCell {
                 break;
             }
             self.wakes.pop();
-            if !self.wake_of[i as usize].is_some_and(|w| w <= at) {
+            if self.wake_of[i as usize].is_none_or(|w| w > at) {
                 continue; // stale: the node's wake-up moved later
             }
             self.wake_of[i as usize] = None;
@@ -957,7 +967,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use vitalmesh_wire::envelope::{Keyring, Principal};
-    use vitalmesh_wire::{AggregatorId, NodeAck, decode};
+    use vitalmesh_wire::{AggregatorId, Body, NodeAck, decode};
 
     use super::*;
     use crate::node::NodeConfig;

@@ -382,10 +382,13 @@ impl Node {
         if self.power != Power::On {
             return;
         }
-        while self.sampling && self.next_sample_at <= now && self.power == Power::On {
+        while self.next_sample_at <= now && self.power == Power::On {
             let due = self.next_sample_at;
             self.next_sample_at = due + self.config.sample_interval;
-            if self.bed_empty {
+            if self.bed_empty || !self.sampling {
+                // No sample, but still alive: a heartbeat on the same grid,
+                // so that the silence of a drained node or an empty bed is
+                // never mistaken for a failure.
                 self.heartbeat_due = true;
             } else {
                 self.take_sample(due);
@@ -565,7 +568,9 @@ impl Node {
     }
 
     /// Stops (or resumes) taking samples; delivery of what is buffered goes
-    /// on. Used to drain a node at the end of a run.
+    /// on, and the node heartbeats on its sample grid meanwhile (an empty
+    /// batch), so aggregators do not take the quiet for a failure. Used to
+    /// drain a node at the end of a run.
     pub fn set_sampling(&mut self, on: bool, now: Timestamp) {
         if on && !self.sampling {
             self.next_sample_at = self.next_grid_point_after(now);
@@ -648,7 +653,8 @@ impl Node {
         } else {
             Presence::Monitoring
         };
-        if samples.is_empty() && !(self.goodbye_due || (self.heartbeat_due && self.bed_empty)) {
+        let heartbeat = self.heartbeat_due && (self.bed_empty || !self.sampling);
+        if samples.is_empty() && !(self.goodbye_due || heartbeat) {
             // Nothing to send, or the window is full: what is unsent waits
             // and leaves in a fuller batch.
             self.scratch = samples;
@@ -744,7 +750,8 @@ impl Node {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Timestamp> {
         let mut next = match self.power {
-            Power::On => self.sampling.then_some(self.next_sample_at),
+            // Sampling or heartbeating, on the grid.
+            Power::On => Some(self.next_sample_at),
             Power::Rebooting { until } => return Some(until),
             Power::Crashed | Power::Flat | Power::Off => return None,
         };

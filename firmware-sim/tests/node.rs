@@ -567,6 +567,12 @@ fn a_node_that_stops_sampling_still_delivers_its_backlog() {
         .flat_map(|x| batch(x).samples.into_iter().map(|s| s.seq))
         .collect();
     assert_eq!(seqs.len() as u64, produced, "the whole backlog went out");
+    // And it kept saying it is alive: about one empty heartbeat a second.
+    let heartbeats = sent.iter().filter(|x| batch(x).samples.is_empty()).count();
+    assert!(
+        (15..=21).contains(&heartbeats),
+        "{heartbeats} heartbeats in 20 s"
+    );
 }
 
 #[test]

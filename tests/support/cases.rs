@@ -229,8 +229,8 @@ pub(crate) fn expect_gateways_under_faults(r: &Report) {
         r.seed
     );
     assert!(
-        total.still_buffered * 200 <= total.produced,
-        "at most 0.5% still on its way: {total:?} (seed {})",
+        total.still_buffered * 50 <= total.produced,
+        "at most 2% still on its way: {total:?} (seed {})",
         r.seed
     );
     let w1 = ward(r, 1);
@@ -238,5 +238,13 @@ pub(crate) fn expect_gateways_under_faults(r: &Report) {
         w1.delivered + w1.still_buffered,
         w1.produced,
         "ward 1: {w1:?}"
+    );
+    // Silences were real (a crashed gateway, a node out of range, the
+    // broker restart), never a drained node's quiet at the end.
+    assert!(
+        r.alerts.false_node_down.is_empty(),
+        "{:?} (seed {})",
+        r.alerts.false_node_down,
+        r.seed
     );
 }

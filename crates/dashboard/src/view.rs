@@ -172,7 +172,7 @@ impl MapCell {
             NodeHealth::LowBattery => Self::LowBattery,
             NodeHealth::Empty => Self::Empty,
             NodeHealth::Buffering => Self::Buffering,
-            NodeHealth::Offline => Self::Offline,
+            NodeHealth::Offline | NodeHealth::OutOfRange => Self::Offline,
             NodeHealth::Healthy | NodeHealth::SensorFault => Self::Healthy,
             NodeHealth::Stopped => Self::Off,
             NodeHealth::Pending => Self::Pending,

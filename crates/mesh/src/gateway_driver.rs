@@ -133,7 +133,7 @@ pub(crate) async fn run_gateway(
         cell.drain_touched(&mut touched);
         for n in touched.drain(..) {
             if let Some(node) = cell.node(n) {
-                books.report(node, &rt, now);
+                books.report(node, cell.is_out_of_range(n), &rt, now);
             }
         }
 
@@ -212,7 +212,13 @@ pub(crate) async fn run_gateway(
 impl NodeBooks {
     /// Keeps the shared counters in step with one node; a node's radio
     /// association counts as its connection.
-    fn report(&mut self, node: &Node, rt: &NodeRuntime, now: vitalmesh_wire::Timestamp) {
+    fn report(
+        &mut self,
+        node: &Node,
+        out_of_range: bool,
+        rt: &NodeRuntime,
+        now: vitalmesh_wire::Timestamp,
+    ) {
         let i = (node.id().0 - self.first) as usize;
         node_driver::report(
             node,
@@ -221,6 +227,7 @@ impl NodeBooks {
             &rt.counters,
             node.id().0 as usize,
             now,
+            out_of_range,
         );
         let online = node.status(now).link == Link::Online;
         if online != self.online[i] {

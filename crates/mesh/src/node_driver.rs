@@ -214,7 +214,7 @@ pub(crate) async fn run_node(
             // It just said goodbye: close now, after the goodbye's publish.
             continue;
         }
-        report(&node, &mut tally, &mut health, counters, index, now);
+        report(&node, &mut tally, &mut health, counters, index, now, false);
 
         let deadline = node.poll_timeout().map(|t| rt.clock.instant_of(t));
         tokio::select! {
@@ -297,6 +297,7 @@ pub(crate) fn report(
     counters: &LiveCounters,
     index: usize,
     now: vitalmesh_wire::Timestamp,
+    out_of_range: bool,
 ) {
     let d = tally.update(node);
     for (total, moved) in [
@@ -312,7 +313,11 @@ pub(crate) fn report(
     if d.buffered != 0 {
         counters.buffered.fetch_add(d.buffered, Ordering::Relaxed);
     }
-    let now_health = NodeHealth::of(node, now);
+    let now_health = if out_of_range {
+        NodeHealth::OutOfRange
+    } else {
+        NodeHealth::of(node, now)
+    };
     if *health != Some(now_health) {
         counters.set_health(index, now_health);
         *health = Some(now_health);

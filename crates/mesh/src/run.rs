@@ -680,8 +680,13 @@ impl Mesh {
         locked(&self.observer).tick(seconds_done as f64);
         // A node whose battery ran flat is down: a restart must reach it.
         for (n, h) in c.health().iter().enumerate() {
-            if *h == vitalmesh_sim::NodeHealth::Flat {
-                self.run.node_went_flat(NodeId(n as u32));
+            match h {
+                vitalmesh_sim::NodeHealth::Flat => self.run.node_went_flat(NodeId(n as u32)),
+                // Out of its gateway's radio range: its silence is real.
+                vitalmesh_sim::NodeHealth::OutOfRange => {
+                    self.run.node_out_of_range(NodeId(n as u32))
+                }
+                _ => {}
             }
         }
         self.host.rss = procfs::rss_bytes("self");

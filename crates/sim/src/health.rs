@@ -31,6 +31,8 @@ pub enum NodeHealth {
     Stopped = 8,
     /// Connected, no patient in the bed.
     Empty = 9,
+    /// Behind a gateway, out of its radio's range.
+    OutOfRange = 10,
 }
 
 impl NodeHealth {
@@ -46,6 +48,7 @@ impl NodeHealth {
             7 => Self::Flat,
             8 => Self::Stopped,
             9 => Self::Empty,
+            10 => Self::OutOfRange,
             _ => Self::Pending,
         }
     }

@@ -296,6 +296,13 @@ impl Run {
             .map_or_else(PatientOptions::default, |b| b.options)
     }
 
+    /// A node behind a gateway went out of its radio's range (the driver
+    /// saw it): its silence was real, so a node-down report for it is not
+    /// a false alarm.
+    pub fn node_out_of_range(&mut self, node: NodeId) {
+        self.touched.insert(node.0);
+    }
+
     /// A node's battery ran flat (the driver saw it): a restart touches it.
     pub fn node_went_flat(&mut self, node: NodeId) {
         self.down.insert(node.0);
@@ -1260,6 +1267,22 @@ fn fault_mode_name(mode: &FaultMode) -> &'static str {
     }
 }
 
+/// "gateways 3, 7" for a timeline entry (at most eight named).
+fn gateway_list(gateways: &[GatewayId]) -> String {
+    if gateways.is_empty() {
+        return "none of them down".into();
+    }
+    let mut names: Vec<String> = gateways.iter().take(8).map(|g| g.0.to_string()).collect();
+    if gateways.len() > 8 {
+        names.push(format!("and {} more", gateways.len() - 8));
+    }
+    format!(
+        "gateway{} {}",
+        if gateways.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1375,20 +1398,4 @@ mod tests {
         assert_eq!(run.interval_of(NodeId(1)), Duration::from_secs(1));
         assert_eq!(run.interval_of(NodeId(0)), Duration::from_secs(2));
     }
-}
-
-/// "gateways 3, 7" for a timeline entry (at most eight named).
-fn gateway_list(gateways: &[GatewayId]) -> String {
-    if gateways.is_empty() {
-        return "none of them down".into();
-    }
-    let mut names: Vec<String> = gateways.iter().take(8).map(|g| g.0.to_string()).collect();
-    if gateways.len() > 8 {
-        names.push(format!("and {} more", gateways.len() - 8));
-    }
-    format!(
-        "gateway{} {}",
-        if gateways.len() == 1 { "" } else { "s" },
-        names.join(", ")
-    )
 }

@@ -255,7 +255,7 @@ pub fn decode_relay<'a>(
     keys: &impl KeyLookup,
 ) -> Result<Option<RelayRef<'a>>, WireError> {
     let len = bytes.len();
-    if len < MIN_MESSAGE_BYTES || len > MAX_MESSAGE_BYTES || bytes[0] != WIRE_VERSION {
+    if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&len) || bytes[0] != WIRE_VERSION {
         return decode(bytes, keys).map(|_| None);
     }
     let (signed, tag) = bytes.split_at(len - TAG_BYTES);
@@ -730,7 +730,7 @@ mod tests {
 
     fn relay_of(frames: Vec<Vec<u8>>) -> Body {
         Body::Relay(Relay {
-            gateway: crate::GatewayId(42),
+            gateway: GatewayId(42),
             frames,
         })
     }
@@ -745,11 +745,11 @@ mod tests {
             let owned = encode_to_vec(&body, &key).unwrap();
             let refs: Vec<&[u8]> = frames.iter().map(Vec::as_slice).collect();
             let mut fast = Vec::new();
-            encode_relay(crate::GatewayId(42), &refs, &key, &mut fast).unwrap();
+            encode_relay(GatewayId(42), &refs, &key, &mut fast).unwrap();
             prop_assert_eq!(&fast, &owned);
             prop_assert_eq!(decode(&fast, &keyring()).unwrap(), body);
             let r = decode_relay(&fast, &keyring()).unwrap().expect("a relay");
-            prop_assert_eq!(r.gateway, crate::GatewayId(42));
+            prop_assert_eq!(r.gateway, GatewayId(42));
             prop_assert_eq!(r.frames, refs);
         }
 
@@ -771,14 +771,10 @@ mod tests {
         let ring = keyring();
         let mut bytes = encode_to_vec(&body, &ring.derive(body.sender())).unwrap();
         // Signed with another gateway's key.
-        let forged = encode_to_vec(
-            &body,
-            &ring.derive(Principal::Gateway(crate::GatewayId(43))),
-        )
-        .unwrap();
+        let forged = encode_to_vec(&body, &ring.derive(Principal::Gateway(GatewayId(43)))).unwrap();
         assert_eq!(
             decode_relay(&forged, &ring),
-            Err(WireError::BadTag(Principal::Gateway(crate::GatewayId(42))))
+            Err(WireError::BadTag(Principal::Gateway(GatewayId(42))))
         );
         let last_frame_byte = bytes.len() - TAG_BYTES - 1;
         bytes[last_frame_byte] ^= 1;
@@ -799,15 +795,15 @@ mod tests {
         .unwrap();
         assert_eq!(decode_relay(&status, &ring), Ok(None));
         // Protocol rules hold on both paths.
-        let key = ring.derive(Principal::Gateway(crate::GatewayId(42)));
+        let key = ring.derive(Principal::Gateway(GatewayId(42)));
         let empty: &[u8] = &[];
         assert!(matches!(
-            encode_relay(crate::GatewayId(42), &[empty], &key, &mut Vec::new()),
+            encode_relay(GatewayId(42), &[empty], &key, &mut Vec::new()),
             Err(WireError::Invalid { .. })
         ));
-        let too_many = vec![&[1u8][..]; crate::message::MAX_RELAY_FRAMES + 1];
+        let too_many = vec![&[1u8][..]; MAX_RELAY_FRAMES + 1];
         assert!(matches!(
-            encode_relay(crate::GatewayId(42), &too_many, &key, &mut Vec::new()),
+            encode_relay(GatewayId(42), &too_many, &key, &mut Vec::new()),
             Err(WireError::Invalid { .. })
         ));
     }

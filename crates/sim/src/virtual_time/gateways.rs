@@ -79,6 +79,9 @@ impl VirtualMesh {
             if flat {
                 self.run.node_went_flat(id);
             }
+            if self.gws[gi].cell.is_out_of_range(id) {
+                self.run.node_out_of_range(id);
+            }
         }
         self.touched_scratch = touched;
         let v = &mut self.gws[gi];

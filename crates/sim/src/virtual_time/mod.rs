@@ -1307,6 +1307,17 @@ impl VirtualMesh {
         }
     }
 
+    /// Node `id`'s health now, wherever it lives.
+    fn node_health(&self, id: NodeId, now: Timestamp) -> NodeHealth {
+        if let Some(g) = self.run.scenario().population.gateway_of(id) {
+            if self.gws[g.0 as usize].cell.is_out_of_range(id) {
+                return NodeHealth::OutOfRange;
+            }
+        }
+        self.node(id)
+            .map_or(NodeHealth::Pending, |n| NodeHealth::of(n, now))
+    }
+
     /// Node `id`, if started, wherever it lives.
     fn node(&self, id: NodeId) -> Option<&Node> {
         match self.run.scenario().population.gateway_of(id) {
@@ -1567,10 +1578,7 @@ impl VirtualMesh {
             lost_on_crash: self.totals.lost,
             publish_ack: Percentiles::of(&self.publish_ack),
             node_health: (0..self.nodes.len() as u32)
-                .map(|n| {
-                    self.node(NodeId(n))
-                        .map_or(NodeHealth::Pending, |n| NodeHealth::of(n, now))
-                })
+                .map(|n| self.node_health(NodeId(n), now))
                 .collect(),
             population: s.population,
             broker: self.broker_report(),
