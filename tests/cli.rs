@@ -670,7 +670,13 @@ fn bench_lists_its_workloads_and_saves_what_it_measured() {
     let out = vitalmesh(&["bench", "--list"]);
     assert!(out.status.success());
     let list = String::from_utf8_lossy(&out.stdout);
-    for workload in ["direct-10k", "saturate", "micro", "virtual-day"] {
+    for workload in [
+        "direct-10k",
+        "gateway-100k",
+        "saturate",
+        "micro",
+        "virtual-day",
+    ] {
         assert!(list.contains(workload), "{workload} missing from:\n{list}");
     }
 
@@ -678,7 +684,8 @@ fn bench_lists_its_workloads_and_saves_what_it_measured() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("'nonesuch'") && err.contains("direct-10k, saturate, micro, virtual-day"),
+        err.contains("'nonesuch'")
+            && err.contains("direct-10k, gateway-100k, saturate, micro, virtual-day"),
         "{err}"
     );
 
@@ -710,6 +717,7 @@ fn bench_lists_its_workloads_and_saves_what_it_measured() {
         names,
         [
             "firmware step + encode",
+            "gateway step (100 nodes, radio, relay, decoded)",
             "decode + authenticate",
             "sensor checks, 1 patient",
             "sensor checks, 1,000 patients",
@@ -719,7 +727,9 @@ fn bench_lists_its_workloads_and_saves_what_it_measured() {
         ]
     );
     let _ = std::fs::remove_file(&json);
-    let ingest = &v["figures"][6];
+    // The gateway relayed what its nodes sampled.
+    assert!(v["figures"][1]["count"].as_u64().unwrap() > 0);
+    let ingest = &v["figures"][7];
     // A minute of 1,000 nodes at 1 Hz, all of it ingested.
     assert!(ingest["count"].as_u64().unwrap() >= 59_000, "{ingest}");
     assert!(ingest["ns_per_unit"].as_f64().unwrap() > 0.0);
