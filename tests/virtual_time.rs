@@ -498,3 +498,76 @@ fn gateways_lose_nothing_under_crashes_a_lossy_radio_and_a_broker_restart() {
     // gateway, so far fewer publishes than samples.
     assert!(r.connections.peak_connected >= 95, "{:?}", r.connections);
 }
+
+#[test]
+fn a_returning_aggregator_takes_its_partitions_back_without_a_gap() {
+    // Aggregator 1 dies, its partitions fail over to their standbys; when
+    // it returns it joins as a warm standby first and the hand-back is
+    // make-before-break: no sample goes unheard, so none waits for a node's
+    // retransmission timeout (5 s).
+    let r = run(&format!(
+        r#"{HEAD}
+[aggregators]
+count = 3
+
+[[event]]
+at = "8s"
+action = "kill_aggregator"
+aggregator = 1
+
+[[event]]
+at = "18s"
+action = "restart_aggregator"
+aggregator = 1
+"#
+    ));
+    assert_accounted(&r);
+    let series = &r.ownership.primary_per_second[&1];
+    assert!(
+        series[5] > 0 && series[12] == 0 && *series.last().unwrap() > 0,
+        "it held partitions, lost them and took them back: {series:?}"
+    );
+    let e2e = &r.latency.end_to_end;
+    assert!(
+        e2e.max_ms < 1000.0,
+        "a sample waited {} ms: a hand-over left a partition unheard (seed {})",
+        e2e.max_ms,
+        r.seed
+    );
+    assert_eq!(r.ledger.total.delivered, r.ledger.total.produced);
+}
+
+#[test]
+fn nodes_rejoin_as_soon_as_a_long_partition_heals() {
+    // Ward 1 is cut off for 200 s: the broker drops its sessions, and its
+    // nodes' attempts time out again and again, their backoff growing to
+    // its 30 s ceiling. When the path is back they reconnect at once
+    // instead of waiting out the backoff, and lose nothing.
+    let r = run(&format!(
+        r#"{HEAD}
+[population.profile]
+buffer_bytes = 65536
+
+[[event]]
+at = "5s"
+action = "partition"
+ward = 1
+for = "200s"
+"#
+    )
+    .replace("duration = \"40s\"", "duration = \"230s\""));
+    assert_accounted(&r);
+    let connected = &r.throughput.connected;
+    assert!(
+        connected[100] <= 80,
+        "ward 1 was really disconnected: {connected:?}"
+    );
+    assert_eq!(
+        connected[207],
+        100,
+        "all back within 2 s of the heal at 205 s: {:?} (seed {})",
+        &connected[200..],
+        r.seed
+    );
+    assert_eq!(ward(&r, 1).dropped_overflow, 0);
+}

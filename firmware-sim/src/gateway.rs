@@ -504,6 +504,19 @@ impl GatewayCell {
         self.link = Link::Offline { retry_at };
     }
 
+    /// The uplink's path is back (the network stack says so): an offline
+    /// gateway reconnects now rather than after its backoff.
+    pub fn handle_uplink_available(&mut self, now: Timestamp) {
+        if self.power != GatewayPower::On {
+            return;
+        }
+        if let Link::Offline { retry_at } = self.link {
+            if retry_at != Timestamp::MAX && retry_at > now {
+                self.link = Link::Offline { retry_at: now };
+            }
+        }
+    }
+
     /// A partition's ack batch (the gateway subscribes to its partition's
     /// ack topic): releases what it held for its nodes and relays each of
     /// their acks over the radio.

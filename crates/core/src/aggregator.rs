@@ -406,6 +406,9 @@ pub struct Aggregator {
     /// Standby partitions whose ack topic we follow, to learn what the
     /// primary has confirmed.
     acks_followed: Vec<bool>,
+    /// Peers that were joining when we turned active: counted as owners
+    /// while they finish joining (see [`Aggregator::rebalance`]).
+    joined_with: BTreeSet<AggregatorId>,
     /// Boxed: a track is ~2.2 KB, and inline in the B-tree's nodes eleven
     /// of them share one allocation, so every lookup walks past tens of
     /// kilobytes and every insert shifts them.
@@ -449,6 +452,7 @@ impl Aggregator {
             key: keys.derive(Principal::Aggregator(config.id)),
             membership: Membership::new(config.id, config.peer_phi),
             roles: vec![None; partitions],
+            joined_with: BTreeSet::new(),
             subscribed: vec![false; partitions],
             acks_followed: vec![false; partitions],
             ack_dirty: vec![BTreeSet::new(); partitions],
@@ -576,13 +580,14 @@ impl Aggregator {
             until: now + self.config.join_grace,
         };
         self.membership.reset();
+        self.joined_with.clear();
         self.subscribed.fill(false);
         self.acks_followed.fill(false);
         self.outputs
             .push_back(Output::Subscribe(self.config.topics.status_filter()));
         self.outputs
             .push_back(Output::Subscribe(self.config.topics.ward_filter()));
-        self.publish_status(AggregatorState::Alive);
+        self.publish_status(AggregatorState::Joining);
         self.heard_myself = now;
         self.isolated = false;
         self.next_heartbeat = now + self.config.heartbeat_interval;
@@ -650,7 +655,12 @@ impl Aggregator {
     pub fn handle_timeout(&mut self, now: Timestamp) {
         if let Link::Joining { until } = self.link {
             if now >= until {
+                // Say so at once: peers hand over the moment they hear it,
+                // and we own from now.
+                self.joined_with = self.membership.joining_peers(now).collect();
                 self.link = Link::Active;
+                self.publish_status(AggregatorState::Alive);
+                self.next_heartbeat = now + self.config.heartbeat_interval;
                 self.rebalance(now);
             }
         }
@@ -658,7 +668,12 @@ impl Aggregator {
             return;
         }
         if now >= self.next_heartbeat {
-            self.publish_status(AggregatorState::Alive);
+            let state = if self.link == Link::Active {
+                AggregatorState::Alive
+            } else {
+                AggregatorState::Joining
+            };
+            self.publish_status(state);
             self.next_heartbeat = now + self.config.heartbeat_interval;
         }
         if self.link != Link::Active {
@@ -801,9 +816,15 @@ impl Aggregator {
         }
         if let Some(change) = self.membership.handle_status(&status, now) {
             self.on_peer_change(change, now);
-            if self.link == Link::Active {
+            if self.link != Link::Disconnected {
                 self.rebalance(now);
             }
+        } else if matches!(self.link, Link::Joining { .. })
+            && status.state == AggregatorState::Joining
+        {
+            // Another aggregator joining with us: our shadow copy must
+            // follow the ownership we will both take up.
+            self.rebalance(now);
         }
     }
 
@@ -1358,14 +1379,40 @@ impl Aggregator {
 
     /// Recomputes ownership from the current view and subscribes,
     /// unsubscribes and hands over accordingly.
+    /// Recomputes ownership over the live view, plus the peers that joined
+    /// together with us and are about to be up (a mesh starting at once,
+    /// whose members turn active milliseconds apart and must not take each
+    /// other's partitions meanwhile). A peer joining alone into a running
+    /// mesh is not counted until it says `Alive`. While joining, the
+    /// aggregator takes up the partitions it is
+    /// about to own as a *standby*: it subscribes and builds their nodes'
+    /// state without acknowledging, so that when it turns active it is a
+    /// warm standby promoted, and the peer handing over flushes its last
+    /// acknowledgements as it steps down. No partition is ever left
+    /// without an acknowledging owner (make before break).
     fn rebalance(&mut self, now: Timestamp) {
-        let live = self.live_view();
+        let joining = matches!(self.link, Link::Joining { .. });
+        let mut live = self.live_view();
+        let joined_with = &self.joined_with;
+        live.extend(
+            self.membership
+                .joining_peers(now)
+                .filter(|a| joined_with.contains(a)),
+        );
+        if joining {
+            live.extend(self.membership.joining_peers(now));
+            live.insert(self.config.id);
+        }
         let assignment = rendezvous::assign(self.config.partitioning, &live);
         let me = Some(self.config.id);
         let mut changed = false;
         for p in 0..self.roles.len() {
             let new = if assignment.primary[p] == me {
-                Some(Role::Primary)
+                Some(if joining {
+                    Role::Standby
+                } else {
+                    Role::Primary
+                })
             } else if assignment.standby[p] == me {
                 Some(Role::Standby)
             } else {
@@ -1430,8 +1477,14 @@ impl Aggregator {
                 self.ack_dirty[p].extend(nodes);
             }
             if new != Some(Role::Primary) && !self.ack_dirty[p].is_empty() {
-                self.ack_dirty[p].clear();
-                self.acks_pending -= 1;
+                if self.roles[p] == Some(Role::Primary) {
+                    // Stepping down: acknowledge what we ingested now, not
+                    // never (the new primary may not have it).
+                    self.flush_acks(p);
+                } else {
+                    self.ack_dirty[p].clear();
+                    self.acks_pending -= 1;
+                }
             }
             changed |= new != self.roles[p];
             self.roles[p] = new;

@@ -5,7 +5,9 @@
 //! will published by the broker ([`AggregatorState::Offline`]); a peer that
 //! silently stops (hung process, partitioned link) is caught by φ-accrual on
 //! its heartbeats. Incarnation numbers keep a stale will from an earlier life
-//! from killing a restarted peer.
+//! from killing a restarted peer. A peer that announces itself
+//! [`AggregatorState::Joining`] is heard but not yet up: it owns nothing
+//! until it says `Alive`, so its partitions stay where they are meanwhile.
 
 use std::collections::BTreeMap;
 
@@ -50,6 +52,8 @@ struct Peer {
     incarnation: u64,
     detector: PhiDetector,
     up: bool,
+    /// Announced `Joining` and not `Alive` since.
+    joining: bool,
 }
 
 /// The peers one aggregator knows about.
@@ -84,6 +88,7 @@ impl Membership {
             incarnation: status.incarnation,
             detector: PhiDetector::new(&config),
             up: false,
+            joining: false,
         });
         if status.incarnation < peer.incarnation {
             return None; // from an earlier life
@@ -93,8 +98,16 @@ impl Membership {
             peer.detector = PhiDetector::new(&config);
         }
         match status.state {
+            AggregatorState::Joining => {
+                // Heard, owning nothing yet. One already up (it only
+                // reconnected) stays up: it keeps its state and resumes.
+                peer.detector.heartbeat(now, &config);
+                peer.joining = !peer.up;
+                None
+            }
             AggregatorState::Alive => {
                 peer.detector.heartbeat(now, &config);
+                peer.joining = false;
                 (!peer.up).then(|| {
                     peer.up = true;
                     PeerChange::Up(status.aggregator)
@@ -102,6 +115,7 @@ impl Membership {
             }
             AggregatorState::Leaving | AggregatorState::Offline => peer.up.then(|| {
                 peer.up = false;
+                peer.joining = false;
                 let reason = if status.state == AggregatorState::Leaving {
                     DownReason::Leaving
                 } else {
@@ -128,6 +142,16 @@ impl Membership {
     /// Peers currently considered up (not including `me`).
     pub fn live_peers(&self) -> impl Iterator<Item = AggregatorId> + '_ {
         self.peers.iter().filter(|(_, p)| p.up).map(|(&id, _)| id)
+    }
+
+    /// Peers joining now, heard within their φ window: they will be up in
+    /// a moment (a mesh starting together, where everyone joins at once).
+    pub fn joining_peers(&self, now: Timestamp) -> impl Iterator<Item = AggregatorId> + '_ {
+        let config = self.config;
+        self.peers
+            .iter()
+            .filter(move |(_, p)| p.joining && p.detector.is_available(now, &config))
+            .map(|(&id, _)| id)
     }
 
     /// Measures every peer's silence from `now`: after we were cut off,

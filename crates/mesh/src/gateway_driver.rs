@@ -36,6 +36,8 @@ pub(crate) enum GatewayCommand {
     Restart,
     /// Its nodes stop sampling (the drain).
     StopSampling,
+    /// Its uplink's network path is back: reconnect now if offline.
+    UplinkAvailable,
     /// End the task and report.
     Stop,
 }
@@ -151,6 +153,7 @@ pub(crate) async fn run_gateway(
                             cell.with_node(n, now, |node| node_driver::apply(node, command, now));
                         }
                         GatewayCommand::Crash => cell.crash(now),
+                        GatewayCommand::UplinkAvailable => cell.handle_uplink_available(now),
                         GatewayCommand::Restart => cell.restart(now),
                         GatewayCommand::StopSampling => {
                             for n in serves.clone() {

@@ -75,6 +75,8 @@ pub enum NodeCommand {
     StopSampling,
     /// Leave the mesh: deliver the backlog, then switch off.
     ShutDown,
+    /// The network path is back: an offline node tries now.
+    LinkAvailable,
     /// End the task and report.
     Stop,
 }
@@ -132,6 +134,7 @@ pub(crate) fn apply(node: &mut Node, command: NodeCommand, now: vitalmesh_wire::
         NodeCommand::SetSampleInterval(d) => node.set_sample_interval(d, now),
         NodeCommand::StopSampling => node.set_sampling(false, now),
         NodeCommand::ShutDown => node.shut_down(now),
+        NodeCommand::LinkAvailable => node.handle_link_available(now),
     }
 }
 

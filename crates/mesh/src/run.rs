@@ -532,6 +532,28 @@ impl Mesh {
                             LinkOp::ClearLoss => l.set_loss(0.0),
                         }
                     }
+                    if let (LinkOp::Heal, LinkTarget::Nodes(nodes)) = (op, &target) {
+                        // The device's network stack sees the path back (as
+                        // a phone's connectivity callback would): offline
+                        // clients try now rather than after their backoff.
+                        let population = self.config.scenario.population;
+                        let mut gateways: Vec<GatewayId> = nodes
+                            .iter()
+                            .filter_map(|n| population.gateway_of(*n))
+                            .collect();
+                        gateways.dedup();
+                        for g in gateways {
+                            if let Some(slot) = self.gateways.get(g.0 as usize) {
+                                slot.mailbox.send(GatewayCommand::UplinkAvailable);
+                            }
+                        }
+                        for n in nodes
+                            .iter()
+                            .filter(|n| population.gateway_of(**n).is_none())
+                        {
+                            self.send_to_node(*n, NodeCommand::LinkAvailable);
+                        }
+                    }
                 }
                 Command::KillAggregator(a) => {
                     let slot = &mut self.aggregators[usize::from(a)];

@@ -390,6 +390,11 @@ pub enum AggregatorState {
     Leaving,
     /// Gone: the broker publishes this as the aggregator's last will.
     Offline,
+    /// Connected and learning the mesh, owning nothing yet: peers keep
+    /// its partitions until it says `Alive`, so a hand-over never leaves
+    /// a partition without an owner (appended: earlier states keep their
+    /// encoding).
+    Joining,
 }
 
 /// An aggregator heartbeat (or its last will).

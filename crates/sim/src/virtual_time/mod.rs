@@ -1493,6 +1493,29 @@ impl VirtualMesh {
                         self.send(c, Dir::Down, s, Packet::Reset);
                     }
                 }
+                // The device's network stack sees the path back (as a
+                // phone's connectivity callback would): an offline client
+                // tries now rather than after its backoff.
+                let ts = self.ts();
+                match c {
+                    Client::Node(n) => {
+                        if let Some(node) = self.nodes[n as usize].node.as_mut() {
+                            node.handle_link_available(ts);
+                        }
+                        self.poll_node(n);
+                    }
+                    Client::Gw(g) => {
+                        self.gws[g as usize].cell.handle_uplink_available(ts);
+                        self.poll_gw(g);
+                    }
+                    Client::Agg(a) => {
+                        let v = &mut self.aggs[usize::from(a)];
+                        if v.retry_at != u64::MAX {
+                            v.retry_at = v.retry_at.min(now);
+                        }
+                        self.poll_agg(a);
+                    }
+                }
             }
             LinkOp::Latency { latency, jitter } => ep.link.set_latency(latency, jitter),
             LinkOp::ClearLatency => ep.link.set_latency(Duration::ZERO, Duration::ZERO),
