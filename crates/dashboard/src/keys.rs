@@ -43,6 +43,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("K", "kill every node of the selected ward"),
     ("r", "restart the selected ward's crashed nodes"),
     ("a / A", "kill / restart the selected aggregator"),
+    ("g / G", "kill one / restart the ward's gateways"),
     ("b", "restart the broker"),
     ("p", "partition the selected ward for 30 s"),
     ("o", "start a fever outbreak in the selected ward"),
@@ -88,6 +89,10 @@ pub fn command_for(key: KeyEvent, state: &DashboardState) -> Option<UiCommand> {
         KeyCode::Char('A') => inject(format!(
             "action = \"restart_aggregator\"\naggregator = {agg}\n"
         )),
+        KeyCode::Char('g') => inject(format!(
+            "action = \"kill_gateways\"\nward = {ward}\ncount = 1\n"
+        )),
+        KeyCode::Char('G') => inject(format!("action = \"restart_gateways\"\nward = {ward}\n")),
         KeyCode::Char('b') => inject("action = \"restart_broker\"\n".into()),
         KeyCode::Char('p') => inject(format!(
             "action = \"partition\"\nward = {ward}\nfor = \"30s\"\n"
@@ -149,10 +154,10 @@ mod tests {
             nodes_per_ward: 10,
             aggregators: 3,
             external_broker: false,
-            gateways_per_ward: 0,
+            gateways_per_ward: 2,
         };
         let mut names = Vec::new();
-        for c in ['k', 'K', 'r', 'a', 'A', 'b', 'p', 'o'] {
+        for c in ['k', 'K', 'r', 'a', 'A', 'g', 'G', 'b', 'p', 'o'] {
             let Some(UiCommand::Inject { toml }) = command_for(key(c), &state) else {
                 panic!("'{c}' is not a fault key")
             };
@@ -171,11 +176,23 @@ mod tests {
                 "restart_nodes",
                 "kill_aggregator",
                 "restart_aggregator",
+                "kill_gateways",
+                "restart_gateways",
                 "restart_broker",
                 "partition",
                 "outbreak"
             ]
         );
+        // Without gateways the gateway keys are refused, saying why.
+        let direct = Limits {
+            gateways_per_ward: 0,
+            ..limits
+        };
+        let Some(UiCommand::Inject { toml }) = command_for(key('g'), &state) else {
+            panic!("'g' is not a fault key")
+        };
+        let err = parse_injection(&toml, &direct).unwrap_err().to_string();
+        assert!(err.contains("needs gateways"), "{err}");
     }
 
     #[test]
