@@ -503,7 +503,7 @@ fn micro(duration: Option<Duration>) -> anyhow::Result<Vec<Figure>> {
     // Aggregator ingest: decode, authenticate, de-duplicate, φ, NEWS2,
     // detectors; one aggregator that owns every partition.
     eprintln!("  aggregator ingest, {nodes} nodes …");
-    let mut agg = setup::aggregator(&scenario, &keys, &topics, AggregatorId(0), 0);
+    let mut agg = setup::aggregator(&scenario, &keys, &topics, AggregatorId(0), 0, 1);
     let mut subs: Vec<String> = Vec::new();
     let mut t = T0;
     agg.handle_connected(t);

@@ -383,3 +383,63 @@ async fn gateways_lose_nothing_over_real_mqtt_under_a_crash_a_lossy_radio_and_a_
     assert!(g.totals.acks_relayed > 0, "{g:?}");
     assert!(g.frames_per_relay > 1.0, "{g:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregators_join_and_leave_a_running_mesh_over_real_mqtt_without_a_stall() {
+    let _serial = SERIAL.lock().await;
+    // 2 aggregators, then 4 (one of weight 3), then 2 again, by hand-over.
+    let r = run_scenario(&format!(
+        r#"{HEAD}
+[aggregators]
+count = 2
+max = 4
+partitions = 256
+
+[[event]]
+at = "6s"
+action = "add_aggregator"
+
+[[event]]
+at = "8s"
+action = "add_aggregator"
+weight = 3
+
+[[event]]
+at = "22s"
+action = "remove_aggregator"
+count = 2
+"#
+    ))
+    .await;
+    assert_accounted(&r);
+    let t = &r.ledger.total;
+    assert_eq!(t.delivered + t.still_buffered, t.produced, "{t:?}");
+    let holding = |second: usize| {
+        r.ownership
+            .primary_per_second
+            .values()
+            .filter(|s| s.get(second).is_some_and(|&n| n > 0))
+            .count()
+    };
+    assert_eq!(
+        (holding(4), holding(15), holding(30)),
+        (2, 4, 2),
+        "{:?}",
+        r.ownership.primary_per_second
+    );
+    // The weight-3 aggregator (slot 3) holds the most partitions (about
+    // half of them: 115 of 256 by the rendezvous function).
+    let at15 = |a: u16| r.ownership.primary_per_second[&a][15];
+    assert!(
+        (0..3).all(|a| at15(3) > at15(a)),
+        "{:?}",
+        r.ownership.primary_per_second
+    );
+    // No sample waited for a node's 5 s re-send.
+    assert!(
+        r.latency.end_to_end.max_ms < 4000.0,
+        "{:?} (seed {})",
+        r.latency.end_to_end,
+        r.seed
+    );
+}

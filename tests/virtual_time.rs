@@ -571,3 +571,64 @@ for = "200s"
     );
     assert_eq!(ward(&r, 1).dropped_overflow, 0);
 }
+
+#[test]
+fn aggregators_scale_two_to_eight_to_three_under_load_losing_and_stalling_nothing() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/scenarios/elastic-aggregators.toml"
+    );
+    let text = std::fs::read_to_string(path).expect("the shipped scenario");
+    let r = run(&text);
+    assert_accounted(&r);
+    let t = &r.ledger.total;
+    assert_eq!(
+        (t.lost_on_crash, t.dropped_overflow),
+        (0, 0),
+        "seed {}",
+        r.seed
+    );
+    assert_eq!(t.delivered + t.still_buffered, t.produced);
+    let holding = |second: usize| {
+        r.ownership
+            .primary_per_second
+            .values()
+            .filter(|s| s.get(second).is_some_and(|&n| n > 0))
+            .count()
+    };
+    assert_eq!(
+        (holding(10), holding(45), holding(80)),
+        (2, 8, 3),
+        "aggregators holding partitions at 10 s, 45 s and 80 s (seed {})",
+        r.seed
+    );
+    // Weighted rendezvous: the two weight-2 aggregators (slots 6 and 7)
+    // hold about twice the partitions of each weight-1 one.
+    let held = |a: u16| f64::from(r.ownership.primary_per_second[&a][45]);
+    let heavy = (held(6) + held(7)) / 2.0;
+    let light = (0..6).map(held).sum::<f64>() / 6.0;
+    assert!(
+        (1.5..=2.7).contains(&(heavy / light)),
+        "weight 2 holds {heavy} partitions, weight 1 {light} (seed {})",
+        r.seed
+    );
+    // Every move is explained by the action that caused it.
+    assert!(
+        r.ownership
+            .moves
+            .iter()
+            .filter(|m| (19.0..30.0).contains(&m.at_s))
+            .all(|m| m.cause.contains("add")),
+        "{:?}",
+        r.ownership.moves
+    );
+    // No sample waited for a node's 5 s re-send during a move.
+    let e2e = &r.latency.end_to_end;
+    assert!(
+        e2e.max_ms < 1000.0,
+        "max {} ms (seed {})",
+        e2e.max_ms,
+        r.seed
+    );
+    assert!(r.slo.iter().all(|s| s.passed), "{:?}", r.slo);
+}

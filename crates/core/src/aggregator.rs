@@ -85,6 +85,9 @@ pub struct AggregatorConfig {
     pub ack_interval: Duration,
     /// Between liveness checks of nodes and peers.
     pub liveness_interval: Duration,
+    /// Capacity weight: its share of the partitions is proportional to it
+    /// (weighted rendezvous), announced in every heartbeat.
+    pub weight: u16,
     /// φ-accrual for peers.
     pub peer_phi: PhiConfig,
     /// φ-accrual for nodes (`first_interval` = the nodes' sample interval).
@@ -110,12 +113,20 @@ impl AggregatorConfig {
             join_grace: Duration::from_secs(2),
             ack_interval: Duration::from_secs(1),
             liveness_interval: Duration::from_millis(250),
+            weight: 1,
             peer_phi: PhiConfig::default(),
             node_phi: PhiConfig::default(),
             detection: DetectionConfig::default(),
         }
     }
 }
+
+/// How long an aggregator leaving a running mesh keeps serving after it
+/// said so: its partitions' new owners hear `Leaving` and subscribe within a
+/// round trip, and until then it still ingests, delivers and acknowledges,
+/// so no sample goes unheard even when a partition's primary and standby
+/// leave together.
+pub const HAND_OVER: Duration = Duration::from_secs(1);
 
 /// An aggregator's part in one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -406,6 +417,9 @@ pub struct Aggregator {
     /// Standby partitions whose ack topic we follow, to learn what the
     /// primary has confirmed.
     acks_followed: Vec<bool>,
+    /// It said goodbye: its heartbeats say `Leaving` from then on, so the
+    /// others do not take it back during its hand-over.
+    leaving: bool,
     /// Peers that were joining when we turned active: counted as owners
     /// while they finish joining (see [`Aggregator::rebalance`]).
     joined_with: BTreeSet<AggregatorId>,
@@ -453,6 +467,7 @@ impl Aggregator {
             membership: Membership::new(config.id, config.peer_phi),
             roles: vec![None; partitions],
             joined_with: BTreeSet::new(),
+            leaving: false,
             subscribed: vec![false; partitions],
             acks_followed: vec![false; partitions],
             ack_dirty: vec![BTreeSet::new(); partitions],
@@ -568,6 +583,7 @@ impl Aggregator {
             incarnation: self.config.incarnation,
             beat: u64::MAX,
             state: AggregatorState::Offline,
+            weight: self.config.weight,
         });
         (self.config.topics.status(self.config.id), self.sign(&body))
     }
@@ -618,10 +634,18 @@ impl Aggregator {
         self.outputs.clear();
     }
 
-    /// Announces a clean departure (call before disconnecting gracefully).
+    /// Announces a clean departure (call before disconnecting gracefully):
+    /// acknowledges what it ingested as primary, then says it is leaving,
+    /// so its standbys take over with every node up to date.
     pub fn leave(&mut self) {
         if self.link != Link::Disconnected {
+            for p in 0..self.roles.len() {
+                if self.roles[p] == Some(Role::Primary) {
+                    self.flush_acks(p);
+                }
+            }
             self.publish_status(AggregatorState::Leaving);
+            self.leaving = true;
         }
     }
 
@@ -668,7 +692,9 @@ impl Aggregator {
             return;
         }
         if now >= self.next_heartbeat {
-            let state = if self.link == Link::Active {
+            let state = if self.leaving {
+                AggregatorState::Leaving
+            } else if self.link == Link::Active {
                 AggregatorState::Alive
             } else {
                 AggregatorState::Joining
@@ -766,6 +792,7 @@ impl Aggregator {
             incarnation: self.config.incarnation,
             beat: self.beat,
             state,
+            weight: self.config.weight,
         });
         let payload = self.sign(&body);
         self.outputs.push_back(Output::Publish {
@@ -1403,7 +1430,16 @@ impl Aggregator {
             live.extend(self.membership.joining_peers(now));
             live.insert(self.config.id);
         }
-        let assignment = rendezvous::assign(self.config.partitioning, &live);
+        let me_weight = self.config.weight;
+        let me_id = self.config.id;
+        let membership = &self.membership;
+        let assignment = rendezvous::assign_weighted(self.config.partitioning, &live, |a| {
+            if a == me_id {
+                me_weight
+            } else {
+                membership.weight_of(a)
+            }
+        });
         let me = Some(self.config.id);
         let mut changed = false;
         for p in 0..self.roles.len() {

@@ -54,6 +54,8 @@ struct Peer {
     up: bool,
     /// Announced `Joining` and not `Alive` since.
     joining: bool,
+    /// Its capacity weight, as it last announced.
+    weight: u16,
 }
 
 /// The peers one aggregator knows about.
@@ -89,6 +91,7 @@ impl Membership {
             detector: PhiDetector::new(&config),
             up: false,
             joining: false,
+            weight: status.weight,
         });
         if status.incarnation < peer.incarnation {
             return None; // from an earlier life
@@ -96,6 +99,10 @@ impl Membership {
         if status.incarnation > peer.incarnation {
             peer.incarnation = status.incarnation;
             peer.detector = PhiDetector::new(&config);
+        }
+        if status.state != AggregatorState::Offline {
+            // A will is registered at connect; a heartbeat is current.
+            peer.weight = status.weight;
         }
         match status.state {
             AggregatorState::Joining => {
@@ -144,6 +151,11 @@ impl Membership {
         self.peers.iter().filter(|(_, p)| p.up).map(|(&id, _)| id)
     }
 
+    /// A peer's capacity weight (1 if never heard).
+    pub fn weight_of(&self, peer: AggregatorId) -> u16 {
+        self.peers.get(&peer).map_or(1, |p| p.weight.max(1))
+    }
+
     /// Peers joining now, heard within their φ window: they will be up in
     /// a moment (a mesh starting together, where everyone joins at once).
     pub fn joining_peers(&self, now: Timestamp) -> impl Iterator<Item = AggregatorId> + '_ {
@@ -185,6 +197,7 @@ mod tests {
             incarnation,
             beat: 0,
             state,
+            weight: 1,
         }
     }
 
@@ -217,6 +230,38 @@ mod tests {
             ),
             Some(PeerChange::Up(AggregatorId(1)))
         );
+    }
+
+    #[test]
+    fn a_joining_peer_is_heard_but_owns_nothing_until_it_says_alive() {
+        let mut m = Membership::new(AggregatorId(0), PhiConfig::default());
+        let mut joining = status(1, 5, AggregatorState::Joining);
+        joining.weight = 3;
+        assert_eq!(m.handle_status(&joining, T0), None);
+        assert_eq!(m.live_peers().count(), 0, "not an owner yet");
+        assert_eq!(
+            m.joining_peers(T0 + Duration::from_millis(100))
+                .collect::<Vec<_>>(),
+            [AggregatorId(1)]
+        );
+        assert_eq!(m.weight_of(AggregatorId(1)), 3, "its weight is heard");
+        assert_eq!(
+            m.handle_status(
+                &status(1, 5, AggregatorState::Alive),
+                T0 + Duration::from_secs(2)
+            ),
+            Some(PeerChange::Up(AggregatorId(1)))
+        );
+        assert_eq!(m.joining_peers(T0 + Duration::from_secs(2)).count(), 0);
+        // A peer that only reconnected and rejoins stays up meanwhile.
+        assert_eq!(
+            m.handle_status(
+                &status(1, 5, AggregatorState::Joining),
+                T0 + Duration::from_secs(3)
+            ),
+            None
+        );
+        assert_eq!(m.live_peers().collect::<Vec<_>>(), [AggregatorId(1)]);
     }
 
     #[test]

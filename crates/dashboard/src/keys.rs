@@ -44,6 +44,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("r", "restart the selected ward's crashed nodes"),
     ("a / A", "kill / restart the selected aggregator"),
     ("g / G", "kill one / restart the ward's gateways"),
+    ("+ / -", "add an aggregator / remove the selected one"),
     ("b", "restart the broker"),
     ("p", "partition the selected ward for 30 s"),
     ("o", "start a fever outbreak in the selected ward"),
@@ -93,6 +94,10 @@ pub fn command_for(key: KeyEvent, state: &DashboardState) -> Option<UiCommand> {
             "action = \"kill_gateways\"\nward = {ward}\ncount = 1\n"
         )),
         KeyCode::Char('G') => inject(format!("action = \"restart_gateways\"\nward = {ward}\n")),
+        KeyCode::Char('+') => inject("action = \"add_aggregator\"\n".into()),
+        KeyCode::Char('-') => inject(format!(
+            "action = \"remove_aggregator\"\naggregator = {agg}\n"
+        )),
         KeyCode::Char('b') => inject("action = \"restart_broker\"\n".into()),
         KeyCode::Char('p') => inject(format!(
             "action = \"partition\"\nward = {ward}\nfor = \"30s\"\n"
@@ -157,7 +162,7 @@ mod tests {
             gateways_per_ward: 2,
         };
         let mut names = Vec::new();
-        for c in ['k', 'K', 'r', 'a', 'A', 'g', 'G', 'b', 'p', 'o'] {
+        for c in ['k', 'K', 'r', 'a', 'A', 'g', 'G', '+', '-', 'b', 'p', 'o'] {
             let Some(UiCommand::Inject { toml }) = command_for(key(c), &state) else {
                 panic!("'{c}' is not a fault key")
             };
@@ -178,6 +183,8 @@ mod tests {
                 "restart_aggregator",
                 "kill_gateways",
                 "restart_gateways",
+                "add_aggregator",
+                "remove_aggregator",
                 "restart_broker",
                 "partition",
                 "outbreak"

@@ -36,6 +36,10 @@ pub(crate) struct AggregatorRuntime {
 pub(crate) enum AggregatorStop {
     /// Say goodbye and disconnect cleanly.
     Leave,
+    /// Leave the running mesh: say goodbye, keep serving for
+    /// [`HAND_OVER`](vitalmesh_core::aggregator::HAND_OVER) while the others
+    /// take over, then disconnect cleanly.
+    HandOver,
     /// Drop the connection as a crashed process would.
     Kill,
 }
@@ -100,12 +104,26 @@ pub(crate) async fn run_aggregator(
     let mut conn: Option<Connection> = None;
     let mut retry_at = Instant::now();
     let mut next_status = Instant::now();
+    let mut hand_over_until: Option<Instant> = None;
 
     loop {
-        if let Some(how) = control.requested() {
+        let handing_over = match (control.requested(), hand_over_until) {
+            (Some(AggregatorStop::HandOver), None) if conn.is_some() => {
+                // Goodbye and our last acks go out with the outputs below;
+                // we keep serving until the others have taken over.
+                agg.leave();
+                hand_over_until = Some(Instant::now() + vitalmesh_core::aggregator::HAND_OVER);
+                true
+            }
+            (Some(AggregatorStop::HandOver), Some(until)) => Instant::now() < until,
+            _ => false,
+        };
+        if let (Some(how), false) = (control.requested(), handing_over) {
             if let Some(mut c) = conn.take() {
-                if how == AggregatorStop::Leave {
-                    agg.leave();
+                if how != AggregatorStop::Kill {
+                    if how == AggregatorStop::Leave {
+                        agg.leave();
+                    }
                     while let Some(out) = agg.poll_output() {
                         if let Output::Publish { topic, payload } = out {
                             c.publish(&topic, &payload, QoS::AtMostOnce);
@@ -160,7 +178,8 @@ pub(crate) async fn run_aggregator(
             .poll_timeout()
             .map(|t| rt.clock.instant_of(t))
             .unwrap_or(retry_at)
-            .min(next_status);
+            .min(next_status)
+            .min(hand_over_until.unwrap_or(next_status));
         tokio::select! {
             () = control.notify.notified() => {}
             result = async { conn.as_mut().expect("guarded").drive().await }, if conn.is_some() => {

@@ -137,6 +137,8 @@ struct GatewaySlot {
 }
 
 struct AggregatorSlot {
+    /// Capacity weight (kept across restarts).
+    weight: u16,
     control: Arc<AggregatorControl>,
     task: Option<JoinHandle<()>>,
     incarnation: u64,
@@ -288,8 +290,9 @@ impl Mesh {
                     link: Arc::new(LinkConditions::default()),
                 })
                 .collect(),
-            aggregators: (0..scenario.aggregators)
+            aggregators: (0..scenario.aggregator_slots)
                 .map(|_| AggregatorSlot {
+                    weight: 1,
                     control: Arc::new(AggregatorControl::default()),
                     task: None,
                     incarnation: 0,
@@ -333,6 +336,7 @@ impl Mesh {
             &self.agg_rt.topics,
             id,
             slot.incarnation,
+            slot.weight,
         );
         slot.task = Some(tokio::spawn(run_aggregator(
             agg,
@@ -564,6 +568,25 @@ impl Mesh {
                     }
                 }
                 Command::RestartAggregator(a) => self.spawn_aggregator(AggregatorId(a)),
+                Command::AddAggregator { aggregator, weight } => {
+                    self.aggregators[usize::from(aggregator)].weight = weight;
+                    self.spawn_aggregator(AggregatorId(aggregator));
+                }
+                Command::RemoveAggregator(a) => {
+                    // It says it is leaving (peers take over, it flushes its
+                    // acknowledgements) and disconnects cleanly: no will.
+                    let slot = &mut self.aggregators[usize::from(a)];
+                    if let Some(task) = slot.task.take() {
+                        slot.control.stop(AggregatorStop::HandOver);
+                        // It finishes on its own after the hand-over; the
+                        // run goes on meanwhile.
+                        let observer = self.observer.clone();
+                        tokio::spawn(async move {
+                            let _ = task.await;
+                            locked(&observer).aggregator_removed(AggregatorId(a));
+                        });
+                    }
+                }
                 Command::RestartBroker => {
                     if let Err(e) = self.broker.restart("injected").await {
                         if let Some(i) = entry {

@@ -204,6 +204,22 @@ pub enum Action {
         /// Which.
         aggregator: u16,
     },
+    /// Aggregators join the running mesh (the lowest free slots), with a
+    /// capacity weight; partitions move to them in proportion.
+    AddAggregator {
+        /// How many.
+        count: u32,
+        /// Capacity weight of each.
+        weight: u16,
+    },
+    /// Aggregators leave gracefully: they hand their partitions over and
+    /// go. `aggregator`, or the `count` highest-numbered running ones.
+    RemoveAggregator {
+        /// Which one, if named.
+        aggregator: Option<u16>,
+        /// Otherwise how many.
+        count: u32,
+    },
     /// The broker is killed and started again on the same ports.
     RestartBroker,
     /// Bytes stop in both directions.
@@ -296,6 +312,8 @@ impl Action {
             Self::RestartGateways { .. } => "restart_gateways",
             Self::KillAggregator { .. } => "kill_aggregator",
             Self::RestartAggregator { .. } => "restart_aggregator",
+            Self::AddAggregator { .. } => "add_aggregator",
+            Self::RemoveAggregator { .. } => "remove_aggregator",
             Self::RestartBroker => "restart_broker",
             Self::Partition { .. } => "partition",
             Self::Latency { .. } => "latency",
@@ -411,6 +429,20 @@ impl fmt::Display for Action {
             Self::RestartGateways { target } => write!(f, "restart {}", GatewayPick(target)),
             Self::KillAggregator { aggregator } => write!(f, "kill aggregator {aggregator}"),
             Self::RestartAggregator { aggregator } => write!(f, "restart aggregator {aggregator}"),
+            Self::AddAggregator { count, weight } => write!(
+                f,
+                "add {count} aggregator{} of weight {weight}",
+                if *count == 1 { "" } else { "s" }
+            ),
+            Self::RemoveAggregator {
+                aggregator: Some(a),
+                ..
+            } => write!(f, "remove aggregator {a}"),
+            Self::RemoveAggregator { count, .. } => write!(
+                f,
+                "remove {count} aggregator{}",
+                if *count == 1 { "" } else { "s" }
+            ),
             Self::RestartBroker => f.write_str("restart the broker"),
             Self::Partition { group, for_ } => write!(f, "partition {group} for {}", d(for_)),
             Self::Latency {
@@ -555,6 +587,8 @@ const EVENT_ACTIONS: &[&str] = &[
     "restart_gateways",
     "kill_aggregator",
     "restart_aggregator",
+    "add_aggregator",
+    "remove_aggregator",
     "restart_broker",
     "partition",
     "latency",
@@ -575,6 +609,8 @@ fn allowed(action: &str) -> Vec<&'static str> {
         "sample_rate" => vec!["interval"],
         "burst" => vec!["interval", "for"],
         "kill_aggregator" | "restart_aggregator" => vec!["aggregator"],
+        "add_aggregator" => vec!["count", "weight"],
+        "remove_aggregator" => vec!["aggregator", "count"],
         "kill_gateways" | "restart_gateways" => vec!["ward", "count", "fraction"],
         "restart_broker" => vec![],
         "partition" => vec!["aggregator", "for"],
@@ -1037,6 +1073,64 @@ pub(crate) fn parse_entry(c: &mut EntryCheck<'_>, e: &RawEntry, kind: EntryKind)
         },
         "restart_aggregator" => Action::RestartAggregator {
             aggregator: c.req_aggregator(&e.aggregator, name)?,
+        },
+        "add_aggregator" => {
+            let count = match &e.count {
+                Some(n) if *n.get_ref() == 0 || *n.get_ref() > u32::from(c.limits.aggregators) => {
+                    c.err(
+                        n.span().start,
+                        "count",
+                        format!(
+                            "'{}' is not possible; expected 1 to {} ([aggregators] max)",
+                            n.get_ref(),
+                            c.limits.aggregators
+                        ),
+                    );
+                    return None;
+                }
+                Some(n) => *n.get_ref(),
+                None => 1,
+            };
+            let weight = match &e.weight {
+                Some(w) if *w.get_ref() == 0 || *w.get_ref() > 100 => {
+                    c.err(
+                        w.span().start,
+                        "weight",
+                        format!("'{}' is out of range; expected 1 to 100", w.get_ref()),
+                    );
+                    return None;
+                }
+                Some(w) => *w.get_ref(),
+                None => 1,
+            };
+            Action::AddAggregator { count, weight }
+        }
+        "remove_aggregator" => match (&e.aggregator, &e.count) {
+            (Some(a), None) => Action::RemoveAggregator {
+                aggregator: Some(c.aggregator(a)?),
+                count: 1,
+            },
+            (None, Some(n)) if *n.get_ref() >= 1 => Action::RemoveAggregator {
+                aggregator: None,
+                count: *n.get_ref(),
+            },
+            (Some(a), Some(_)) => {
+                c.err(
+                    a.span().start,
+                    "aggregator",
+                    format!("'{}' conflicts with count; give one of them", a.get_ref()),
+                );
+                return None;
+            }
+            _ => {
+                let at = c.at;
+                c.err(
+                    at,
+                    "aggregator",
+                    "missing; action 'remove_aggregator' needs 'aggregator' or a 'count' of at least 1",
+                );
+                return None;
+            }
         },
         "restart_broker" => {
             if c.limits.external_broker {

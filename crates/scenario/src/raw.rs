@@ -127,6 +127,7 @@ pub(crate) struct RawProfile {
 pub(crate) struct RawAggregators {
     pub(crate) count: Spanned<u16>,
     pub(crate) partitions: Option<Spanned<u16>>,
+    pub(crate) max: Option<Spanned<u16>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,6 +171,7 @@ pub struct RawEntry {
     pub(crate) rate: Option<Spanned<f64>>,
     pub(crate) interval: Option<Spanned<String>>,
     pub(crate) over: Option<Spanned<String>>,
+    pub(crate) weight: Option<Spanned<u16>>,
 }
 
 impl RawEntry {
@@ -190,6 +192,7 @@ impl RawEntry {
             multiplier => "multiplier", attack_rate => "attack_rate", onset_median => "onset_median",
             onset_spread => "onset_spread", kind => "kind", messages => "messages",
             connections => "connections", rate => "rate", interval => "interval", over => "over",
+            weight => "weight",
         );
         out
     }

@@ -223,6 +223,10 @@ pub struct Scenario {
     pub detection: DetectionConfig,
     /// Gateways (`[gateways]`), if the nodes sit behind them.
     pub gateways: Option<GatewayProfile>,
+    /// Aggregator slots (`[aggregators] max`): ids `0..slots`, of which the
+    /// first `aggregators` start with the run and `add_aggregator` starts
+    /// more.
+    pub aggregator_slots: u16,
 }
 
 impl Scenario {
@@ -231,7 +235,7 @@ impl Scenario {
         Limits {
             wards: self.population.wards,
             nodes_per_ward: self.population.nodes_per_ward,
-            aggregators: self.aggregators,
+            aggregators: self.aggregator_slots,
             external_broker: matches!(self.broker, BrokerChoice::External { .. }),
             gateways_per_ward: self.population.gateways_per_ward(),
         }
@@ -751,7 +755,7 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
     };
 
     // [aggregators], [broker]
-    let (aggregators, partitions) = match &raw.aggregators {
+    let (aggregators, partitions, aggregator_slots) = match &raw.aggregators {
         Some(a) => {
             let count = *a.count.get_ref();
             if count == 0 || count > 256 {
@@ -776,9 +780,25 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
                 Some(p) => *p.get_ref(),
                 None => 64,
             };
-            (count, partitions)
+            let slots = match &a.max {
+                Some(m) if *m.get_ref() < count || *m.get_ref() > 256 => {
+                    bad(
+                        errors,
+                        m.span().start,
+                        "aggregators.max",
+                        format!(
+                            "'{}' is out of range; expected {count} (the starting count) to 256",
+                            m.get_ref()
+                        ),
+                    );
+                    count
+                }
+                Some(m) => *m.get_ref(),
+                None => count,
+            };
+            (count, partitions, slots)
         }
-        None => (4, 64),
+        None => (4, 64, 4),
     };
     let broker = match &raw.broker {
         Some(b) => match (&b.url, &b.listeners) {
@@ -833,7 +853,7 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
     let limits = Limits {
         wards,
         nodes_per_ward: per_ward,
-        aggregators,
+        aggregators: aggregator_slots,
         external_broker: matches!(broker, BrokerChoice::External { .. }),
         gateways_per_ward: population.gateways_per_ward(),
     };
@@ -945,6 +965,7 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
         drain: drain?,
         population,
         gateways,
+        aggregator_slots,
         oxygen_share,
         scale2_share,
         connect_rate,

@@ -372,6 +372,17 @@ impl Observer {
     }
 
     /// An aggregator was killed (its task ended without a goodbye).
+    /// An aggregator left the mesh on purpose (`remove_aggregator`).
+    pub fn aggregator_removed(&mut self, id: AggregatorId) {
+        if let Some(view) = self.aggregators.get_mut(&id.0) {
+            view.up = false;
+            self.ingested_at_last_tick.insert(id.0, 0);
+            view.primary.clear();
+            view.standby.clear();
+        }
+    }
+
+    /// An aggregator was killed.
     pub fn aggregator_killed(&mut self, id: AggregatorId) {
         if let Some(view) = self.aggregators.get_mut(&id.0) {
             view.restarts += 1;

@@ -154,6 +154,15 @@ pub enum Command {
         /// What.
         op: GatewayOp,
     },
+    /// An aggregator joins the running mesh.
+    AddAggregator {
+        /// Its slot.
+        aggregator: u16,
+        /// Its capacity weight.
+        weight: u16,
+    },
+    /// An aggregator hands its partitions over and leaves.
+    RemoveAggregator(u16),
     /// An aggregator dies without a goodbye.
     KillAggregator(u16),
     /// A killed aggregator starts again (next incarnation).
@@ -215,7 +224,8 @@ pub struct Run {
     started: u32,
     ends: Vec<PendingEnd>,
     intervals: Vec<Duration>,
-    aggregator_running: Vec<bool>,
+    /// Every aggregator slot's state (`[aggregators] max` of them).
+    aggregator_slots: Vec<SlotState>,
     touched: BTreeSet<u32>,
     /// Nodes this run crashed or switched off, and not yet restarted: what
     /// a restart touches.
@@ -252,7 +262,15 @@ impl Run {
             started: 0,
             ends: Vec::new(),
             intervals: vec![scenario.profile.sample_interval; nodes],
-            aggregator_running: vec![true; usize::from(scenario.aggregators)],
+            aggregator_slots: (0..scenario.aggregator_slots)
+                .map(|a| {
+                    if a < scenario.aggregators {
+                        SlotState::Running
+                    } else {
+                        SlotState::Free
+                    }
+                })
+                .collect(),
             touched: BTreeSet::new(),
             down: BTreeSet::new(),
             gateways_down: BTreeSet::new(),
@@ -823,9 +841,9 @@ impl Run {
             }
             Action::KillAggregator { aggregator } => {
                 entry.aggregator = Some(*aggregator);
-                match self.aggregator_running.get_mut(usize::from(*aggregator)) {
-                    Some(running) if *running => {
-                        *running = false;
+                match self.aggregator_slots.get_mut(usize::from(*aggregator)) {
+                    Some(slot) if *slot == SlotState::Running => {
+                        *slot = SlotState::Killed;
                         self.commands
                             .push_back(Command::KillAggregator(*aggregator));
                     }
@@ -834,13 +852,93 @@ impl Run {
             }
             Action::RestartAggregator { aggregator } => {
                 entry.aggregator = Some(*aggregator);
-                match self.aggregator_running.get_mut(usize::from(*aggregator)) {
-                    Some(running) if !*running => {
-                        *running = true;
+                match self.aggregator_slots.get_mut(usize::from(*aggregator)) {
+                    Some(slot) if *slot == SlotState::Killed => {
+                        *slot = SlotState::Running;
                         self.commands
                             .push_back(Command::RestartAggregator(*aggregator));
                     }
+                    Some(SlotState::Free) => {
+                        entry.error = Some(format!(
+                            "aggregator {aggregator} is not part of the mesh; add_aggregator starts one"
+                        ));
+                    }
                     _ => entry.error = Some(format!("aggregator {aggregator} is already running")),
+                }
+            }
+            Action::AddAggregator { count, weight } => {
+                let free: Vec<u16> = (0..self.aggregator_slots.len() as u16)
+                    .filter(|&a| self.aggregator_slots[usize::from(a)] == SlotState::Free)
+                    .take(*count as usize)
+                    .collect();
+                if free.len() < *count as usize {
+                    entry.error = Some(format!(
+                        "only {} of {} aggregator slots are free ([aggregators] max)",
+                        free.len(),
+                        self.aggregator_slots.len()
+                    ));
+                }
+                entry.aggregator = free.first().copied();
+                entry.aggregators.clone_from(&free);
+                if !free.is_empty() {
+                    entry.description =
+                        format!("{} ({})", entry.description, aggregator_list(&free));
+                }
+                for a in free {
+                    self.aggregator_slots[usize::from(a)] = SlotState::Running;
+                    self.commands.push_back(Command::AddAggregator {
+                        aggregator: a,
+                        weight: *weight,
+                    });
+                }
+            }
+            Action::RemoveAggregator { aggregator, count } => {
+                let leaving: Vec<u16> = match aggregator {
+                    Some(a) => vec![*a],
+                    None => (0..self.aggregator_slots.len() as u16)
+                        .rev()
+                        .filter(|&a| self.aggregator_slots[usize::from(a)] == SlotState::Running)
+                        .take(*count as usize)
+                        .collect(),
+                };
+                let running = self
+                    .aggregator_slots
+                    .iter()
+                    .filter(|s| **s == SlotState::Running)
+                    .count();
+                let stays = running.saturating_sub(
+                    leaving
+                        .iter()
+                        .filter(|&&a| {
+                            self.aggregator_slots.get(usize::from(a)) == Some(&SlotState::Running)
+                        })
+                        .count(),
+                );
+                entry.aggregator = leaving.first().copied();
+                entry.aggregators.clone_from(&leaving);
+                if stays == 0 {
+                    entry.error = Some("the last running aggregator cannot leave".into());
+                } else if leaving.len() < *count as usize {
+                    entry.error = Some(format!(
+                        "only {} aggregators are running besides the one that must stay",
+                        leaving.len()
+                    ));
+                } else {
+                    entry.description =
+                        format!("{} ({})", entry.description, aggregator_list(&leaving));
+                    for a in leaving {
+                        match self.aggregator_slots.get_mut(usize::from(a)) {
+                            Some(slot @ SlotState::Running) => {
+                                *slot = SlotState::Free;
+                                self.commands.push_back(Command::RemoveAggregator(a));
+                            }
+                            Some(slot @ SlotState::Killed) => *slot = SlotState::Free,
+                            _ => {
+                                entry.error =
+                                    Some(format!("aggregator {a} is not part of the mesh"));
+                            }
+                        }
+                    }
                 }
             }
             Action::RestartBroker => self.commands.push_back(Command::RestartBroker),
@@ -1001,11 +1099,11 @@ impl Run {
                         e.error.is_none() && e.at_s <= m.at_s + 1e-9 && e.at_s >= m.at_s - 60.0
                     };
                     let involved = |a: u16| {
-                        self.timeline
-                            .iter()
-                            .rev()
-                            .filter(recent)
-                            .find(|e| e.aggregator == Some(a) || e.action == "restart_broker")
+                        self.timeline.iter().rev().filter(recent).find(|e| {
+                            e.aggregator == Some(a)
+                                || e.aggregators.contains(&a)
+                                || e.action == "restart_broker"
+                        })
                     };
                     let down = observer.history.iter().rev().find(|a| {
                         a.scope
@@ -1265,6 +1363,27 @@ fn fault_mode_name(mode: &FaultMode) -> &'static str {
         FaultMode::Dropout { .. } => "dropout",
         FaultMode::Noise { .. } => "noise",
     }
+}
+
+/// What an aggregator slot holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SlotState {
+    /// Never started, or removed.
+    Free,
+    /// Running.
+    Running,
+    /// Killed; `restart_aggregator` brings it back.
+    Killed,
+}
+
+/// "aggregators 2, 3" for a timeline entry.
+fn aggregator_list(aggregators: &[u16]) -> String {
+    let names: Vec<String> = aggregators.iter().map(u16::to_string).collect();
+    format!(
+        "aggregator{} {}",
+        if aggregators.len() == 1 { "" } else { "s" },
+        names.join(", ")
+    )
 }
 
 /// "gateways 3, 7" for a timeline entry (at most eight named).

@@ -74,16 +74,18 @@ pub fn gateway(
     ))
 }
 
-/// Aggregator `id` in its `incarnation`-th life.
+/// Aggregator `id` in its `incarnation`-th life, with capacity `weight`.
 pub fn aggregator(
     scenario: &Scenario,
     keys: &Keyring,
     topics: &TopicScheme,
     id: AggregatorId,
     incarnation: u64,
+    weight: u16,
 ) -> Aggregator {
     let mut config = AggregatorConfig::new(id, scenario.population);
     config.incarnation = incarnation;
+    config.weight = weight.max(1);
     config.partitioning = partitioning(scenario);
     config.topics = topics.clone();
     config.node_phi.first_interval = scenario.profile.sample_interval;

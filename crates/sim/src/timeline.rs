@@ -25,6 +25,10 @@ pub struct TimelineEntry {
     /// Aggregator affected.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub aggregator: Option<u16>,
+    /// Every aggregator affected, when an action touches several
+    /// (`add_aggregator`, `remove_aggregator`).
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub aggregators: Vec<u16>,
     /// For outbreaks: (node, onset in seconds since the nodes started).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub onsets: Vec<(u32, f64)>,
@@ -46,6 +50,7 @@ impl TimelineEntry {
             nodes: Vec::new(),
             wards: Vec::new(),
             aggregator: None,
+            aggregators: Vec::new(),
             onsets: Vec::new(),
             detail: serde_json::Value::Null,
             error: None,

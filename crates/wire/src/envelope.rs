@@ -25,7 +25,9 @@ use siphasher::sip128::{Hasher128, SipHasher24 as SipHasher24x128};
 use crate::{AggregatorId, Body, GatewayId, NodeId, WireError};
 
 /// The wire version this build writes and the only one it reads.
-pub const WIRE_VERSION: u8 = 2;
+/// Version 3 added gateway relays, the `Joining` aggregator state and
+/// aggregators' capacity weights.
+pub const WIRE_VERSION: u8 = 3;
 
 /// Length of the authentication tag.
 pub const TAG_BYTES: usize = 8;
@@ -441,18 +443,27 @@ mod tests {
                         })
                         .collect(),
                 })),
-            (any::<u16>(), any::<u64>(), any::<u64>(), 0..3u8).prop_map(|(a, inc, beat, st)| {
-                Body::Status(AggregatorStatus {
-                    aggregator: AggregatorId(a),
-                    incarnation: inc,
-                    beat,
-                    state: [
-                        AggregatorState::Alive,
-                        AggregatorState::Leaving,
-                        AggregatorState::Offline,
-                    ][st as usize],
-                })
-            }),
+            (
+                any::<u16>(),
+                any::<u64>(),
+                any::<u64>(),
+                0..4u8,
+                any::<u16>()
+            )
+                .prop_map(|(a, inc, beat, st, weight)| {
+                    Body::Status(AggregatorStatus {
+                        aggregator: AggregatorId(a),
+                        incarnation: inc,
+                        beat,
+                        state: [
+                            AggregatorState::Alive,
+                            AggregatorState::Leaving,
+                            AggregatorState::Offline,
+                            AggregatorState::Joining,
+                        ][st as usize],
+                        weight,
+                    })
+                }),
             (
                 0u16..100,
                 any::<u16>(),
@@ -705,6 +716,7 @@ mod tests {
             incarnation: 1,
             beat: 1,
             state: AggregatorState::Alive,
+            weight: 1,
         });
         let key = keyring().derive(body.sender());
         let mut bytes = encode_to_vec(&body, &key).unwrap();
@@ -787,6 +799,7 @@ mod tests {
             incarnation: 1,
             beat: 1,
             state: AggregatorState::Alive,
+            weight: 1,
         });
         let status = encode_to_vec(
             &status,

@@ -409,6 +409,9 @@ pub struct AggregatorStatus {
     pub beat: u64,
     /// Announced state.
     pub state: AggregatorState,
+    /// Capacity weight (1 = an ordinary aggregator): its share of the
+    /// partitions is proportional to it. Added in wire version 3.
+    pub weight: u16,
 }
 
 /// Largest number of node frames in one [`Relay`].

@@ -75,6 +75,7 @@ pub(crate) fn entry(at_s: f64, source: &str, description: &str) -> TimelineEntry
         nodes: Vec::new(),
         wards: Vec::new(),
         aggregator: Some(1),
+        aggregators: Vec::new(),
         onsets: Vec::new(),
         detail: serde_json::Value::Null,
         error: None,

@@ -50,7 +50,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use vitalmesh_core::aggregator::{Aggregator, Output};
+use vitalmesh_core::aggregator::{Aggregator, HAND_OVER, Output};
 use vitalmesh_firmware::physiology::{DeteriorationEpisode, Episode, FeverEpisode};
 use vitalmesh_firmware::rng::{Purpose, stream};
 use vitalmesh_firmware::{GatewayCell, LinkAction, Node, SensorFault};
@@ -197,6 +197,11 @@ enum What {
         epoch: u32,
     },
     BrokerUp,
+    /// A removed aggregator's hand-over is over: it disconnects.
+    AggGone {
+        agg: u16,
+        incarnation: u64,
+    },
     /// The modelled broker has worked through its delivery queue up to
     /// this publish: its copies go out now.
     Serviced {
@@ -259,6 +264,8 @@ struct VAgg {
     wake_token: u32,
     retry_at: u64,
     will: Option<(Rc<str>, Rc<[u8]>)>,
+    /// Capacity weight (kept across restarts).
+    weight: u16,
 }
 
 /// Running totals (what the real driver keeps in atomics).
@@ -391,8 +398,9 @@ impl VirtualMesh {
                 }
             })
             .collect();
-        let aggs = (0..scenario.aggregators)
+        let aggs = (0..scenario.aggregator_slots)
             .map(|a| VAgg {
+                weight: 1,
                 agg: None,
                 incarnation: 0,
                 ep: endpoint((1 << 31) | u32::from(a)),
@@ -436,7 +444,7 @@ impl VirtualMesh {
             aggs,
             broker_up: true,
             node_sessions: vec![None; scenario.population.nodes() as usize],
-            agg_sessions: vec![None; usize::from(scenario.aggregators)],
+            agg_sessions: vec![None; usize::from(scenario.aggregator_slots)],
             next_session: 1,
             observer: Observer::new(scenario.population, options.keep_intervals),
             seconds: Seconds::default(),
@@ -481,13 +489,14 @@ impl VirtualMesh {
     /// Starts the aggregators, waits (in simulated time) until they own
     /// every partition, then starts the nodes' clock.
     pub fn start(&mut self) -> Result<(), VirtualError> {
-        for a in 0..self.aggs.len() as u16 {
+        let starting = self.run.scenario().aggregators;
+        for a in 0..starting {
             self.spawn_aggregator(a);
         }
         let limit = self.now + JOIN_LIMIT.as_micros() as u64;
         while !self.aggregators_agree() {
             if self.now >= limit {
-                return Err(VirtualError::NoAgreement(self.aggs.len() as u16));
+                return Err(VirtualError::NoAgreement(starting));
             }
             let step = self.now + 100_000;
             self.process_until(step);
@@ -505,9 +514,9 @@ impl VirtualMesh {
     }
 
     fn aggregators_agree(&self) -> bool {
-        let want = self.aggs.len();
+        let want = self.aggs.iter().filter(|a| a.agg.is_some()).count();
         let mut owned = 0u32;
-        for a in &self.aggs {
+        for a in self.aggs.iter().filter(|a| a.agg.is_some()) {
             let Some(agg) = &a.agg else { return false };
             if !agg.is_active() || agg.live_view().len() != want {
                 return false;
@@ -694,6 +703,22 @@ impl VirtualMesh {
                 if epoch == self.broker_epoch {
                     self.route(&msg);
                 }
+            }
+            What::AggGone {
+                agg: a,
+                incarnation,
+            } => {
+                let v = &mut self.aggs[usize::from(a)];
+                if v.incarnation != incarnation || v.agg.is_none() {
+                    return; // added again meanwhile, or killed
+                }
+                v.agg = None;
+                v.retry_at = u64::MAX;
+                v.ep.connecting = None;
+                if let Some(s) = v.ep.conn.take() {
+                    self.send(Client::Agg(a), Dir::Up, s, Packet::Disconnect);
+                }
+                self.observer.aggregator_removed(AggregatorId(a));
             }
             What::BrokerUp => {
                 self.broker_up = true;
@@ -1258,6 +1283,7 @@ impl VirtualMesh {
             &self.topics,
             AggregatorId(a),
             v.incarnation,
+            v.weight,
         );
         let (topic, payload) = agg.last_will();
         v.will = Some((topic.into(), payload.into()));
@@ -1440,6 +1466,28 @@ impl VirtualMesh {
                     self.observer.aggregator_killed(AggregatorId(a));
                 }
                 Command::RestartAggregator(a) => self.spawn_aggregator(a),
+                Command::AddAggregator { aggregator, weight } => {
+                    self.aggs[usize::from(aggregator)].weight = weight;
+                    self.spawn_aggregator(aggregator);
+                }
+                Command::RemoveAggregator(a) => {
+                    // It says it is leaving (peers take over its partitions,
+                    // it flushes its acknowledgements), then disconnects
+                    // cleanly: no will.
+                    if let Some(agg) = self.aggs[usize::from(a)].agg.as_mut() {
+                        agg.leave();
+                    }
+                    self.poll_agg(a);
+                    let incarnation = self.aggs[usize::from(a)].incarnation;
+                    let at = self.now + HAND_OVER.as_micros() as u64;
+                    self.schedule(
+                        at,
+                        What::AggGone {
+                            agg: a,
+                            incarnation,
+                        },
+                    );
+                }
                 Command::RestartBroker => self.restart_broker(),
                 Command::Rogue { .. } => {
                     if let Some(i) = entry {
