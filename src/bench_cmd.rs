@@ -92,7 +92,7 @@ const WORKLOADS: &[(&str, &str, Workload)] = &[
     ),
     (
         "saturate",
-        "2,000 direct nodes at 10, 20, 40, 60 and 100 Hz, then 10,000 nodes behind 100 gateways at 10 to 120 Hz, through each broker: the knee, the peak goodput and goodput past it (default 20 s a step)",
+        "2,000 direct nodes at 10, 20, 40, 50 and 100 Hz, then 10,000 nodes behind 100 gateways at 10 to 100 Hz, through each broker: the knee, the peak goodput and goodput past it (default 20 s a step)",
         |d| bench_mesh::saturate(d).map(Measured::runs),
     ),
     (

@@ -355,7 +355,7 @@ listeners = 4
 
 /// The offered-load ladder of `saturate`: sample rates of 2,000 direct
 /// nodes.
-pub(crate) const SATURATE_LADDER_HZ: [u32; 5] = [10, 20, 40, 60, 100];
+pub(crate) const SATURATE_LADDER_HZ: [u32; 5] = [10, 20, 40, 50, 100];
 
 /// `saturate`: the same 2,000 nodes at rising sample rates, one message
 /// per sample while the broker keeps up; each step `duration` long
@@ -365,62 +365,19 @@ pub(crate) fn saturate(duration: Option<Duration>) -> anyhow::Result<(Vec<MeshRo
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for hz in SATURATE_LADDER_HZ {
-        let toml = format!(
-            r#"
-[scenario]
-name = "saturate-{hz}hz"
-duration = "{}ms"
-drain = "10s"
-
-[population]
-wards = 10
-nodes_per_ward = 200
-connect_rate = 1000
-
-[population.profile]
-sample_interval = "{}ms"
-buffer_bytes = 262144
-
-[aggregators]
-count = 4
-"#,
-            d.as_millis(),
-            1000 / hz
-        );
-        both(&format!("{hz} Hz"), &toml, &mut rows, &mut notes)?;
+        both(
+            &format!("{hz} Hz"),
+            &saturate_step(hz, false, d),
+            &mut rows,
+            &mut notes,
+        )?;
     }
     // The same ladder behind gateways: 10,000 nodes, 100 to a gateway,
     // so a relay carries many nodes' batches in one message.
     for hz in GATEWAY_LADDER_HZ {
-        let toml = format!(
-            r#"
-[scenario]
-name = "saturate-gateways-{hz}hz"
-duration = "{}ms"
-drain = "10s"
-
-[population]
-wards = 10
-nodes_per_ward = 1000
-connect_rate = 20000
-
-[population.profile]
-sample_interval = "{}us"
-buffer_bytes = 262144
-
-[gateways]
-nodes_per_gateway = 100
-flush = "50ms"
-
-[aggregators]
-count = 4
-"#,
-            d.as_millis(),
-            1_000_000 / hz
-        );
         both(
             &format!("{GATEWAY_STEP}{hz} Hz"),
-            &toml,
+            &saturate_step(hz, true, d),
             &mut rows,
             &mut notes,
         )?;
@@ -444,8 +401,46 @@ count = 4
     Ok((rows, notes))
 }
 
-/// Sample rates of the 10,000 nodes behind gateways in `saturate`.
-pub(crate) const GATEWAY_LADDER_HZ: [u32; 5] = [10, 20, 40, 80, 120];
+/// One step of `saturate`: 2,000 direct nodes, or 10,000 behind 100
+/// gateways, sampling at `hz` for `d`.
+fn saturate_step(hz: u32, gateways: bool, d: Duration) -> String {
+    let (kind, per_ward, extra) = if gateways {
+        (
+            "gateways-",
+            1000,
+            "\n[gateways]\nnodes_per_gateway = 100\nflush = \"50ms\"\n",
+        )
+    } else {
+        ("", 200, "")
+    };
+    format!(
+        r#"
+[scenario]
+name = "saturate-{kind}{hz}hz"
+duration = "{}ms"
+drain = "10s"
+
+[population]
+wards = 10
+nodes_per_ward = {per_ward}
+connect_rate = 20000
+
+[population.profile]
+sample_interval = "{}ms"
+buffer_bytes = 262144
+{extra}
+[aggregators]
+count = 4
+"#,
+        d.as_millis(),
+        1000 / hz
+    )
+}
+
+/// Sample rates of the 10,000 nodes behind gateways in `saturate` (each a
+/// whole number of milliseconds apart, the fastest a scenario allows):
+/// 100,000 to 1,000,000 offered.
+pub(crate) const GATEWAY_LADDER_HZ: [u32; 5] = [10, 20, 40, 50, 100];
 
 /// How `saturate` names its gateway steps.
 const GATEWAY_STEP: &str = "gw ";
@@ -544,6 +539,26 @@ mod tests {
             cpu_cores: 1.5,
             sim_bytes_per_node: 10_000,
             total_bytes_per_node: 20_000,
+        }
+    }
+
+    #[test]
+    fn every_saturate_step_is_a_valid_scenario_at_its_rate() {
+        for (ladder, gateways, nodes) in [
+            (&SATURATE_LADDER_HZ, false, 2_000),
+            (&GATEWAY_LADDER_HZ, true, 10_000),
+        ] {
+            for &hz in ladder {
+                let toml = saturate_step(hz, gateways, Duration::from_secs(20));
+                let s = vitalmesh_scenario::parse("step.toml", &toml)
+                    .unwrap_or_else(|e| panic!("{hz} Hz: {e}"));
+                assert_eq!(s.population.nodes(), nodes);
+                assert_eq!(s.population.has_gateways(), gateways);
+                assert_eq!(
+                    s.profile.sample_interval.as_nanos() * u128::from(hz),
+                    1_000_000_000
+                );
+            }
         }
     }
 
