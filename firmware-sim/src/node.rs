@@ -62,6 +62,11 @@ use crate::physiology::{
 use crate::rng::{self, Draw, Purpose};
 use crate::sensor::{Sensor, SensorFault};
 
+/// Longest a node with unacknowledged samples and a full congestion window
+/// stays silent: then it sends an empty batch, so its aggregator's φ-accrual
+/// keeps hearing it.
+pub const QUIET_HEARTBEAT: Duration = Duration::from_secs(2);
+
 /// How a node behaves.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeConfig {
@@ -242,6 +247,8 @@ pub struct Node {
     sent_up_to: u64,
     /// The congestion window and retransmission timeout.
     flow: FlowControl,
+    /// When it last transmitted anything.
+    last_transmit_at: Timestamp,
     link_actions: VecDeque<LinkAction>,
     /// Reused to build batches without allocating per sample.
     scratch: Vec<Sample>,
@@ -292,6 +299,7 @@ impl Node {
             retransmit_at: None,
             sent_up_to: 0,
             flow,
+            last_transmit_at: now,
             link_actions: VecDeque::new(),
             scratch: Vec::new(),
         };
@@ -653,7 +661,16 @@ impl Node {
         } else {
             Presence::Monitoring
         };
-        let heartbeat = self.heartbeat_due && (self.bed_empty || !self.sampling);
+        // A node whose window is full and that has said nothing for a
+        // while still says it is alive (an empty batch outside the window):
+        // a lost batch on a one-batch window would otherwise silence it
+        // until its retransmission timeout, long enough to be declared
+        // down. At most one per `QUIET_HEARTBEAT`, so an overloaded broker
+        // sees a trickle, not a flood.
+        let stalled = !window_open
+            && self.buffer.from_seq(self.send_cursor).next().is_some()
+            && now >= self.last_transmit_at + QUIET_HEARTBEAT;
+        let heartbeat = (self.heartbeat_due && (self.bed_empty || !self.sampling)) || stalled;
         if samples.is_empty() && !(self.goodbye_due || heartbeat) {
             // Nothing to send, or the window is full: what is unsent waits
             // and leaves in a fuller batch.
@@ -677,6 +694,7 @@ impl Node {
         self.send_cursor = next_cursor;
         self.battery.charge_transmit(payload.len());
         self.ledger.transmissions += 1;
+        self.last_transmit_at = now;
         self.ledger.samples_sent += count as u64;
         self.heartbeat_due = false;
         if count > 0 {

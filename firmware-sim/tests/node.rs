@@ -271,10 +271,42 @@ fn without_acks_the_node_resends_with_doubling_timeouts() {
     // An acknowledgement stops the re-sending and resets the timeout.
     let now = T0 + Duration::from_secs(60);
     n.handle_ack(n.next_seq(), now);
+    let acked_to = n.next_seq();
     let more = drive_online(&mut n, now, now + Duration::from_secs(4));
     assert!(
-        more.iter().all(|t| t.samples == 1),
-        "only fresh samples after the ack"
+        more.iter()
+            .all(|t| t.samples == 0 || (t.samples == 1 && t.first_seq >= acked_to)),
+        "only fresh samples after the ack (and, while the one-batch window \
+         waits, empty heartbeats)"
+    );
+}
+
+#[test]
+fn a_node_blocked_on_its_window_keeps_saying_it_is_alive_without_flooding() {
+    // A one-batch window and no acknowledgements: without a heartbeat the
+    // node would be silent between retransmission timeouts (5, 10, 20 s),
+    // long enough for its aggregator to declare it down.
+    let config = NodeConfig {
+        flow: vitalmesh_firmware::flow::FlowConfig {
+            initial_window: 1,
+            max_window: 1,
+        },
+        ..NodeConfig::default()
+    };
+    let mut n = node_with(10, 1, config);
+    let sent = drive_online(&mut n, T0, T0 + Duration::from_secs(40));
+    let heartbeats = sent.iter().filter(|t| t.samples == 0).count();
+    // One every QUIET_HEARTBEAT (2 s) while blocked, less the seconds a
+    // re-send spoke instead: about 16 in 40 s, never one per sample.
+    assert!(
+        (12..=20).contains(&heartbeats),
+        "{heartbeats} heartbeats in 40 s"
+    );
+    assert!(
+        sent.iter()
+            .filter(|t| t.samples == 0)
+            .map(|t| batch(t))
+            .all(|b| b.presence == Presence::Monitoring),
     );
 }
 
