@@ -305,7 +305,7 @@ fn a_node_blocked_on_its_window_keeps_saying_it_is_alive_without_flooding() {
     assert!(
         sent.iter()
             .filter(|t| t.samples == 0)
-            .map(|t| batch(t))
+            .map(batch)
             .all(|b| b.presence == Presence::Monitoring),
     );
 }
