@@ -7,7 +7,6 @@
 //! timeout. A hundred nodes behind a gateway cost one task, one socket and
 //! one timer here, which is how one process runs 100,000 nodes.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -15,12 +14,10 @@ use tokio::time::sleep_until;
 use vitalmesh_firmware::{GatewayCell, GatewayLedger, Link, LinkAction, Node};
 use vitalmesh_sim::NodeHealth;
 use vitalmesh_sim::ledger::{NodeFinal, NodeTally};
-use vitalmesh_wire::{Body, GatewayId, NodeId, decode};
+use vitalmesh_wire::{Body, NodeId, decode};
 
-use crate::MeshError;
-use crate::broker::MAX_PACKET;
 use crate::metrics::DisconnectReason;
-use crate::mqtt::{ConnectOptions, Connection, Incoming, LinkConditions, QoS};
+use crate::mqtt::{Connection, Incoming, LinkConditions, QoS};
 use crate::node_driver::{self, Connecting, Mailbox, NodeCommand, NodeRuntime};
 
 /// Orders for a gateway task.
@@ -47,25 +44,6 @@ pub(crate) enum GatewayCommand {
 pub(crate) struct GatewayFinal {
     pub(crate) nodes: Vec<NodeFinal>,
     pub(crate) ledger: GatewayLedger,
-}
-
-async fn connect(
-    rt: Arc<NodeRuntime>,
-    addr: SocketAddr,
-    id: GatewayId,
-    generation: u32,
-    link: Arc<LinkConditions>,
-) -> Result<Connection, MeshError> {
-    let _permit = rt
-        .connect_gate
-        .acquire()
-        .await
-        .map_err(|_| MeshError::ConnectionClosed)?;
-    let options = ConnectOptions::new(
-        rt.topics.gateway_client_id(id, generation),
-        rt.keep_alive_secs,
-    );
-    Connection::connect_over(addr, &options, rt.connect_timeout, MAX_PACKET, Some(link)).await
 }
 
 /// The counters' view of each node behind the gateway.
@@ -106,11 +84,10 @@ pub(crate) async fn run_gateway(
             match action {
                 LinkAction::Connect => {
                     counters.connect_attempts.fetch_add(1, Ordering::Relaxed);
-                    connecting = Some(Box::pin(connect(
+                    connecting = Some(Box::pin(node_driver::connect(
                         rt.clone(),
                         addr,
-                        id,
-                        id_generation,
+                        rt.topics.gateway_client_id(id, id_generation),
                         link.clone(),
                     )));
                 }

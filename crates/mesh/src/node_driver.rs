@@ -23,7 +23,7 @@ use vitalmesh_firmware::{LinkAction, Node, PatientOptions, Power, SensorFault};
 use vitalmesh_sim::NodeHealth;
 use vitalmesh_sim::ledger::{NodeFinal, NodeTally};
 use vitalmesh_wire::envelope::Keyring;
-use vitalmesh_wire::{Body, NodeId, TopicScheme, decode};
+use vitalmesh_wire::{Body, TopicScheme, decode};
 
 use crate::MeshError;
 use crate::broker::MAX_PACKET;
@@ -140,11 +140,12 @@ pub(crate) fn apply(node: &mut Node, command: NodeCommand, now: vitalmesh_wire::
 
 pub(crate) type Connecting = Pin<Box<dyn Future<Output = Result<Connection, MeshError>> + Send>>;
 
-async fn connect(
+/// A device-class connection (a node's or a gateway's) as `client_id`,
+/// through the handshake gate.
+pub(crate) async fn connect(
     rt: Arc<NodeRuntime>,
     addr: SocketAddr,
-    id: NodeId,
-    generation: u32,
+    client_id: String,
     link: Arc<LinkConditions>,
 ) -> Result<Connection, MeshError> {
     let _permit = rt
@@ -152,7 +153,7 @@ async fn connect(
         .acquire()
         .await
         .map_err(|_| MeshError::ConnectionClosed)?;
-    let options = ConnectOptions::new(rt.topics.node_client_id(id, generation), rt.keep_alive_secs);
+    let options = ConnectOptions::new(client_id, rt.keep_alive_secs);
     Connection::connect_over(addr, &options, rt.connect_timeout, MAX_PACKET, Some(link)).await
 }
 
@@ -185,8 +186,7 @@ pub(crate) async fn run_node(
                     connecting = Some(Box::pin(connect(
                         rt.clone(),
                         addr,
-                        id,
-                        id_generation,
+                        rt.topics.node_client_id(id, id_generation),
                         link.clone(),
                     )));
                 }

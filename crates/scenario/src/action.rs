@@ -851,7 +851,14 @@ impl EntryCheck<'_> {
             (None, Some(_)) => per_ward,
             (None, None) => total,
         };
-        let pick = match (&e.count, &e.fraction) {
+        let pick = self.pick(e, scope, "nodes")?;
+        Some(NodeSelector { ward, nodes, pick })
+    }
+
+    /// `count` or `fraction` of `scope` things (`what`: "nodes",
+    /// "gateways"); all of them if neither is given.
+    fn pick(&mut self, e: &RawEntry, scope: u32, what: &str) -> Option<Pick> {
+        Some(match (&e.count, &e.fraction) {
             (Some(c), Some(f)) => {
                 self.err(
                     f.span().start,
@@ -871,7 +878,7 @@ impl EntryCheck<'_> {
                         c.span().start,
                         "count",
                         format!(
-                            "'{n}' is not possible here; expected 1 to {scope} (the nodes in scope)"
+                            "'{n}' is not possible here; expected 1 to {scope} (the {what} in scope)"
                         ),
                     );
                     return None;
@@ -880,8 +887,7 @@ impl EntryCheck<'_> {
             }
             (None, Some(f)) => Pick::Fraction(self.share(f, "fraction", false)?),
             (None, None) => Pick::All,
-        };
-        Some(NodeSelector { ward, nodes, pick })
+        })
     }
 
     /// Which gateways: `ward`, then `count` or `fraction` of them; all
@@ -906,36 +912,7 @@ impl EntryCheck<'_> {
         } else {
             per_ward * u32::from(self.limits.wards)
         };
-        let pick = match (&e.count, &e.fraction) {
-            (Some(c), Some(f)) => {
-                self.err(
-                    f.span().start,
-                    "fraction",
-                    format!(
-                        "'{}' conflicts with count '{}'; give one of them",
-                        f.get_ref(),
-                        c.get_ref()
-                    ),
-                );
-                return None;
-            }
-            (Some(c), None) => {
-                let n = *c.get_ref();
-                if n == 0 || n > scope {
-                    self.err(
-                        c.span().start,
-                        "count",
-                        format!(
-                            "'{n}' is not possible here; expected 1 to {scope} (the gateways in scope)"
-                        ),
-                    );
-                    return None;
-                }
-                Pick::Count(n)
-            }
-            (None, Some(f)) => Pick::Fraction(self.share(f, "fraction", false)?),
-            (None, None) => Pick::All,
-        };
+        let pick = self.pick(e, scope, "gateways")?;
         Some(NodeSelector {
             ward,
             nodes: None,

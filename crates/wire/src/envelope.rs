@@ -171,6 +171,12 @@ pub fn encode(body: &Body, key: &DeviceKey, out: &mut Vec<u8>) -> Result<(), Wir
             *out = postcard::to_extend(other, buf).map_err(WireError::Malformed)?;
         }
     }
+    seal(out, start, key)
+}
+
+/// Appends the tag over `out[start..]` (version and body), or removes them
+/// again if the message would exceed [`MAX_MESSAGE_BYTES`].
+fn seal(out: &mut Vec<u8>, start: usize, key: &DeviceKey) -> Result<(), WireError> {
     let len = out.len() - start + TAG_BYTES;
     if len > MAX_MESSAGE_BYTES {
         out.truncate(start);
@@ -182,6 +188,14 @@ pub fn encode(body: &Body, key: &DeviceKey, out: &mut Vec<u8>) -> Result<(), Wir
     let tag = key.tag(&out[start..]);
     out.extend_from_slice(&tag);
     Ok(())
+}
+
+/// A postcard error on a message of `len` bytes, as the wire reports it.
+fn malformed(e: postcard::Error, len: usize) -> WireError {
+    match e {
+        postcard::Error::DeserializeUnexpectedEnd => WireError::Truncated { len },
+        other => WireError::Malformed(other),
+    }
 }
 
 /// [`encode`] into a fresh vector.
@@ -217,17 +231,7 @@ pub fn encode_relay(
     let start = out.len();
     out.push(WIRE_VERSION);
     crate::fast::write_relay_body(out, gateway, frames);
-    let len = out.len() - start + TAG_BYTES;
-    if len > MAX_MESSAGE_BYTES {
-        out.truncate(start);
-        return Err(WireError::TooLarge {
-            len,
-            max: MAX_MESSAGE_BYTES,
-        });
-    }
-    let tag = key.tag(&out[start..]);
-    out.extend_from_slice(&tag);
-    Ok(())
+    seal(out, start, key)
 }
 
 /// The protocol rules of a relay's frames (shared by [`crate::Relay`]'s
@@ -265,10 +269,7 @@ pub fn decode_relay<'a>(
         return decode(bytes, keys).map(|_| None);
     }
     let (relay, rest) =
-        postcard::take_from_bytes::<RelayRef<'a>>(&signed[2..]).map_err(|e| match e {
-            postcard::Error::DeserializeUnexpectedEnd => WireError::Truncated { len },
-            other => WireError::Malformed(other),
-        })?;
+        postcard::take_from_bytes::<RelayRef<'a>>(&signed[2..]).map_err(|e| malformed(e, len))?;
     if !rest.is_empty() {
         return Err(WireError::TrailingBytes { len: rest.len() });
     }
@@ -320,10 +321,8 @@ fn split(bytes: &[u8]) -> Result<(Body, &[u8], &[u8]), WireError> {
         });
     }
     let (signed, tag) = bytes.split_at(len - TAG_BYTES);
-    let (body, rest) = postcard::take_from_bytes::<Body>(&signed[1..]).map_err(|e| match e {
-        postcard::Error::DeserializeUnexpectedEnd => WireError::Truncated { len },
-        other => WireError::Malformed(other),
-    })?;
+    let (body, rest) =
+        postcard::take_from_bytes::<Body>(&signed[1..]).map_err(|e| malformed(e, len))?;
     if !rest.is_empty() {
         return Err(WireError::TrailingBytes { len: rest.len() });
     }

@@ -113,6 +113,18 @@ struct Msg {
     ack: OnceCell<Option<AckBatch>>,
 }
 
+impl Msg {
+    /// The acknowledgement batch in it, decoded once for every subscriber.
+    fn acks(&self, keys: &Keyring) -> Option<&AckBatch> {
+        self.ack
+            .get_or_init(|| match decode(&self.payload, keys) {
+                Ok(Body::Ack(acks)) => Some(acks),
+                _ => None,
+            })
+            .as_ref()
+    }
+}
+
 /// What travels on a link.
 #[derive(Debug)]
 enum Packet {
@@ -960,12 +972,7 @@ impl VirtualMesh {
             _ if self.endpoint(to).conn != Some(session) => {}
             Packet::Publish { msg, .. } => match to {
                 Client::Node(n) => {
-                    let ack = msg
-                        .ack
-                        .get_or_init(|| match decode(&msg.payload, &self.keys) {
-                            Ok(Body::Ack(acks)) => Some(acks),
-                            _ => None,
-                        });
+                    let ack = msg.acks(&self.keys);
                     if let Some(acks) = ack {
                         let id = NodeId(n);
                         if let Ok(i) = acks.acks.binary_search_by_key(&id, |a| a.node) {
@@ -986,12 +993,7 @@ impl VirtualMesh {
                     self.poll_agg(a);
                 }
                 Client::Gw(g) => {
-                    let ack = msg
-                        .ack
-                        .get_or_init(|| match decode(&msg.payload, &self.keys) {
-                            Ok(Body::Ack(acks)) => Some(acks),
-                            _ => None,
-                        });
+                    let ack = msg.acks(&self.keys);
                     if let Some(acks) = ack {
                         let now = self.ts();
                         self.gws[g as usize].cell.handle_acks(acks, now);
