@@ -86,6 +86,12 @@ pub(crate) struct RunArgs {
     /// embedded one.
     #[arg(long, value_name = "URL")]
     broker: Option<String>,
+    /// Log every client in to the external broker with its own credentials
+    /// (user name: a node's id, `g<id>` for a gateway, `a<id>` for an
+    /// aggregator; password derived from the run's provisioning secret). The
+    /// embedded broker always requires them.
+    #[arg(long, requires = "broker")]
+    broker_auth: bool,
     /// Unix socket for `vitalmesh inject` (a per-run one by default).
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -352,6 +358,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .transpose()?;
     let mut config = MeshConfig::new(scenario, seed, broker_program()?);
     config.keep_intervals = hdr_out.is_some();
+    config.broker_auth = args.broker_auth;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(if args.virtual_time { 1 } else { 2 })
@@ -654,15 +661,30 @@ pub(crate) struct BrokerArgs {
     /// Size of each commit-log segment (two per subscribed filter), bytes.
     #[arg(long, default_value_t = 128 * 1024)]
     segment_bytes: usize,
+    /// Refuse clients without valid credentials: the provisioning secret
+    /// (64 hex digits) is read from the first line of standard input, never
+    /// from the command line, where any local user could see it.
+    #[arg(long)]
+    auth: bool,
 }
 
 pub(crate) fn broker(args: &BrokerArgs) -> Result<ExitCode> {
+    let provisioning = if args.auth {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .context("reading the provisioning secret from standard input")?;
+        Some(vitalmesh_mesh::broker::parse_secret(line.trim()).map_err(anyhow::Error::msg)?)
+    } else {
+        None
+    };
     vitalmesh_mesh::broker::child::run(vitalmesh_mesh::broker::child::ChildConfig {
         ports: args.ports.clone(),
         max_connections: args.max_connections,
         max_payload: args.max_payload,
         segment_bytes: args.segment_bytes,
         canary_interval: Duration::from_secs(1),
+        provisioning,
     })?;
     Ok(ExitCode::SUCCESS)
 }

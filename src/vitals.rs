@@ -9,8 +9,8 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use vitalmesh_core::news2::{self, ParameterSet};
 use vitalmesh_firmware::{LinkAction, Node, NodeConfig, PatientOptions};
-use vitalmesh_wire::envelope::{Keyring, Principal};
-use vitalmesh_wire::{Acvpu, Body, NodeId, Partitioning, Timestamp, decode};
+use vitalmesh_wire::envelope::Keyring;
+use vitalmesh_wire::{Acvpu, Body, NodeId, Partitioning, Timestamp, WireTopic, decode};
 
 /// Options of `vitalmesh vitals`.
 #[derive(Debug, Args)]
@@ -57,7 +57,7 @@ pub(crate) fn run(args: &VitalsArgs) -> Result<()> {
     let seed = crate::seed::resolve(args.seed);
     let t0 = Timestamp::from_secs(args.start);
     let ring = Keyring::new(
-        seed.to_le_bytes().repeat(2).try_into().expect("16 bytes"),
+        seed.to_le_bytes().repeat(4).try_into().expect("32 bytes"),
         args.nodes,
     );
     let partitioning = Partitioning::default();
@@ -69,13 +69,12 @@ pub(crate) fn run(args: &VitalsArgs) -> Result<()> {
     let mut nodes: Vec<Node> = (0..args.nodes)
         .map(|id| {
             let id = NodeId(id);
-            let key = ring.derive(Principal::Node(id));
             let mut node = Node::new(
                 id,
                 partitioning.partition_of(id),
                 config.clone(),
                 seed,
-                key,
+                ring.node_credentials(id),
                 t0,
             );
             node.handle_timeout(t0);
@@ -108,8 +107,13 @@ pub(crate) fn run(args: &VitalsArgs) -> Result<()> {
                 }
             }
             while let Some(t) = node.poll_transmit(now) {
+                let (partition, id) = (node.partition(), node.id());
+                let topic = WireTopic::Data {
+                    partition,
+                    node: id,
+                };
                 let Body::Batch(batch) =
-                    decode(&t.payload, &ring).context("decoding a node's own payload")?
+                    decode(&t.payload, &topic, &ring).context("decoding a node's own payload")?
                 else {
                     bail!("a node sent something other than a batch");
                 };
@@ -143,7 +147,11 @@ pub(crate) fn run(args: &VitalsArgs) -> Result<()> {
                             .unwrap_or_else(|| "partial".into()),
                     )?;
                 }
-                node.handle_ack(t.first_seq + t.samples as u64, now);
+                let ack_key = ring.ack_key(id).context("a provisioned node")?;
+                node.handle_ack(
+                    &ack_key.ack(partition, id, t.first_seq + t.samples as u64),
+                    now,
+                );
             }
             match node.poll_timeout() {
                 Some(next) => now = next,

@@ -716,9 +716,9 @@ fn bench_lists_its_workloads_and_saves_what_it_measured() {
     assert_eq!(
         names,
         [
-            "firmware step + encode",
+            "firmware step + seal (AES-128-GCM) + ack check",
             "gateway step (100 nodes, radio, relay, decoded)",
-            "decode + authenticate",
+            "open (AES-128-GCM) + decode",
             "sensor checks, 1 patient",
             "sensor checks, 1,000 patients",
             "sensor checks, 1,000 patients, scattered",

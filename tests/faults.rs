@@ -115,6 +115,13 @@ action = "rogue"
 kind = "connect_flood"
 connections = 150
 rate = 100
+
+[[event]]
+at = "13s"
+action = "rogue"
+kind = "bad_credentials"
+connections = 40
+rate = 40
 "#
     ))
     .await;
@@ -138,7 +145,7 @@ rate = 100
         );
     }
     assert!(
-        r.rejected_examples["bad_tag"][0].contains("authentication tag mismatch"),
+        r.rejected_examples["bad_tag"][0].contains("does not authenticate"),
         "{:?}",
         r.rejected_examples
     );
@@ -167,7 +174,29 @@ rate = 100
             )
         })
         .collect();
-    assert_eq!(sent.len(), 5, "{sent:?}");
+    assert_eq!(sent.len(), 6, "{sent:?}");
+    // Each forged message counted once, not once per aggregator that read
+    // it (two aggregators here: primary and standby of every partition).
+    let forged = r
+        .rogue
+        .iter()
+        .find(|x| x.kind == vitalmesh_scenario::RogueKind::Impersonate)
+        .map_or(0, |x| x.messages_sent);
+    let bad_tag = r.rejected.get("bad_tag").copied().unwrap_or(0);
+    assert!(
+        forged > 0 && bad_tag >= forged && bad_tag < 2 * forged,
+        "{forged} forged, {bad_tag} refused as bad_tag (seed {})",
+        r.seed
+    );
+    // Every wrong login refused and counted (the flood's logins-less
+    // connects are refused too); honest nodes kept connecting (the
+    // ledger and the false-down check above).
+    assert!(
+        r.broker.auth_refused >= 40,
+        "refused logins: {} (seed {})",
+        r.broker.auth_refused,
+        r.seed
+    );
     assert!(
         r.rogue
             .iter()
@@ -209,6 +238,8 @@ nodes = [5]"#;
     let mut options =
         rumqttc::MqttOptions::new("fault-observer", addr.ip().to_string(), addr.port());
     options.set_keep_alive(Duration::from_secs(10));
+    // The embedded broker admits only provisioned logins: an operator's.
+    options.set_credentials("observer", mesh.keyring().mqtt_password("observer"));
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
     client
         .subscribe("vm/v1/p/+/+", rumqttc::QoS::AtMostOnce)
@@ -224,10 +255,10 @@ nodes = [5]"#;
         else {
             continue;
         };
-        let Some(WireTopic::Data { node, .. }) = topics.parse(&p.topic) else {
+        let Some(topic @ WireTopic::Data { node, .. }) = topics.parse(&p.topic) else {
             continue;
         };
-        let Ok(Body::Batch(b)) = decode(&p.payload, &keys) else {
+        let Ok(Body::Batch(b)) = decode(&p.payload, &topic, &keys) else {
             panic!("undecodable node traffic")
         };
         for s in b.samples {

@@ -200,15 +200,21 @@ async fn against_mosquitto_the_same_ledger_guarantees_hold_through_a_failover() 
     );
 }
 
-/// Sends a CONNECT with `client_id` and returns whether a CONNACK came back.
-fn raw_connect(addr: SocketAddr, client_id: &str) -> bool {
+/// Sends a CONNECT with `client_id` (and a login) and returns whether a
+/// CONNACK came back.
+fn raw_connect(addr: SocketAddr, client_id: &str, login: Option<(&str, &str)>) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = TcpStream::connect(addr) else {
         return false;
     };
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut out = Vec::new();
-    write_connect(&mut out, &ConnectOptions::new(client_id, 10));
+    let mut options = ConnectOptions::new(client_id, 10);
+    if let Some((user, password)) = login {
+        options.username = Some(user.into());
+        options.password = Some(password.as_bytes().to_vec());
+    }
+    write_connect(&mut out, &options);
     if s.write_all(&out).is_err() {
         return false;
     }
@@ -227,11 +233,13 @@ async fn a_refused_reconnect_no_longer_poisons_the_listener() {
     // lock, and every later connection on that listener fails (rumqtt#991,
     // rumqtt.md §6). The fork in vendor/rumqttd fixes it: the same sequence
     // leaves the listener accepting, and nothing needs restarting.
+    let password = mesh.keyring().mqtt_password("observer");
     let sequence = tokio::task::spawn_blocking(move || {
-        let first = raw_connect(addr, "rogue/id");
-        let second = raw_connect(addr, "rogue/id");
+        let login = Some(("observer", password.as_str()));
+        let first = raw_connect(addr, "rogue/id", login);
+        let second = raw_connect(addr, "rogue/id", login);
         let fresh: Vec<bool> = (0..5)
-            .map(|i| raw_connect(addr, &format!("fresh-client-{i}")))
+            .map(|i| raw_connect(addr, &format!("fresh-client-{i}"), login))
             .collect();
         (first, second, fresh)
     });
@@ -254,6 +262,129 @@ async fn a_refused_reconnect_no_longer_poisons_the_listener() {
         r.broker.events
     );
     assert_nothing_lost(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_broker_admits_only_provisioned_logins_and_counts_the_rest() {
+    let _serial = SERIAL.lock().await;
+    let mut mesh = start(config(100, 2)).await;
+    run_for(&mut mesh, Duration::from_secs(2)).await;
+    let addr = mesh.broker().addrs()[0];
+    let keys = mesh.keyring().clone();
+    let attempts = tokio::task::spawn_blocking(move || {
+        let node3 = keys.mqtt_password("3");
+        let node4 = keys.mqtt_password("4");
+        let observer = keys.mqtt_password("observer");
+        [
+            // No login at all.
+            raw_connect(addr, "anonymous", None),
+            // A node's client id with a wrong password, three times over
+            // (a refused id used again: the listener-poisoning path).
+            raw_connect(addr, "vm-n3", Some(("3", "wrong"))),
+            raw_connect(addr, "vm-n3", Some(("3", "wrong"))),
+            raw_connect(addr, "vm-n3", Some(("3", "wrong"))),
+            // Node 4's valid login under node 3's client id.
+            raw_connect(addr, "vm-n3.7", Some(("4", &node4))),
+            // The right login under the right id; an operator's.
+            raw_connect(addr, "vm-n3.9", Some(("3", &node3))),
+            raw_connect(addr, "an-operator", Some(("observer", &observer))),
+        ]
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        attempts,
+        [false, false, false, false, false, true, true],
+        "who got in"
+    );
+    run_for(&mut mesh, Duration::from_secs(3)).await;
+    let r = mesh.finish(false).await.report;
+    assert_eq!(r.broker.auth_refused, 5, "each refused login counted once");
+    assert_eq!(
+        (r.broker.listener_restarts, r.broker.process_restarts),
+        (0, 0)
+    );
+    assert_nothing_lost(&r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_mosquitto_with_passwords_and_acls_a_device_is_confined_to_its_own_topic() {
+    let _serial = SERIAL.lock().await;
+    let mut c = config(100, 2);
+    let keys = vitalmesh_sim::setup::keyring(&c.scenario, c.seed);
+    let mosquitto =
+        Mosquitto::start_secured(&keys, 100, 0, 2, &["observer"]).unwrap_or_else(|e| panic!("{e}"));
+    c.broker = BrokerSpec::parse_url(&mosquitto.url()).unwrap();
+    c.broker_auth = true;
+    let mut mesh = start(c).await;
+    // An operator watching every node topic.
+    let mut options = rumqttc::MqttOptions::new("watcher", "127.0.0.1", mosquitto.port());
+    options.set_credentials("observer", keys.mqtt_password("observer"));
+    let (watcher, mut watched) = rumqttc::AsyncClient::new(options, 64);
+    watcher
+        .subscribe("vm/v1/p/+/+", rumqttc::QoS::AtMostOnce)
+        .await
+        .unwrap();
+    // Node 3's stolen credentials: its own topic, then node 4's.
+    let topics = TopicScheme::default();
+    let part = vitalmesh_wire::Partitioning::new(c_partitions(&mesh)).unwrap();
+    let (own, other) = (
+        topics.data(
+            part.partition_of(vitalmesh_wire::NodeId(3)),
+            vitalmesh_wire::NodeId(3),
+        ),
+        topics.data(
+            part.partition_of(vitalmesh_wire::NodeId(4)),
+            vitalmesh_wire::NodeId(4),
+        ),
+    );
+    let mut options = rumqttc::MqttOptions::new("vm-n3.99", "127.0.0.1", mosquitto.port());
+    options.set_credentials("3", keys.mqtt_password("3"));
+    let (thief, mut thief_loop) = rumqttc::AsyncClient::new(options, 16);
+    tokio::spawn(async move { while thief_loop.poll().await.is_ok() {} });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let mut sent = false;
+    while Instant::now() < deadline {
+        mesh.advance().await;
+        if !sent && Instant::now() + Duration::from_secs(6) < deadline {
+            thief
+                .publish(
+                    &other,
+                    rumqttc::QoS::AtMostOnce,
+                    false,
+                    b"not-mine".to_vec(),
+                )
+                .await
+                .unwrap();
+            thief
+                .publish(&own, rumqttc::QoS::AtMostOnce, false, b"mine".to_vec())
+                .await
+                .unwrap();
+            sent = true;
+        }
+        if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) =
+            tokio::time::timeout(Duration::from_millis(100), watched.poll()).await
+        {
+            if p.payload.as_ref() == b"mine" || p.payload.as_ref() == b"not-mine" {
+                seen.push((p.topic.clone(), p.payload.to_vec()));
+            }
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![(own.clone(), b"mine".to_vec())],
+        "mosquitto's ACL let node 3 publish on its own topic only"
+    );
+    let r = mesh.finish(false).await.report;
+    assert_eq!(r.broker.kind, "external");
+    assert_nothing_lost(&r);
+    // Its own topic, but not its key: the aggregators refused "mine".
+    assert!(r.rejected.values().sum::<u64>() >= 1, "{:?}", r.rejected);
+}
+
+fn c_partitions(mesh: &Mesh) -> u16 {
+    mesh.config().scenario.partitions
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,13 +429,15 @@ async fn a_crashed_broker_is_restarted_on_the_same_ports_and_nodes_resend_what_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_traffic_reads_correctly_through_an_independent_mqtt_client() {
+async fn node_traffic_reads_correctly_through_an_independent_mqtt_client_and_only_with_the_keys() {
     let _serial = SERIAL.lock().await;
     let mut mesh = start(config(50, 1)).await;
     let addr = mesh.broker().addrs()[0];
     let mut options =
         rumqttc::MqttOptions::new("independent-observer", addr.ip().to_string(), addr.port());
     options.set_keep_alive(Duration::from_secs(10));
+    // The embedded broker admits only provisioned logins: an operator's.
+    options.set_credentials("observer", mesh.keyring().mqtt_password("observer"));
     let (client, mut eventloop) = rumqttc::AsyncClient::new(options, 16);
     client
         .subscribe("vm/v1/p/+/+", rumqttc::QoS::AtMostOnce)
@@ -318,12 +451,27 @@ async fn node_traffic_reads_correctly_through_an_independent_mqtt_client() {
         mesh.advance().await;
         let event = tokio::time::timeout(Duration::from_millis(200), eventloop.poll()).await;
         if let Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) = event {
-            let Some(WireTopic::Data { node, partition }) = topics.parse(&p.topic) else {
+            let Some(topic @ WireTopic::Data { node, partition }) = topics.parse(&p.topic) else {
                 panic!("unexpected topic {}", p.topic)
             };
-            let Ok(Body::Batch(batch)) = decode(&p.payload, &keys) else {
+            let Ok(Body::Batch(batch)) = decode(&p.payload, &topic, &keys) else {
                 panic!("payload on {} does not decode", p.topic)
             };
+            // What a subscriber without the provisioning secret sees: no
+            // run of 8 plaintext bytes of the body, and nothing that opens.
+            let plain = postcard::to_allocvec(&Body::Batch(batch.clone())).unwrap();
+            let sealed = &p.payload[vitalmesh_wire::envelope::HEADER_BYTES..];
+            if plain.len() >= 12 {
+                for window in plain[2..].windows(8) {
+                    assert!(
+                        !sealed.windows(8).any(|w| w == window),
+                        "plaintext visible on {}",
+                        p.topic
+                    );
+                }
+            }
+            let outsider = vitalmesh_wire::Keyring::new([0x55; 32], 1 << 20);
+            assert!(decode(&p.payload, &topic, &outsider).is_err());
             assert_eq!(batch.node, node);
             assert!(partition.0 < mesh.config().scenario.partitions);
             seen += 1;
@@ -360,10 +508,11 @@ async fn alerts_are_published_on_the_alerts_topic_for_anyone_watching() {
         loop {
             match eventloop.poll().await {
                 Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                    let Some(WireTopic::Alert { aggregator }) = topics.parse(&p.topic) else {
+                    let Some(topic @ WireTopic::Alert { aggregator }) = topics.parse(&p.topic)
+                    else {
                         panic!("unexpected topic {}", p.topic)
                     };
-                    let Ok(Body::Alert(notice)) = decode(&p.payload, &keys) else {
+                    let Ok(Body::Alert(notice)) = decode(&p.payload, &topic, &keys) else {
                         panic!("payload on {} does not decode as an alert", p.topic)
                     };
                     assert_eq!(notice.aggregator, aggregator, "signed by its publisher");

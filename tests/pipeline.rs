@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use vitalmesh_core::news2::{self, ParameterSet, Risk};
 use vitalmesh_firmware::{LinkAction, Node, NodeConfig};
-use vitalmesh_wire::envelope::{Keyring, Principal};
-use vitalmesh_wire::{Body, NodeId, PartitionId, Sample, Timestamp, decode};
+use vitalmesh_wire::envelope::Keyring;
+use vitalmesh_wire::{Body, NodeId, PartitionId, Sample, Timestamp, WireTopic, decode};
 
 const T0: Timestamp = Timestamp::from_secs(1_767_225_600);
 
@@ -21,11 +21,21 @@ fn samples(node: &mut Node, ring: &Keyring, until: Timestamp) -> Vec<Sample> {
             }
         }
         while let Some(t) = node.poll_transmit(now) {
-            let Ok(Body::Batch(b)) = decode(&t.payload, ring) else {
+            let (partition, id) = (node.partition(), node.id());
+            let topic = WireTopic::Data {
+                partition,
+                node: id,
+            };
+            let Ok(Body::Batch(b)) = decode(&t.payload, &topic, ring) else {
                 panic!("a node's payload must decode")
             };
             out.extend(b.samples);
-            node.handle_ack(t.first_seq + t.samples as u64, now);
+            let ack = ring.ack_key(id).expect("provisioned").ack(
+                partition,
+                id,
+                t.first_seq + t.samples as u64,
+            );
+            node.handle_ack(&ack, now);
         }
         now = node
             .poll_timeout()
@@ -40,7 +50,7 @@ fn risk(s: &Sample) -> Option<Risk> {
 
 #[test]
 fn deteriorating_patients_pass_medium_then_high_whatever_their_baseline() {
-    let ring = Keyring::new(*b"pipeline-secret!", 1000);
+    let ring = Keyring::new(*b"pipeline-secret!pipeline-secret!", 1000);
     let config = NodeConfig {
         sample_interval: Duration::from_secs(600),
         ..NodeConfig::default()
@@ -52,7 +62,7 @@ fn deteriorating_patients_pass_medium_then_high_whatever_their_baseline() {
             PartitionId(0),
             config.clone(),
             seed,
-            ring.derive(Principal::Node(NodeId(id))),
+            ring.node_credentials(NodeId(id)),
             T0,
         );
         let episode = node.start_deterioration(T0);
@@ -82,7 +92,7 @@ fn deteriorating_patients_pass_medium_then_high_whatever_their_baseline() {
 
 #[test]
 fn a_fever_makes_every_patient_febrile_by_news2() {
-    let ring = Keyring::new(*b"pipeline-secret!", 1000);
+    let ring = Keyring::new(*b"pipeline-secret!pipeline-secret!", 1000);
     let config = NodeConfig {
         sample_interval: Duration::from_secs(300),
         ..NodeConfig::default()
@@ -94,7 +104,7 @@ fn a_fever_makes_every_patient_febrile_by_news2() {
             PartitionId(0),
             config.clone(),
             7,
-            ring.derive(Principal::Node(NodeId(id))),
+            ring.node_credentials(NodeId(id)),
             T0,
         );
         let fever = node.start_fever(T0);

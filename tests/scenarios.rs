@@ -88,7 +88,7 @@ fn every_invalid_fixture_fails_with_its_own_message() {
         fixtures.len()
     );
     for f in fixtures {
-        let text = std::fs::read_to_string(&f).unwrap();
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
         let expect = text
             .lines()
             .find_map(|l| l.strip_prefix("# expect: "))
@@ -253,4 +253,27 @@ fn inject_steers_a_live_run_and_the_timeline_records_it() {
     assert_eq!(r["ledger"]["total"]["unexplained"], 0);
     assert!(!socket.exists(), "the socket is removed when the run ends");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn what_is_not_a_scenario_file_is_refused_before_it_is_read_whole() {
+    // A device that never ends.
+    let out = vitalmesh(&["validate", "/dev/zero"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/dev/zero: is not a regular file; expected a scenario's .toml file"),
+        "{stderr}"
+    );
+    // A file far larger than any scenario (a log passed by mistake).
+    let big = std::env::temp_dir().join(format!("vm-big-{}.toml", std::process::id()));
+    std::fs::write(&big, "# filler\n".repeat(300_000)).unwrap();
+    let out = vitalmesh(&["validate", big.to_str().unwrap()]);
+    std::fs::remove_file(&big).unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is larger than 1024 KiB; expected a scenario of a few kilobytes"),
+        "{stderr}"
+    );
 }

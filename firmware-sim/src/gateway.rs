@@ -38,9 +38,9 @@ use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
-use vitalmesh_wire::envelope::{self, DeviceKey};
+use vitalmesh_wire::envelope::{self, DeviceKey, Principal, Sealer};
 use vitalmesh_wire::message::MAX_RELAY_FRAMES;
-use vitalmesh_wire::{AckBatch, GatewayId, NodeId, PartitionId, Timestamp};
+use vitalmesh_wire::{AckBatch, GatewayId, NodeAck, NodeId, PartitionId, Timestamp, WireTopic};
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::node::{Link, LinkAction, Node, Transmit};
@@ -205,8 +205,8 @@ struct Frame {
 enum Air {
     /// A node's frame reaches the gateway.
     Up(Frame),
-    /// A relayed ack reaches its node.
-    Ack { node: NodeId, next_expected: u64 },
+    /// A relayed ack reaches its node (which checks its tag).
+    Ack(NodeAck),
     /// A node's association attempt is answered (decided on arrival: a
     /// gateway that rebooted during the node's scan window answers it).
     Associate { node: NodeId },
@@ -222,7 +222,8 @@ enum Air {
 #[derive(Debug)]
 pub struct GatewayCell {
     config: GatewayConfig,
-    key: DeviceKey,
+    /// Seals relays; its epoch counts boots.
+    sealer: Sealer,
     /// Slots for nodes with consecutive ids from `first`; a node's slot
     /// fills when it starts (ramps start nodes one by one).
     nodes: Vec<Option<Node>>,
@@ -278,8 +279,8 @@ impl GatewayCell {
         let rng = stream(seed, NodeId(config.id.0), Purpose::Gateway);
         let backoff = Backoff::new(config.backoff);
         let mut cell = Self {
+            sealer: Sealer::new(key, Principal::Gateway(config.id), 0),
             config,
-            key,
             nodes,
             first,
             power: GatewayPower::On,
@@ -538,13 +539,7 @@ impl GatewayCell {
             } else {
                 self.ledger.acks_relayed += 1;
                 let at = now + self.air_delay();
-                self.push_air(
-                    at,
-                    Air::Ack {
-                        node: ack.node,
-                        next_expected: ack.next_expected,
-                    },
-                );
+                self.push_air(at, Air::Ack(*ack));
             }
             released = true;
         }
@@ -610,6 +605,8 @@ impl GatewayCell {
             return;
         }
         self.power = GatewayPower::On;
+        // A new epoch: nonces restart from 0 under a number never used.
+        self.sealer.start_epoch(self.sealer.epoch() + 1);
         self.backoff.reset();
         self.link = Link::Connecting;
         self.link_actions.push_back(LinkAction::Connect);
@@ -667,7 +664,11 @@ impl GatewayCell {
         };
         let frames: Vec<&[u8]> = taken.iter().map(|f| f.bytes.as_slice()).collect();
         let mut payload = Vec::with_capacity(used + RELAY_OVERHEAD);
-        match envelope::encode_relay(self.config.id, &frames, &self.key, &mut payload) {
+        let topic = WireTopic::Relay {
+            partition: self.config.partition,
+            gateway: self.config.id,
+        };
+        match self.sealer.seal_relay(&frames, &topic, &mut payload) {
             Ok(()) => {}
             Err(e) => {
                 // Frames come from our own nodes, within their byte limit,
@@ -794,14 +795,11 @@ impl GatewayCell {
                 self.pending.push_back(frame);
                 self.evict_over_limit();
             }
-            Air::Ack {
-                node,
-                next_expected,
-            } => {
-                let i = node.0 - self.first;
+            Air::Ack(ack) => {
+                let i = ack.node.0 - self.first;
                 if self.associated[i as usize] {
                     if let Some(n) = self.nodes[i as usize].as_mut() {
-                        n.handle_ack(next_expected, now);
+                        n.handle_ack(&ack, now);
                     }
                     self.touch(i);
                 }
@@ -945,7 +943,7 @@ impl GatewayCell {
 
 /// Upper bound of a relay envelope's bytes besides its frames: version,
 /// body tag, gateway id, frame count, authentication tag.
-const RELAY_OVERHEAD: usize = 1 + 1 + 5 + 3 + envelope::TAG_BYTES;
+const RELAY_OVERHEAD: usize = envelope::HEADER_BYTES + 1 + 5 + 3 + envelope::TAG_BYTES;
 
 /// A radio event at its time; ties keep their scheduling order.
 #[derive(Debug)]
@@ -979,8 +977,8 @@ impl Ord for Timed {
 mod tests {
     use std::collections::BTreeMap;
 
-    use vitalmesh_wire::envelope::{Keyring, Principal};
-    use vitalmesh_wire::{AggregatorId, Body, NodeAck, decode};
+    use vitalmesh_wire::envelope::Keyring;
+    use vitalmesh_wire::{AggregatorId, Body, decode};
 
     use super::*;
     use crate::node::NodeConfig;
@@ -988,7 +986,7 @@ mod tests {
     const SEED: u64 = 0x6A7E;
 
     fn keyring() -> Keyring {
-        Keyring::new([7; 16], 1000)
+        Keyring::new([7; 32], 1000)
     }
 
     fn cell(config: GatewayConfig, nodes: u32, interval: Duration) -> GatewayCell {
@@ -1014,7 +1012,7 @@ mod tests {
                 config_partition(),
                 config,
                 SEED,
-                keys.derive(Principal::Node(NodeId(n))),
+                keys.node_credentials(NodeId(n)),
                 Timestamp::EPOCH,
             );
             c.add_node(node, Timestamp::EPOCH)
@@ -1041,12 +1039,17 @@ mod tests {
         fn ingest(&mut self, relay: &RelayTransmit, keys: &Keyring) {
             self.relays += 1;
             self.largest_relay = self.largest_relay.max(relay.payload.len());
-            let Ok(Body::Relay(r)) = decode(&relay.payload, keys) else {
+            let topic = WireTopic::Relay {
+                partition: config_partition(),
+                gateway: GatewayId(3),
+            };
+            let Ok(Body::Relay(r)) = decode(&relay.payload, &topic, keys) else {
                 panic!("the gateway sent something that is not a relay")
             };
             assert_eq!(r.gateway, GatewayId(3));
             for frame in &r.frames {
-                let Ok(Body::Batch(b)) = decode(frame, keys) else {
+                let Ok((_, Body::Batch(b))) = vitalmesh_wire::open(frame, &data_topic(frame), keys)
+                else {
                     panic!("a frame that is not its node's batch")
                 };
                 let next = self.next_expected.entry(b.node).or_insert(0);
@@ -1060,19 +1063,31 @@ mod tests {
             }
         }
 
-        fn acks(&mut self) -> Option<AckBatch> {
+        fn acks(&mut self, keys: &Keyring) -> Option<AckBatch> {
             std::mem::take(&mut self.dirty).then(|| AckBatch {
                 partition: config_partition(),
                 aggregator: AggregatorId(0),
                 acks: self
                     .next_expected
                     .iter()
-                    .map(|(&node, &next_expected)| NodeAck {
-                        node,
-                        next_expected,
+                    .map(|(&node, &next_expected)| {
+                        keys.ack_key(node).expect("provisioned").ack(
+                            config_partition(),
+                            node,
+                            next_expected,
+                        )
                     })
                     .collect(),
             })
+        }
+    }
+
+    /// A frame's node's data topic, from its (cleartext) header.
+    fn data_topic(frame: &[u8]) -> WireTopic {
+        let node = u32::from_le_bytes(frame[2..6].try_into().unwrap());
+        WireTopic::Data {
+            partition: config_partition(),
+            node: NodeId(node),
         }
     }
 
@@ -1105,7 +1120,7 @@ mod tests {
                 rx.ingest(&r, &keys);
             }
             if now >= next_ack {
-                if let Some(a) = rx.acks() {
+                if let Some(a) = rx.acks(&keys) {
                     c.handle_acks(&a, now);
                 }
                 next_ack = now + Duration::from_millis(100);

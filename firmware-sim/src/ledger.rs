@@ -35,6 +35,9 @@ pub struct NodeLedger {
     pub connects: u64,
     /// Connections lost or refused.
     pub disconnects: u64,
+    /// Ack entries for this node that did not verify under its ack key
+    /// (forged or altered), and so changed nothing.
+    pub forged_acks: u64,
 }
 
 impl NodeLedger {

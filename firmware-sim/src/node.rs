@@ -47,9 +47,11 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
-use vitalmesh_wire::envelope::{self, DeviceKey};
+use vitalmesh_wire::envelope::{self, AckKey, NodeCredentials, Sealer};
 use vitalmesh_wire::message::MAX_BATCH_SAMPLES;
-use vitalmesh_wire::{Batch, Body, FaultFlags, NodeId, PartitionId, Presence, Sample, Timestamp};
+use vitalmesh_wire::{
+    Batch, Body, FaultFlags, NodeId, PartitionId, Presence, Sample, Timestamp, WireTopic,
+};
 
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::battery::{Battery, BatteryConfig, LOW_BATTERY_PCT};
@@ -204,7 +206,10 @@ pub struct Node {
     id: NodeId,
     partition: PartitionId,
     config: NodeConfig,
-    key: DeviceKey,
+    /// Seals uplinks; its epoch is the boot count.
+    sealer: Sealer,
+    /// Checks that an ack is really for this node.
+    ack_key: AckKey,
     physiology: Physiology,
     sensor: Sensor,
     buffer: SampleBuffer,
@@ -256,13 +261,13 @@ pub struct Node {
 
 impl Node {
     /// A node that starts at `now`, offline, and connects at its first
-    /// timeout. `key` is its provisioned device key.
+    /// timeout. `credentials` are its provisioned keys.
     pub fn new(
         id: NodeId,
         partition: PartitionId,
         config: NodeConfig,
         seed: u64,
-        key: DeviceKey,
+        credentials: NodeCredentials,
         now: Timestamp,
     ) -> Self {
         let mut network_rng = rng::stream(seed, id, Purpose::Network);
@@ -280,7 +285,8 @@ impl Node {
             episode_rng: rng::stream(seed, id, Purpose::Episode),
             network_rng,
             config,
-            key,
+            sealer: Sealer::new(credentials.device, envelope::Principal::Node(id), 0),
+            ack_key: credentials.ack,
             ledger: NodeLedger::default(),
             power: Power::On,
             link: Link::Offline { retry_at: now },
@@ -465,12 +471,22 @@ impl Node {
         }
     }
 
-    /// A cumulative acknowledgement: every sequence number below
-    /// `next_expected` is safely ingested.
-    pub fn handle_ack(&mut self, next_expected: u64, now: Timestamp) {
-        if self.power != Power::On {
+    /// A cumulative acknowledgement: every sequence number below its
+    /// `next_expected` is safely ingested — if its tag says so. An entry
+    /// that does not verify under this node's ack key (forged, altered, or
+    /// meant for another partition) is counted and changes nothing.
+    pub fn handle_ack(&mut self, ack: &vitalmesh_wire::NodeAck, now: Timestamp) {
+        if self.power != Power::On || ack.node != self.id {
             return;
         }
+        if !self.ack_key.verify(self.partition, ack) {
+            self.ledger.forged_acks += 1;
+            return;
+        }
+        self.accept_ack(ack.next_expected, now);
+    }
+
+    fn accept_ack(&mut self, next_expected: u64, now: Timestamp) {
         // An acknowledgement can never cover samples not yet produced.
         let next_expected = next_expected.min(self.next_seq);
         if next_expected <= self.acked_up_to {
@@ -723,7 +739,7 @@ impl Node {
     /// the samples back if not even one fits (a configuration the scenario
     /// checker refuses).
     fn encode_within_limit(
-        &self,
+        &mut self,
         mut samples: Vec<Sample>,
         presence: Presence,
     ) -> Result<(Vec<u8>, Vec<Sample>), Vec<Sample>> {
@@ -737,7 +753,11 @@ impl Node {
                 presence,
             });
             let mut payload = Vec::with_capacity(capacity);
-            let encoded = envelope::encode(&body, &self.key, &mut payload);
+            let topic = WireTopic::Data {
+                partition: self.partition,
+                node: self.id,
+            };
+            let encoded = self.sealer.seal(&body, &topic, &mut payload);
             let Body::Batch(batch) = body else {
                 unreachable!("built as a batch above")
             };
@@ -809,6 +829,8 @@ impl Node {
 
     fn boot(&mut self, now: Timestamp) {
         self.power = Power::On;
+        // A new epoch: nonces restart from 0 under a number never used.
+        self.sealer.start_epoch(self.sealer.epoch() + 1);
         self.next_sample_at = self.next_grid_point_after(now);
         self.battery.settle(now);
         self.backoff.reset();

@@ -40,6 +40,9 @@ pub enum Purpose {
     /// A gateway's short-range radio (loss, delay, drop-outs) and its
     /// reconnect jitter; the stream id is the gateway's id.
     Gateway = 10,
+    /// The run's provisioning secret (stream id 0), when no provisioning
+    /// file gives one.
+    Provisioning = 11,
 }
 
 /// The stream for `purpose` of `node` under `seed`.

@@ -73,16 +73,6 @@ impl SensorFault {
 /// module docs for the source).
 const DEVICE_NOISE_SD: [f64; 6] = [1.5, 0.5, 1.0, 0.05, 2.0, 2.0];
 
-/// Device measuring range per sign; readings outside are clipped.
-const DEVICE_RANGE: [(f64, f64); 6] = [
-    (20.0, 250.0),
-    (0.0, 99.0),
-    (50.0, 100.0),
-    (25.0, 45.0),
-    (20.0, 300.0),
-    (10.0, 200.0),
-];
-
 const LOST_FLAG: [FaultFlags; 6] = [
     FaultFlags::HEART_RATE_LOST,
     FaultFlags::RESP_RATE_LOST,
@@ -203,7 +193,7 @@ impl Sensor {
 /// Clips to the device range and rounds to its resolution (0.1 °C for
 /// temperature, whole units otherwise).
 fn quantise(sign: VitalSign, value: f64) -> f64 {
-    let (lo, hi) = DEVICE_RANGE[sign.index()];
+    let (lo, hi) = sign.device_range();
     let v = value.clamp(lo, hi);
     match sign {
         VitalSign::Temperature => round_positive(v * 10.0) / 10.0,

@@ -8,23 +8,39 @@ use vitalmesh_firmware::PatientOptions;
 use vitalmesh_firmware::battery::BatteryConfig;
 use vitalmesh_firmware::buffer::{DropPolicy, RECORD_BYTES};
 use vitalmesh_firmware::{Link, LinkAction, Node, NodeConfig, Power, Transmit};
-use vitalmesh_wire::envelope::{Keyring, Principal};
-use vitalmesh_wire::{Batch, Body, NodeId, PartitionId, Presence, Timestamp, decode};
+use vitalmesh_wire::envelope::Keyring;
+use vitalmesh_wire::{
+    Batch, Body, NodeAck, NodeId, PartitionId, Presence, Timestamp, WireTopic, decode,
+};
 
 const T0: Timestamp = Timestamp::from_secs(1_767_225_600);
-const SECRET: [u8; 16] = *b"node-test-secret";
+const SECRET: [u8; 32] = *b"node-test-secret-node-test-secre";
 
-fn keyring() -> Keyring {
-    Keyring::new(SECRET, 100_000)
+fn keyring() -> &'static Keyring {
+    static RING: std::sync::OnceLock<Keyring> = std::sync::OnceLock::new();
+    RING.get_or_init(|| Keyring::new(SECRET, 100_000))
 }
 
 fn node_with(id: u32, seed: u64, config: NodeConfig) -> Node {
-    let key = keyring().derive(Principal::Node(NodeId(id)));
-    Node::new(NodeId(id), PartitionId(0), config, seed, key, T0)
+    let credentials = keyring().node_credentials(NodeId(id));
+    Node::new(NodeId(id), PartitionId(0), config, seed, credentials, T0)
+}
+
+/// The partition's aggregator acks everything below `upto`.
+fn ack_up_to(node: &mut Node, upto: u64, now: Timestamp) {
+    let id = node.id();
+    let key = keyring().ack_key(id).expect("provisioned");
+    node.handle_ack(&key.ack(PartitionId(0), id, upto), now);
 }
 
 fn batch(t: &Transmit) -> Batch {
-    match decode(&t.payload, &keyring()).expect("a node's own payload decodes") {
+    let payload = &t.payload;
+    let node = NodeId(u32::from_le_bytes(payload[2..6].try_into().unwrap()));
+    let topic = WireTopic::Data {
+        partition: PartitionId(0),
+        node,
+    };
+    match decode(payload, &topic, keyring()).expect("a node's own payload decodes") {
         Body::Batch(b) => b,
         other => panic!("expected a batch, got {other:?}"),
     }
@@ -52,7 +68,7 @@ fn drive(node: &mut Node, from: Timestamp, until: Timestamp, ack: bool) -> Vec<T
         }
         while let Some(t) = node.poll_transmit(now) {
             if ack {
-                node.handle_ack(t.first_seq + t.samples as u64, now);
+                ack_up_to(node, t.first_seq + t.samples as u64, now);
             }
             out.push(t);
         }
@@ -93,9 +109,14 @@ fn same_seed_gives_byte_identical_streams_and_nodes_differ() {
     let values = |stream: &[Vec<u8>]| -> Vec<_> {
         stream
             .iter()
-            .map(|p| match decode(p, &keyring()).unwrap() {
-                Body::Batch(b) => b.samples[0].vitals,
-                _ => unreachable!(),
+            .map(|p| {
+                batch(&Transmit {
+                    payload: p.clone(),
+                    first_seq: 0,
+                    samples: 1,
+                })
+                .samples[0]
+                    .vitals
             })
             .collect()
     };
@@ -168,7 +189,8 @@ fn backlog_is_backfilled_in_bounded_batches_and_acks_empty_the_buffer() {
         (0..n.next_seq()).collect::<Vec<_>>(),
         "every sample once, in order"
     );
-    n.handle_ack(n.next_seq(), down_until);
+    let upto = n.next_seq();
+    ack_up_to(&mut n, upto, down_until);
     assert_eq!(n.status(down_until).buffered, 0);
     assert_eq!(n.ledger().acked.len(), n.next_seq());
     assert!(n.ledger().balances(0));
@@ -270,7 +292,8 @@ fn without_acks_the_node_resends_with_doubling_timeouts() {
     assert_eq!(resent_from_zero as u64, 1 + rounds);
     // An acknowledgement stops the re-sending and resets the timeout.
     let now = T0 + Duration::from_secs(60);
-    n.handle_ack(n.next_seq(), now);
+    let upto = n.next_seq();
+    ack_up_to(&mut n, upto, now);
     let acked_to = n.next_seq();
     let more = drive_online(&mut n, now, now + Duration::from_secs(4));
     assert!(
@@ -311,11 +334,52 @@ fn a_node_blocked_on_its_window_keeps_saying_it_is_alive_without_flooding() {
 }
 
 #[test]
+fn a_forged_or_misdirected_ack_never_makes_a_node_drop_a_sample() {
+    let mut n = node_with(9, 1, NodeConfig::default());
+    let t = T0 + Duration::from_secs(5);
+    let sent = drive_online(&mut n, T0, t);
+    assert!(!sent.is_empty());
+    let held = n.buffered_len();
+    assert!(held > 0);
+    let id = n.id();
+    let own = keyring().ack_key(id).unwrap();
+    let forgeries = [
+        // No key at all.
+        NodeAck {
+            node: id,
+            next_expected: u64::MAX,
+            tag: [0; 16],
+        },
+        // Another node's key (a node, or a gateway, forging for it).
+        keyring()
+            .ack_key(NodeId(10))
+            .unwrap()
+            .ack(PartitionId(0), id, u64::MAX),
+        // A genuine ack of another partition's, replayed here.
+        own.ack(PartitionId(1), id, u64::MAX),
+        // A genuine ack, altered.
+        NodeAck {
+            next_expected: u64::MAX,
+            ..own.ack(PartitionId(0), id, 1)
+        },
+    ];
+    for forged in &forgeries {
+        n.handle_ack(forged, t);
+    }
+    assert_eq!(n.buffered_len(), held, "nothing released");
+    assert!(n.ledger().acked.is_empty());
+    assert_eq!(n.ledger().forged_acks, forgeries.len() as u64);
+    // The real one still works.
+    ack_up_to(&mut n, 2, t);
+    assert_eq!(n.ledger().acked.len(), 2);
+}
+
+#[test]
 fn acks_beyond_what_was_produced_are_clamped() {
     let mut n = node_with(9, 1, NodeConfig::default());
     let t = T0 + Duration::from_secs(5);
     let _ = drive_online(&mut n, T0, t);
-    n.handle_ack(u64::MAX, t);
+    ack_up_to(&mut n, u64::MAX, t);
     assert_eq!(n.ledger().acked.len(), n.next_seq());
     let later = t + Duration::from_secs(3);
     let _ = drive_online(&mut n, t, later);
@@ -401,7 +465,7 @@ fn a_full_window_holds_samples_back_and_they_leave_together_when_it_opens() {
     assert!(waiting > 80, "samples wait in the buffer: {waiting}");
     // The first acknowledgement opens the window: everything waiting leaves
     // in full batches, not one message per sample.
-    n.handle_ack(sent[1].first_seq + 1, until);
+    ack_up_to(&mut n, sent[1].first_seq + 1, until);
     let mut after = Vec::new();
     while let Some(t) = n.poll_transmit(until) {
         after.push(t);
@@ -512,7 +576,7 @@ proptest! {
                 if upto == held {
                     break;
                 }
-                n.handle_ack(upto, t);
+                ack_up_to(&mut n, upto, t);
                 continue;
             };
             prop_assert!(x.payload.len() <= max_bytes, "{} bytes > {max_bytes} (seed {seed})", x.payload.len());
@@ -549,7 +613,7 @@ proptest! {
                 Op::Ack(k) => {
                     // A plausible cumulative ack: never beyond what was sent.
                     let upto = sent.iter().take(usize::from(k)).next_back().map_or(0, |s| s + 1);
-                    n.handle_ack(upto, now);
+                    ack_up_to(&mut n, upto, now);
                 }
                 Op::Transmit => {
                     while let Some(t) = n.poll_transmit(now) {

@@ -47,12 +47,12 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
-use vitalmesh_wire::envelope::{DeviceKey, Keyring, Principal, decode_relay, encode_to_vec};
+use vitalmesh_wire::envelope::{Header, Keyring, Principal, Sealer, fingerprint, open, open_relay};
 use vitalmesh_wire::message::{MAX_ACKS_PER_BATCH, MAX_WARD_REPORT_PATIENTS};
 use vitalmesh_wire::{
     AckBatch, AggregatorId, AggregatorState, AggregatorStatus, Batch, Body, GatewayId, NodeAck,
     NodeId, PartitionId, Partitioning, PatientBucket, Presence, Scope, SeqSet, Timestamp,
-    TopicScheme, WardReport, WireError, WireTopic, decode,
+    TopicScheme, WardReport, WireError, WireTopic,
 };
 
 use crate::alert::{Alert, AlertKind, Evidence};
@@ -63,6 +63,7 @@ use crate::membership::{DownReason, Membership, PeerChange};
 use crate::phi::{PhiConfig, PhiDetector};
 use crate::population::{Population, WardId};
 use crate::rendezvous;
+use crate::replay::{Freshness, ReplayWindow};
 
 /// How an aggregator behaves.
 #[derive(Debug, Clone)]
@@ -97,6 +98,9 @@ pub struct AggregatorConfig {
 }
 
 impl AggregatorConfig {
+    /// How often a primary acks its partitions, unless configured.
+    pub const DEFAULT_ACK_INTERVAL: Duration = Duration::from_secs(1);
+
     /// Defaults for aggregator `id`: heartbeats every second, φ = 8 with a
     /// 3 s acceptable pause (detection ≈ 4.5 s), acks every second (each
     /// node receives its partition's ack batch: more often would multiply
@@ -111,7 +115,7 @@ impl AggregatorConfig {
             population,
             heartbeat_interval: Duration::from_secs(1),
             join_grace: Duration::from_secs(2),
-            ack_interval: Duration::from_secs(1),
+            ack_interval: Self::DEFAULT_ACK_INTERVAL,
             liveness_interval: Duration::from_millis(250),
             weight: 1,
             peer_phi: PhiConfig::default(),
@@ -212,6 +216,21 @@ pub enum Rejection {
         /// The topic.
         topic: String,
     },
+    /// A message its sender sent before, from an earlier epoch or older
+    /// than the replay window: a capture played back.
+    #[error(
+        "'{topic}' carries a replayed message from {sender} (epoch '{epoch}', counter '{counter}'); expected one newer than the last seen"
+    )]
+    Replayed {
+        /// The topic.
+        topic: String,
+        /// The sender.
+        sender: Principal,
+        /// Its epoch.
+        epoch: u32,
+        /// Its counter.
+        counter: u64,
+    },
     /// A topic outside the scheme.
     #[error("'{topic}' is not a vitalmesh topic")]
     UnknownTopic {
@@ -246,6 +265,7 @@ impl Rejection {
             Self::WrongGateway { .. } => "wrong_gateway",
             Self::UnexpectedBody { .. } => "unexpected_body",
             Self::UnknownTopic { .. } => "unknown_topic",
+            Self::Replayed { .. } => "replayed",
             Self::WardReport { .. } => "ward_report",
         }
     }
@@ -269,7 +289,14 @@ pub enum Event {
     /// A new sample ingested as primary.
     Delivered(Delivery),
     /// A message refused.
-    Rejected(Rejection),
+    Rejected {
+        /// Why.
+        why: Rejection,
+        /// Which message ([`fingerprint`] of its bytes): every aggregator
+        /// that reads a topic refuses the same message, and the observer
+        /// counts it once.
+        message: u64,
+    },
     /// An alert raised, or cleared (`cleared_at` set).
     Alert(Alert),
     /// The partitions this aggregator owns changed.
@@ -409,7 +436,19 @@ enum Link {
 pub struct Aggregator {
     config: AggregatorConfig,
     keys: Keyring,
-    key: DeviceKey,
+    /// Seals our messages; its epoch is our incarnation, and each
+    /// connection starts a block of 2^32 counters whose last one is
+    /// that connection's will (see [`Aggregator::last_will`]).
+    sealer: Sealer,
+    /// Connections made (the counter block in use).
+    connections: u64,
+    /// The newest status seen from each peer, by envelope order: an older
+    /// one is a replay and changes nothing. Kept across reconnects.
+    status_seen: BTreeMap<AggregatorId, (u32, u64)>,
+    /// Per node, the anti-replay window over its envelopes.
+    replay: BTreeMap<NodeId, ReplayWindow>,
+    /// The bytes of the message being handled, for rejections.
+    handling: u64,
     link: Link,
     membership: Membership,
     roles: Vec<Option<Role>>,
@@ -463,7 +502,14 @@ impl Aggregator {
     pub fn new(config: AggregatorConfig, keys: Keyring) -> Self {
         let partitions = usize::from(config.partitioning.count());
         Self {
-            key: keys.derive(Principal::Aggregator(config.id)),
+            sealer: keys.sealer(
+                Principal::Aggregator(config.id),
+                u32::try_from(config.incarnation).unwrap_or(u32::MAX),
+            ),
+            connections: 0,
+            status_seen: BTreeMap::new(),
+            replay: BTreeMap::new(),
+            handling: 0,
             membership: Membership::new(config.id, config.peer_phi),
             roles: vec![None; partitions],
             joined_with: BTreeSet::new(),
@@ -576,8 +622,21 @@ impl Aggregator {
         self.link == Link::Active && ward::owner(ward, &self.live_view()) == Some(self.config.id)
     }
 
-    /// The last-will topic and payload to register when connecting.
-    pub fn last_will(&self) -> (String, Vec<u8>) {
+    /// The last-will topic and payload to register when connecting; call
+    /// once per connection, before it.
+    ///
+    /// The will is sealed now and published by the broker later, so it
+    /// takes the *last* counter of a block of 2^32 that this connection
+    /// starts: it orders after every message the connection sends, and
+    /// before the next connection's, so receivers can refuse any status
+    /// that is older than the newest they saw — a replay — without
+    /// refusing a will.
+    pub fn last_will(&mut self) -> (String, Vec<u8>) {
+        self.connections += 1;
+        let block = self.connections << 32;
+        self.sealer.skip_to(block);
+        let mut will = self.sealer.clone();
+        will.skip_to(block | u64::from(u32::MAX));
         let body = Body::Status(AggregatorStatus {
             aggregator: self.config.id,
             incarnation: self.config.incarnation,
@@ -585,7 +644,13 @@ impl Aggregator {
             state: AggregatorState::Offline,
             weight: self.config.weight,
         });
-        (self.config.topics.status(self.config.id), self.sign(&body))
+        let topic = WireTopic::Status {
+            aggregator: self.config.id,
+        };
+        let payload = will
+            .seal_to_vec(&body, &topic)
+            .expect("aggregator messages are always valid");
+        (self.config.topics.status(self.config.id), payload)
     }
 
     // ---- inputs ----------------------------------------------------------
@@ -654,24 +719,25 @@ impl Aggregator {
         if self.link == Link::Disconnected {
             return;
         }
-        match self.config.topics.parse(topic) {
-            Some(WireTopic::Data { partition, node }) => {
+        self.handling = fingerprint(payload);
+        let Some(wire_topic) = self.config.topics.parse(topic) else {
+            return self.reject(Rejection::UnknownTopic {
+                topic: topic.into(),
+            });
+        };
+        match wire_topic {
+            WireTopic::Data { partition, node } => {
                 self.on_data(topic, partition, node, payload, now)
             }
-            Some(WireTopic::Relay { partition, gateway }) => {
+            WireTopic::Relay { partition, gateway } => {
                 self.on_relay(topic, partition, gateway, payload, now)
             }
-            Some(WireTopic::Status { aggregator }) => {
-                self.on_status(topic, aggregator, payload, now)
-            }
-            Some(WireTopic::Ack { partition }) => self.on_ack(topic, partition, payload),
-            Some(WireTopic::Ward { .. }) => self.on_ward(topic, payload),
+            WireTopic::Status { aggregator } => self.on_status(topic, aggregator, payload, now),
+            WireTopic::Ack { partition } => self.on_ack(topic, partition, payload),
+            WireTopic::Ward { .. } => self.on_ward(topic, &wire_topic, payload),
             // Alerts are for people and their tools; aggregators do not
             // subscribe to them, but a stray one is harmless.
-            Some(WireTopic::Alert { .. }) => {}
-            None => self.reject(Rejection::UnknownTopic {
-                topic: topic.into(),
-            }),
+            WireTopic::Alert { .. } => {}
         }
     }
 
@@ -778,11 +844,13 @@ impl Aggregator {
 
     // ---- internals -------------------------------------------------------
 
-    fn sign(&self, body: &Body) -> Vec<u8> {
+    fn seal(&mut self, body: &Body, topic: WireTopic) -> Vec<u8> {
         // Our own status, ack, ward and alert bodies always satisfy the
         // protocol rules (lists are chunked to their limits, texts cut to
-        // theirs), so encoding cannot fail.
-        encode_to_vec(body, &self.key).expect("aggregator messages are always valid")
+        // theirs), so sealing cannot fail.
+        self.sealer
+            .seal_to_vec(body, &topic)
+            .expect("aggregator messages are always valid")
     }
 
     fn publish_status(&mut self, state: AggregatorState) {
@@ -794,7 +862,12 @@ impl Aggregator {
             state,
             weight: self.config.weight,
         });
-        let payload = self.sign(&body);
+        let payload = self.seal(
+            &body,
+            WireTopic::Status {
+                aggregator: self.config.id,
+            },
+        );
         self.outputs.push_back(Output::Publish {
             topic: self.config.topics.status(self.config.id),
             payload,
@@ -803,12 +876,20 @@ impl Aggregator {
 
     fn reject(&mut self, why: Rejection) {
         self.stats.rejected += 1;
-        self.events.push_back(Event::Rejected(why));
+        self.events.push_back(Event::Rejected {
+            why,
+            message: self.handling,
+        });
     }
 
     /// Hands an alert (raised or cleared) to the observer and publishes it.
     fn emit(&mut self, alert: Alert) {
-        let payload = self.sign(&Body::Alert(alert.notice()));
+        let payload = self.seal(
+            &Body::Alert(alert.notice()),
+            WireTopic::Alert {
+                aggregator: self.config.id,
+            },
+        );
         self.outputs.push_back(Output::Publish {
             topic: self.config.topics.alert(self.config.id),
             payload,
@@ -829,8 +910,9 @@ impl Aggregator {
     }
 
     fn on_status(&mut self, topic: &str, from: AggregatorId, payload: &[u8], now: Timestamp) {
-        let status = match decode(payload, &self.keys) {
-            Ok(Body::Status(s)) if s.aggregator == from => s,
+        let wire_topic = WireTopic::Status { aggregator: from };
+        let (header, status) = match open(payload, &wire_topic, &self.keys) {
+            Ok((h, Body::Status(s))) if s.aggregator == from => (h, s),
             Ok(_) => {
                 return self.reject(Rejection::UnexpectedBody {
                     topic: topic.into(),
@@ -838,6 +920,29 @@ impl Aggregator {
             }
             Err(e) => return self.reject(e.into()),
         };
+        // Only the newest status counts: a capture played back (a dead
+        // aggregator's heartbeat, a will of a life that went on) is refused
+        // before membership sees it. Our own echo is checked too: a replay
+        // of our own old heartbeat must not pass for our broker round trip.
+        let order = header.order();
+        match self.status_seen.get(&from) {
+            Some(&newest) if order <= newest => {
+                return self.reject(Rejection::Replayed {
+                    topic: topic.into(),
+                    sender: header.sender,
+                    epoch: header.epoch,
+                    counter: header.counter,
+                });
+            }
+            _ => {
+                self.status_seen.insert(from, order);
+            }
+        }
+        if u64::from(header.epoch) != status.incarnation.min(u64::from(u32::MAX)) {
+            return self.reject(Rejection::UnexpectedBody {
+                topic: topic.into(),
+            });
+        }
         if status.aggregator == self.config.id && status.incarnation == self.config.incarnation {
             self.heard_myself = now;
         }
@@ -905,8 +1010,12 @@ impl Aggregator {
             self.stats.stray += 1;
             return;
         };
-        let batch: Batch = match decode(payload, &self.keys) {
-            Ok(Body::Batch(b)) => b,
+        let wire_topic = WireTopic::Data {
+            partition,
+            node: topic_node,
+        };
+        let (header, batch): (Header, Batch) = match open(payload, &wire_topic, &self.keys) {
+            Ok((h, Body::Batch(b))) => (h, b),
             Ok(_) => {
                 return self.reject(Rejection::UnexpectedBody {
                     topic: topic.into(),
@@ -925,7 +1034,31 @@ impl Aggregator {
                 partition: partition.0,
             });
         }
+        if self.is_replayed(topic, &header) {
+            return;
+        }
         self.ingest(partition, role, batch, now);
+    }
+
+    /// Checks a node's envelope against its anti-replay window, and
+    /// rejects it if it is a replay. A duplicate inside the window (MQTT
+    /// redelivery, a gateway's re-relay) goes on: processing it again is
+    /// harmless and re-confirms its acks.
+    fn is_replayed(&mut self, topic: &str, header: &Header) -> bool {
+        let Principal::Node(node) = header.sender else {
+            return false;
+        };
+        let window = self.replay.entry(node).or_default();
+        if window.check(header.order()) == Freshness::Replayed {
+            self.reject(Rejection::Replayed {
+                topic: topic.into(),
+                sender: header.sender,
+                epoch: header.epoch,
+                counter: header.counter,
+            });
+            return true;
+        }
+        false
     }
 
     /// A gateway's relay: every frame is its node's own envelope, decoded
@@ -943,8 +1076,12 @@ impl Aggregator {
             self.stats.stray += 1;
             return;
         };
-        let relay = match decode_relay(payload, &self.keys) {
-            Ok(Some(r)) => r,
+        let wire_topic = WireTopic::Relay {
+            partition,
+            gateway: topic_gateway,
+        };
+        let relay = match open_relay(payload, &wire_topic, &self.keys) {
+            Ok(Some((_, r))) => r,
             Ok(None) => {
                 return self.reject(Rejection::UnexpectedBody {
                     topic: topic.into(),
@@ -963,8 +1100,17 @@ impl Aggregator {
             });
         }
         for frame in relay.frames {
-            let batch = match decode(frame, &self.keys) {
-                Ok(Body::Batch(b)) => b,
+            self.handling = fingerprint(frame);
+            // A frame is bound to its node's own data topic, whichever way
+            // it travels; the header names the node before anything opens.
+            let Some(claimed) = frame.get(2..6) else {
+                self.reject(WireError::Truncated { len: frame.len() }.into());
+                continue;
+            };
+            let node = NodeId(u32::from_le_bytes(claimed.try_into().expect("4 bytes")));
+            let frame_topic = WireTopic::Data { partition, node };
+            let (header, batch) = match open(frame, &frame_topic, &self.keys) {
+                Ok((h, Body::Batch(b))) => (h, b),
                 Ok(_) => {
                     self.reject(Rejection::UnexpectedBody {
                         topic: topic.into(),
@@ -983,6 +1129,9 @@ impl Aggregator {
                     node: batch.node.0,
                     partition: partition.0,
                 });
+                continue;
+            }
+            if self.is_replayed(topic, &header) {
                 continue;
             }
             self.ingest(partition, role, batch, now);
@@ -1137,9 +1286,9 @@ impl Aggregator {
     }
 
     /// A ward report from any aggregator (ourselves included).
-    fn on_ward(&mut self, topic: &str, payload: &[u8]) {
-        let report = match decode(payload, &self.keys) {
-            Ok(Body::Ward(r)) => r,
+    fn on_ward(&mut self, topic: &str, wire_topic: &WireTopic, payload: &[u8]) {
+        let report = match open(payload, wire_topic, &self.keys) {
+            Ok((_, Body::Ward(r))) => r,
             Ok(_) => {
                 return self.reject(Rejection::UnexpectedBody {
                     topic: topic.into(),
@@ -1203,7 +1352,7 @@ impl Aggregator {
                     chunks: n,
                     patients: chunk.to_vec(),
                 });
-                let payload = self.sign(&body);
+                let payload = self.seal(&body, WireTopic::Ward { ward: w as u16 });
                 self.outputs.push_back(Output::Publish {
                     topic: self.config.topics.ward(w as u16),
                     payload,
@@ -1282,8 +1431,8 @@ impl Aggregator {
         if self.role(partition) != Some(Role::Standby) {
             return;
         }
-        let acks = match decode(payload, &self.keys) {
-            Ok(Body::Ack(a)) if a.partition == partition => a,
+        let acks = match open(payload, &WireTopic::Ack { partition }, &self.keys) {
+            Ok((_, Body::Ack(a))) if a.partition == partition => a,
             Ok(_) => {
                 return self.reject(Rejection::UnexpectedBody {
                     topic: topic.into(),
@@ -1379,23 +1528,23 @@ impl Aggregator {
         if self.roles[p] != Some(Role::Primary) {
             return;
         }
+        let partition = PartitionId(p as u16);
         let acks: Vec<NodeAck> = dirty
             .iter()
             .filter_map(|n| {
-                self.nodes.get(n).map(|t| NodeAck {
-                    node: *n,
-                    next_expected: t.next_expected,
-                })
+                let track = self.nodes.get(n)?;
+                // Each entry tagged for its node, which believes nothing else.
+                let key = self.keys.ack_key(*n)?;
+                Some(key.ack(partition, *n, track.next_expected))
             })
             .collect();
-        let partition = PartitionId(p as u16);
         for chunk in acks.chunks(MAX_ACKS_PER_BATCH) {
             let body = Body::Ack(AckBatch {
                 partition,
                 aggregator: self.config.id,
                 acks: chunk.to_vec(),
             });
-            let payload = self.sign(&body);
+            let payload = self.seal(&body, WireTopic::Ack { partition });
             self.stats.ack_batches += 1;
             self.outputs.push_back(Output::Publish {
                 topic: self.config.topics.ack(partition),
@@ -1560,7 +1709,7 @@ fn scope_of(kind: AlertKind, device: Scope, patient: Scope) -> Scope {
 #[cfg(test)]
 mod tests {
     use vitalmesh_firmware::{LinkAction, Node, NodeConfig};
-    use vitalmesh_wire::envelope::encode_to_vec;
+    use vitalmesh_wire::envelope::Sealer;
     use vitalmesh_wire::{Acvpu, FaultFlags, Sample, SpO2Scale, Vitals};
 
     use crate::detect::WardBucket;
@@ -1569,10 +1718,30 @@ mod tests {
     use super::*;
 
     const T0: Timestamp = Timestamp::from_secs(1_767_225_600);
-    const SECRET: [u8; 16] = *b"aggregator-tests";
+    const SECRET: [u8; 32] = *b"aggregator-tests-aggregator-test";
 
     fn keys() -> Keyring {
-        Keyring::new(SECRET, 10_000)
+        static RING: std::sync::OnceLock<Keyring> = std::sync::OnceLock::new();
+        RING.get_or_init(|| Keyring::new(SECRET, 10_000)).clone()
+    }
+
+    /// Opens a message published on `topic`.
+    fn decode(topic: &str, payload: &[u8], keys: &Keyring) -> Result<Body, WireError> {
+        let t = TopicScheme::default().parse(topic).expect("a mesh topic");
+        vitalmesh_wire::decode(payload, &t, keys)
+    }
+
+    /// Seals `batch` as its node would: each call a new counter.
+    fn seal_batch(batch: Batch) -> Vec<u8> {
+        static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let node = batch.node;
+        let topic = WireTopic::Data {
+            partition: Partitioning::default().partition_of(node),
+            node,
+        };
+        let mut sealer = keys().sealer(Principal::Node(node), 0);
+        sealer.skip_to(COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        sealer.seal_to_vec(&Body::Batch(batch), &topic).unwrap()
     }
 
     fn population() -> Population {
@@ -1590,6 +1759,10 @@ mod tests {
         up: Vec<bool>,
         now: Timestamp,
         events: Vec<(AggregatorId, Event)>,
+        /// Each aggregator's will, registered when it connected.
+        wills: Vec<(String, Vec<u8>)>,
+        /// Everything published, as an eavesdropper on `#` would see it.
+        wire: Vec<(String, Vec<u8>)>,
     }
 
     impl Bus {
@@ -1611,8 +1784,12 @@ mod tests {
                 aggs,
                 now: T0,
                 events: Vec::new(),
+                wills: Vec::new(),
+                wire: Vec::new(),
             };
             for i in 0..bus.aggs.len() {
+                let will = bus.aggs[i].last_will();
+                bus.wills.push(will);
                 bus.aggs[i].handle_connected(T0);
             }
             bus.pump();
@@ -1649,6 +1826,7 @@ mod tests {
         }
 
         fn publish(&mut self, topic: &str, payload: &[u8]) {
+            self.wire.push((topic.into(), payload.into()));
             for i in 0..self.aggs.len() {
                 if self.up[i]
                     && self.subs[i]
@@ -1680,7 +1858,7 @@ mod tests {
             self.up[i] = false;
             self.subs[i].clear();
             self.aggs[i].handle_disconnected(self.now);
-            let (topic, payload) = self.aggs[i].last_will();
+            let (topic, payload) = self.wills[i].clone();
             self.publish(&topic, &payload);
             self.pump();
         }
@@ -1730,17 +1908,16 @@ mod tests {
             samples: seqs.iter().map(|&s| sample(node, s, vitals)).collect(),
         };
         let p = Partitioning::default().partition_of(NodeId(node));
-        let key = keys().derive(Principal::Node(NodeId(node)));
         (
             TopicScheme::default().data(p, NodeId(node)),
-            encode_to_vec(&Body::Batch(batch), &key).unwrap(),
+            seal_batch(batch),
         )
     }
 
     fn acks_for(bus_events: &[(String, Vec<u8>)], node: u32) -> Vec<u64> {
         bus_events
             .iter()
-            .filter_map(|(_, payload)| match decode(payload, &keys()) {
+            .filter_map(|(topic, payload)| match decode(topic, payload, &keys()) {
                 Ok(Body::Ack(a)) => a
                     .acks
                     .iter()
@@ -1942,12 +2119,20 @@ mod tests {
             held_from: 0,
             samples: vec![sample(4, 0, healthy())],
         };
-        let forged = encode_to_vec(
+        let p4 = Partitioning::default().partition_of(NodeId(4));
+        let forged = Sealer::new(
+            keys().derive(Principal::Node(NodeId(5))),
+            Principal::Node(NodeId(4)),
+            0,
+        )
+        .seal_to_vec(
             &Body::Batch(batch),
-            &keys().derive(Principal::Node(NodeId(5))),
+            &WireTopic::Data {
+                partition: p4,
+                node: NodeId(4),
+            },
         )
         .unwrap();
-        let p4 = Partitioning::default().partition_of(NodeId(4));
         bus.publish(&TopicScheme::default().data(p4, NodeId(4)), &forged);
         // Node 4's genuine batch published on node 9's topic.
         let (_, genuine) = uplink(4, 0, &[0], healthy());
@@ -1962,26 +2147,163 @@ mod tests {
         let events = bus.take_events();
         let rejected = events
             .iter()
-            .filter(|(_, e)| matches!(e, Event::Rejected(_)))
+            .filter(|(_, e)| matches!(e, Event::Rejected { .. }))
             .count();
         let delivered = events
             .iter()
             .filter(|(_, e)| matches!(e, Event::Delivered(_)))
             .count();
         assert_eq!((rejected, delivered), (3, 0), "{events:?}");
-        assert!(
-            events
-                .iter()
-                .any(|(_, e)| matches!(e, Event::Rejected(Rejection::Wire(WireError::BadTag(_)))))
-        );
         assert!(events.iter().any(|(_, e)| matches!(
             e,
-            Event::Rejected(Rejection::WrongTopic {
-                claimed: 4,
-                expected: 9,
+            Event::Rejected {
+                why: Rejection::Wire(WireError::BadTag(_)),
                 ..
-            })
+            }
         )));
+        assert!(events.iter().any(|(_, e)| matches!(
+            e,
+            Event::Rejected {
+                why: Rejection::Wire(WireError::BadTag(Principal::Node(NodeId(4)))),
+                ..
+            }
+        )));
+    }
+
+    fn replayed(events: &[(AggregatorId, Event)]) -> usize {
+        events
+            .iter()
+            .filter(|(_, e)| {
+                matches!(
+                    e,
+                    Event::Rejected {
+                        why: Rejection::Replayed { .. },
+                        ..
+                    }
+                )
+            })
+            .count()
+    }
+
+    fn delivered(events: &[(AggregatorId, Event)]) -> Vec<u64> {
+        events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::Delivered(d) => Some(d.seq),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_replayed_batch_is_refused_and_a_redelivered_one_changes_nothing() {
+        let mut bus = Bus::new(1);
+        bus.advance(Duration::from_secs(3));
+        bus.take_events();
+        let node = NodeId(4);
+        let p = Partitioning::default().partition_of(node);
+        let topic = TopicScheme::default().data(p, node);
+        let wire_topic = WireTopic::Data { partition: p, node };
+        let mut sealer = keys().sealer(Principal::Node(node), 0);
+        let send = |sealer: &mut Sealer, seq: u64| {
+            let batch = Batch {
+                presence: Presence::Monitoring,
+                node,
+                held_from: seq,
+                samples: vec![sample(4, seq, healthy())],
+            };
+            sealer
+                .seal_to_vec(&Body::Batch(batch), &wire_topic)
+                .unwrap()
+        };
+        let first = send(&mut sealer, 0);
+        bus.publish(&topic, &first);
+        bus.pump();
+        assert_eq!(delivered(&bus.take_events()), vec![0]);
+        // The broker delivers it again (QoS 1): a duplicate, not an attack.
+        bus.publish(&topic, &first);
+        bus.pump();
+        let events = bus.take_events();
+        assert_eq!((delivered(&events).len(), replayed(&events)), (0, 0));
+        // Seventy messages later, the capture is older than the window.
+        for seq in 1..=70 {
+            let bytes = send(&mut sealer, seq);
+            bus.publish(&topic, &bytes);
+        }
+        let last_of_epoch = send(&mut sealer, 71);
+        bus.publish(&topic, &last_of_epoch);
+        bus.pump();
+        assert_eq!(delivered(&bus.take_events()).len(), 71);
+        bus.publish(&topic, &first);
+        bus.pump();
+        let events = bus.take_events();
+        assert_eq!((delivered(&events).len(), replayed(&events)), (0, 1));
+        // The node reboots: its old epoch is over.
+        sealer.start_epoch(1);
+        let rebooted = send(&mut sealer, 72);
+        bus.publish(&topic, &rebooted);
+        bus.publish(&topic, &last_of_epoch);
+        bus.pump();
+        let events = bus.take_events();
+        assert_eq!((delivered(&events), replayed(&events)), (vec![72], 1));
+    }
+
+    #[test]
+    fn a_replayed_heartbeat_never_brings_a_dead_aggregator_back() {
+        let mut bus = Bus::new(3);
+        bus.advance(Duration::from_secs(3));
+        let status = TopicScheme::default().status(AggregatorId(2));
+        let captured: Vec<Vec<u8>> = bus
+            .wire
+            .iter()
+            .filter(|(t, _)| *t == status)
+            .map(|(_, p)| p.clone())
+            .collect();
+        assert!(captured.len() >= 2, "heartbeats were sent");
+        bus.kill(2);
+        bus.advance(Duration::from_secs(5));
+        let alive = |bus: &Bus| -> Vec<BTreeSet<AggregatorId>> {
+            (0..2).map(|i| bus.aggs[i].live_view()).collect()
+        };
+        let before = alive(&bus);
+        assert!(before.iter().all(|v| !v.contains(&AggregatorId(2))));
+        bus.take_events();
+        // The attacker plays the captured heartbeats back, again and again.
+        for _ in 0..20 {
+            for payload in &captured {
+                bus.publish(&status, payload);
+            }
+            bus.advance(Duration::from_millis(500));
+        }
+        assert_eq!(alive(&bus), before, "membership never changed");
+        for p in 0..Partitioning::default().count() {
+            assert!(!bus.primary_of(PartitionId(p)).contains(&2));
+        }
+        let events = bus.take_events();
+        // Each replayed copy refused by each of the two live aggregators.
+        assert_eq!(replayed(&events), 2 * 20 * captured.len());
+        // A forged status (another aggregator's key) is refused too.
+        let forged = Sealer::new(
+            keys().derive(Principal::Aggregator(AggregatorId(0))),
+            Principal::Aggregator(AggregatorId(2)),
+            0,
+        )
+        .seal_to_vec(
+            &Body::Status(AggregatorStatus {
+                aggregator: AggregatorId(2),
+                incarnation: 0,
+                beat: 1_000,
+                state: AggregatorState::Alive,
+                weight: 1,
+            }),
+            &WireTopic::Status {
+                aggregator: AggregatorId(2),
+            },
+        )
+        .unwrap();
+        bus.publish(&status, &forged);
+        bus.advance(Duration::from_secs(1));
+        assert_eq!(alive(&bus), before);
     }
 
     #[test]
@@ -2133,10 +2455,9 @@ mod tests {
             samples: seqs.iter().map(|&s| sample(node, s, healthy())).collect(),
         };
         let p = Partitioning::default().partition_of(NodeId(node));
-        let key = keys().derive(Principal::Node(NodeId(node)));
         (
             TopicScheme::default().data(p, NodeId(node)),
-            encode_to_vec(&Body::Batch(batch), &key).unwrap(),
+            seal_batch(batch),
         )
     }
 
@@ -2221,7 +2542,7 @@ mod tests {
             while let Some(out) = bus.aggs[0].poll_output() {
                 if let Output::Publish { topic, payload } = out {
                     if topic == TopicScheme::default().alert(AggregatorId(0)) {
-                        match decode(&payload, &keys()) {
+                        match decode(&topic, &payload, &keys()) {
                             Ok(Body::Alert(n)) => notices.push(n),
                             other => panic!("not an alert notice: {other:?}"),
                         }
@@ -2285,10 +2606,9 @@ mod tests {
                     }],
                 };
                 let p = Partitioning::default().partition_of(NodeId(node));
-                let key = keys().derive(Principal::Node(NodeId(node)));
                 bus.publish(
                     &TopicScheme::default().data(p, NodeId(node)),
-                    &encode_to_vec(&Body::Batch(batch), &key).unwrap(),
+                    &seal_batch(batch),
                 );
             }
             bus.advance(Duration::from_secs(60));
@@ -2510,7 +2830,7 @@ mod tests {
             p,
             NodeConfig::default(),
             9,
-            keys().derive(Principal::Node(id)),
+            keys().node_credentials(id),
             bus.now,
         );
         let topics = TopicScheme::default();
@@ -2540,9 +2860,9 @@ mod tests {
             }
             for (topic, payload) in collect_acks(&mut bus) {
                 if topic == topics.ack(p) {
-                    if let Ok(Body::Ack(a)) = decode(&payload, &keys()) {
+                    if let Ok(Body::Ack(a)) = decode(&topic, &payload, &keys()) {
                         if let Some(ack) = a.acks.iter().find(|x| x.node == id) {
-                            node.handle_ack(ack.next_expected, bus.now);
+                            node.handle_ack(ack, bus.now);
                         }
                     }
                 }

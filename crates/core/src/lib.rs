@@ -33,6 +33,7 @@ pub mod news2;
 pub mod phi;
 pub mod population;
 pub mod rendezvous;
+pub mod replay;
 
 pub use aggregator::{
     Aggregator, AggregatorConfig, AggregatorStats, Delivery, Event, News2Five, Output, Rejection,

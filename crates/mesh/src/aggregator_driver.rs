@@ -27,6 +27,8 @@ pub(crate) struct AggregatorRuntime {
     /// recorded relative to it.
     pub(crate) origin: Arc<OnceLock<Timestamp>>,
     pub(crate) topics: TopicScheme,
+    /// Credentials, when the broker wants them.
+    pub(crate) login: Option<crate::broker::BrokerLogin>,
     pub(crate) keep_alive_secs: u16,
     pub(crate) connect_timeout: Duration,
 }
@@ -88,17 +90,10 @@ pub(crate) async fn run_aggregator(
 ) {
     let id: AggregatorId = agg.id();
     let addr = rt.broker[usize::from(id.0) % rt.broker.len()];
-    let (will_topic, will_payload) = agg.last_will();
     let mut options = ConnectOptions::new(
         agg.config().topics.aggregator_client_id(id, 0),
         rt.keep_alive_secs,
     );
-    options.will = Some(Will {
-        topic: will_topic,
-        payload: will_payload,
-        qos: QoS::AtLeastOnce,
-        retain: false,
-    });
     // Bumped after every failed attempt: see `TopicScheme::node_client_id`.
     let mut id_generation = 0u32;
     let mut conn: Option<Connection> = None;
@@ -137,6 +132,23 @@ pub(crate) async fn run_aggregator(
             return;
         }
         if conn.is_none() && Instant::now() >= retry_at {
+            // A will per connection: it is sealed to order after this
+            // connection's messages and before the next one's.
+            let (will_topic, will_payload) = agg.last_will();
+            options.will = Some(Will {
+                topic: will_topic,
+                payload: will_payload,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+            });
+            if let Some(login) = &rt.login {
+                login.apply(
+                    &vitalmesh_wire::envelope::mqtt_username(
+                        vitalmesh_wire::envelope::Principal::Aggregator(id),
+                    ),
+                    &mut options,
+                );
+            }
             match Connection::connect_over(
                 addr,
                 &options,

@@ -14,7 +14,8 @@ use tokio::time::sleep_until;
 use vitalmesh_firmware::{GatewayCell, GatewayLedger, Link, LinkAction, Node};
 use vitalmesh_sim::NodeHealth;
 use vitalmesh_sim::ledger::{NodeFinal, NodeTally};
-use vitalmesh_wire::{Body, NodeId, decode};
+use vitalmesh_wire::NodeId;
+use vitalmesh_wire::envelope::peek_acks;
 
 use crate::metrics::DisconnectReason;
 use crate::mqtt::{Connection, Incoming, LinkConditions, QoS};
@@ -88,6 +89,7 @@ pub(crate) async fn run_gateway(
                         rt.clone(),
                         addr,
                         rt.topics.gateway_client_id(id, id_generation),
+                        vitalmesh_wire::envelope::Principal::Gateway(id),
                         link.clone(),
                     )));
                 }
@@ -162,7 +164,8 @@ pub(crate) async fn run_gateway(
                     while let Some(incoming) = c.next_incoming()? {
                         match incoming {
                             Incoming::Message { topic, payload } if topic == ack_topic => {
-                                if let Ok(Body::Ack(acks)) = decode(&payload, &rt.keys) {
+                                // Read without the aggregator's key: its nodes check their entries' tags.
+                                if let Ok(acks) = peek_acks(&payload) {
                                     cell.handle_acks(&acks, rt.clock.now());
                                 }
                             }

@@ -22,8 +22,8 @@ use vitalmesh_firmware::physiology::{DeteriorationEpisode, Episode, FeverEpisode
 use vitalmesh_firmware::{LinkAction, Node, PatientOptions, Power, SensorFault};
 use vitalmesh_sim::NodeHealth;
 use vitalmesh_sim::ledger::{NodeFinal, NodeTally};
-use vitalmesh_wire::envelope::Keyring;
-use vitalmesh_wire::{Body, TopicScheme, decode};
+use vitalmesh_wire::TopicScheme;
+use vitalmesh_wire::envelope::{Principal, mqtt_username, peek_acks};
 
 use crate::MeshError;
 use crate::broker::MAX_PACKET;
@@ -38,7 +38,8 @@ pub(crate) struct NodeRuntime {
     pub(crate) counters: Arc<LiveCounters>,
     pub(crate) broker: Vec<SocketAddr>,
     pub(crate) topics: TopicScheme,
-    pub(crate) keys: Keyring,
+    /// Credentials, when the broker wants them.
+    pub(crate) login: Option<crate::broker::BrokerLogin>,
     /// Bounds concurrent connection handshakes, so a reconnect storm after a
     /// broker restart queues here instead of overflowing the listen backlog.
     pub(crate) connect_gate: Semaphore,
@@ -146,6 +147,7 @@ pub(crate) async fn connect(
     rt: Arc<NodeRuntime>,
     addr: SocketAddr,
     client_id: String,
+    principal: Principal,
     link: Arc<LinkConditions>,
 ) -> Result<Connection, MeshError> {
     let _permit = rt
@@ -153,7 +155,10 @@ pub(crate) async fn connect(
         .acquire()
         .await
         .map_err(|_| MeshError::ConnectionClosed)?;
-    let options = ConnectOptions::new(client_id, rt.keep_alive_secs);
+    let mut options = ConnectOptions::new(client_id, rt.keep_alive_secs);
+    if let Some(login) = &rt.login {
+        login.apply(&mqtt_username(principal), &mut options);
+    }
     Connection::connect_over(addr, &options, rt.connect_timeout, MAX_PACKET, Some(link)).await
 }
 
@@ -187,6 +192,7 @@ pub(crate) async fn run_node(
                         rt.clone(),
                         addr,
                         rt.topics.node_client_id(id, id_generation),
+                        Principal::Node(id),
                         link.clone(),
                     )));
                 }
@@ -261,10 +267,11 @@ pub(crate) async fn run_node(
                     while let Some(incoming) = c.next_incoming()? {
                         match incoming {
                             Incoming::Message { topic, payload } if topic == ack_topic => {
-                                if let Ok(Body::Ack(acks)) = decode(&payload, &rt.keys) {
+                                // Read without the aggregator's key; the node checks its entry's tag.
+                                if let Ok(acks) = peek_acks(&payload) {
                                     // Acks are sorted by node: the aggregator builds them from an ordered set.
                                     if let Ok(i) = acks.acks.binary_search_by_key(&id, |a| a.node) {
-                                        node.handle_ack(acks.acks[i].next_expected, rt.clock.now());
+                                        node.handle_ack(&acks.acks[i], rt.clock.now());
                                     }
                                 }
                             }

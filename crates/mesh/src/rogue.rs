@@ -12,7 +12,16 @@
 //! - **connect flood**: many connections at once — a third complete the
 //!   handshake, a third send client ids brokers refuse (twice each: the
 //!   sequence that poisons a rumqttd 0.20 listener), a third open TCP and
-//!   never send CONNECT.
+//!   never send CONNECT;
+//! - **bad credentials**: logins with a wrong password under a real node's
+//!   client id, again and again (the same id after a refusal: rumqttd's
+//!   listener-poisoning path).
+//!
+//! When the broker wants logins, the rogues that publish log in as a
+//! stolen *spare* device: provisioned (its password is valid) but never
+//! deployed (an id above the population's), which is what an attacker
+//! with one compromised device has. The broker lets it in; the envelope
+//! keeps it from speaking for anyone else.
 //!
 //! What they achieve is measured elsewhere: aggregators count what they
 //! refuse, the ledger shows nothing was delivered that should not be, and
@@ -27,12 +36,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep};
 use vitalmesh_scenario::RogueKind;
-use vitalmesh_wire::envelope::{DeviceKey, encode_to_vec};
+use vitalmesh_wire::envelope::{DeviceKey, Principal, Sealer, mqtt_username};
 use vitalmesh_wire::{
     Batch, Body, FaultFlags, NodeId, Partitioning, Sample, Timestamp, TopicScheme, Vitals,
 };
 
-use crate::broker::MAX_PACKET;
+use crate::broker::{BrokerLogin, MAX_PACKET};
 use crate::mqtt::codec::{ConnectOptions, write_connect};
 use crate::mqtt::{Connection, Incoming, QoS};
 
@@ -53,6 +62,16 @@ pub(crate) struct RogueTarget {
     pub(crate) topics: TopicScheme,
     pub(crate) partitioning: Partitioning,
     pub(crate) nodes: u32,
+    /// The broker's logins, when it wants them (a rogue that publishes
+    /// uses a stolen spare device's).
+    pub(crate) login: Option<BrokerLogin>,
+}
+
+impl RogueTarget {
+    /// The stolen spare device: the first id above the population.
+    fn spare(&self) -> NodeId {
+        NodeId(self.nodes)
+    }
 }
 
 struct Rng(u64);
@@ -89,21 +108,64 @@ pub(crate) async fn run(
     let pause = Duration::from_secs_f64(1.0 / rate.max(0.001));
     match kind {
         RogueKind::ConnectFlood => flood(connections, pause, &target, &mut rng, &counters).await,
+        RogueKind::BadCredentials => {
+            bad_credentials(connections, pause, &target, &mut rng, &counters).await
+        }
         RogueKind::Replay => replay(messages, pause, &target, &counters).await,
         _ => publish_loop(kind, messages, pause, &target, &mut rng, &counters).await,
     }
 }
 
+/// Connects as the rogue `n`th connection: under `id`, or, when the
+/// broker wants logins, as the stolen spare device.
 async fn connect(target: &RogueTarget, id: String, counters: &RogueCounters) -> Option<Connection> {
-    counters.connections.fetch_add(1, Ordering::Relaxed);
+    let n = counters.connections.fetch_add(1, Ordering::Relaxed);
+    let options = match &target.login {
+        Some(login) => {
+            let spare = target.spare();
+            let mut o = ConnectOptions::new(target.topics.node_client_id(spare, n as u32 + 1), 30);
+            login.apply(&mqtt_username(Principal::Node(spare)), &mut o);
+            o
+        }
+        None => ConnectOptions::new(id, 30),
+    };
     Connection::connect(
         target.broker,
-        &ConnectOptions::new(id, 30),
+        &options,
         Duration::from_secs(5),
         MAX_PACKET * 4,
     )
     .await
     .ok()
+}
+
+/// Wrong passwords under real nodes' client ids, one login after another
+/// (each refused; the next one reuses an id that was just refused).
+async fn bad_credentials(
+    connections: u32,
+    pause: Duration,
+    target: &RogueTarget,
+    rng: &mut Rng,
+    counters: &RogueCounters,
+) {
+    let node = NodeId(rng.below(u64::from(target.nodes.max(1))) as u32);
+    let mut options = ConnectOptions::new(target.topics.node_client_id(node, 0), 30);
+    options.username = Some(mqtt_username(Principal::Node(node)));
+    for _ in 0..connections {
+        options.password = Some(hex(&rng.bytes(16)).into_bytes());
+        counters.connections.fetch_add(1, Ordering::Relaxed);
+        if Connection::connect(target.broker, &options, Duration::from_secs(2), 4096)
+            .await
+            .is_err()
+        {
+            counters.dropped_by_broker.fetch_add(1, Ordering::Relaxed);
+        }
+        sleep(pause).await;
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn random_node_topic(target: &RogueTarget, rng: &mut Rng) -> (NodeId, String) {
@@ -144,7 +206,13 @@ fn forged_batch(node: NodeId, rng: &mut Rng) -> Vec<u8> {
     });
     // A key the rogue made up: it does not hold the node's.
     let key = DeviceKey::from_bytes(rng.bytes(16).try_into().expect("16 bytes"));
-    encode_to_vec(&body, &key).expect("a one-sample batch is valid")
+    let topic = vitalmesh_wire::WireTopic::Data {
+        partition: vitalmesh_wire::PartitionId(0),
+        node,
+    };
+    Sealer::new(key, Principal::Node(node), 0)
+        .seal_to_vec(&body, &topic)
+        .expect("a one-sample batch is valid")
 }
 
 async fn publish_loop(
@@ -187,7 +255,9 @@ async fn publish_loop(
                 rng.bytes(len)
             }
             RogueKind::Impersonate => forged_batch(node, rng),
-            RogueKind::Replay | RogueKind::ConnectFlood => unreachable!("handled elsewhere"),
+            RogueKind::Replay | RogueKind::ConnectFlood | RogueKind::BadCredentials => {
+                unreachable!("handled elsewhere")
+            }
         };
         c.publish(&topic, &payload, QoS::AtMostOnce);
         sent += 1;

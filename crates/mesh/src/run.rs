@@ -43,7 +43,7 @@ use crate::MeshError;
 use crate::aggregator_driver::{
     AggregatorControl, AggregatorRuntime, AggregatorStop, run_aggregator,
 };
-use crate::broker::{BrokerHandle, BrokerSpec};
+use crate::broker::{BrokerHandle, BrokerLogin, BrokerSpec};
 use crate::clock::RunClock;
 use crate::gateway_driver::{GatewayCommand, GatewayFinal, run_gateway};
 use crate::metrics::{DisconnectReason, LiveCounters};
@@ -71,6 +71,11 @@ pub struct MeshConfig {
     pub topic_root: String,
     /// Keep per-second latency histograms for an HdrHistogram log.
     pub keep_intervals: bool,
+    /// Log every client in with its own credentials. Always on for the
+    /// embedded broker (which then refuses everyone else); for an external
+    /// broker, only when it was set up with the run's credentials
+    /// (`--broker-auth`, [`crate::broker::mosquitto::Mosquitto::start_secured`]).
+    pub broker_auth: bool,
 }
 
 impl MeshConfig {
@@ -97,6 +102,7 @@ impl MeshConfig {
             connect_concurrency: 256,
             topic_root: "vm".into(),
             keep_intervals: false,
+            broker_auth: false,
         }
     }
 
@@ -242,7 +248,9 @@ impl Mesh {
             },
             external => external,
         };
-        let broker = BrokerHandle::start(broker_spec, clock).await?;
+        let login = (matches!(broker_spec, BrokerSpec::Embedded { .. }) || config.broker_auth)
+            .then(|| BrokerLogin::new(setup::provisioning_secret(config.seed)));
+        let broker = BrokerHandle::start(broker_spec, clock, login.clone()).await?;
         let topics = TopicScheme::new(&config.topic_root)
             .map_err(|e| MeshError::config("topic_root", e.to_string()))?;
         let keys = setup::keyring(scenario, config.seed);
@@ -256,7 +264,7 @@ impl Mesh {
             counters: counters.clone(),
             broker: broker.addrs().to_vec(),
             topics: topics.clone(),
-            keys: keys.clone(),
+            login: login.clone(),
             connect_gate: Semaphore::new(config.connect_concurrency.max(1)),
             connect_timeout: Duration::from_secs(20),
             keep_alive_secs: 15,
@@ -268,6 +276,7 @@ impl Mesh {
             observer: observer.clone(),
             origin: Arc::new(std::sync::OnceLock::new()),
             topics,
+            login,
             keep_alive_secs: 5,
             connect_timeout: Duration::from_secs(3),
         });
@@ -607,6 +616,7 @@ impl Mesh {
                         topics: self.node_rt.topics.clone(),
                         partitioning: setup::partitioning(&self.config.scenario),
                         nodes: self.config.scenario.population.nodes(),
+                        login: self.node_rt.login.clone(),
                     };
                     let task = tokio::spawn(rogue::run(
                         kind,

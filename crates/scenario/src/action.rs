@@ -102,11 +102,13 @@ pub enum RogueKind {
     Replay,
     /// Many connections at once: valid, invalid ids, and never-finished handshakes.
     ConnectFlood,
+    /// Logins with wrong passwords under a real node's client id, in a loop.
+    BadCredentials,
 }
 
 impl RogueKind {
     const NAMES: &'static str =
-        "'garbage', 'oversized', 'impersonate', 'replay' or 'connect_flood'";
+        "'garbage', 'oversized', 'impersonate', 'replay', 'connect_flood' or 'bad_credentials'";
 
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -115,6 +117,7 @@ impl RogueKind {
             "impersonate" => Self::Impersonate,
             "replay" => Self::Replay,
             "connect_flood" => Self::ConnectFlood,
+            "bad_credentials" => Self::BadCredentials,
             _ => return None,
         })
     }
@@ -512,6 +515,10 @@ impl fmt::Display for Action {
                     f,
                     "rogue connect flood: {connections} connections at {rate}/s"
                 ),
+                RogueKind::BadCredentials => write!(
+                    f,
+                    "rogue logins with bad credentials: {connections} at {rate}/s"
+                ),
                 other => write!(
                     f,
                     "rogue {} client: {messages} messages at {rate}/s",
@@ -546,6 +553,7 @@ fn serde_name(k: &RogueKind) -> &'static str {
         RogueKind::Impersonate => "impersonating",
         RogueKind::Replay => "replay",
         RogueKind::ConnectFlood => "connect-flood",
+        RogueKind::BadCredentials => "bad-credentials",
     }
 }
 
@@ -711,6 +719,29 @@ impl EntryCheck<'_> {
         self.positive_duration(v, field)
     }
 
+    /// A sampling interval: no faster than [`crate::MIN_SAMPLE_INTERVAL`].
+    fn req_sample_interval(
+        &mut self,
+        v: &Option<toml::Spanned<String>>,
+        action: &str,
+    ) -> Option<Duration> {
+        let raw = self.required(v, "interval", action)?;
+        let d = self.positive_duration(raw, "interval")?;
+        if d < crate::MIN_SAMPLE_INTERVAL {
+            self.err(
+                raw.span().start,
+                "interval",
+                format!(
+                    "'{}' is faster than any bedside monitor; expected at least '{}'",
+                    raw.get_ref(),
+                    duration::format(crate::MIN_SAMPLE_INTERVAL)
+                ),
+            );
+            return None;
+        }
+        Some(d)
+    }
+
     fn req_share(
         &mut self,
         v: &Option<toml::Spanned<f64>>,
@@ -815,7 +846,16 @@ impl EntryCheck<'_> {
                     );
                     return None;
                 }
+                let mut seen = std::collections::BTreeSet::new();
                 for &n in list.get_ref() {
+                    if !seen.insert(n) {
+                        self.err(
+                            list.span().start,
+                            "nodes",
+                            format!("'{n}' is listed twice; expected each node once"),
+                        );
+                        return None;
+                    }
                     if n >= total {
                         self.err(
                             list.span().start,
@@ -1012,14 +1052,14 @@ pub(crate) fn parse_entry(c: &mut EntryCheck<'_>, e: &RawEntry, kind: EntryKind)
             target: c.selector(e, true, name)?,
         },
         "sample_rate" => {
-            let interval = c.req_positive_duration(&e.interval, "interval", name)?;
+            let interval = c.req_sample_interval(&e.interval, name)?;
             Action::SampleRate {
                 target: c.selector(e, false, name)?,
                 interval,
             }
         }
         "burst" => {
-            let interval = c.req_positive_duration(&e.interval, "interval", name)?;
+            let interval = c.req_sample_interval(&e.interval, name)?;
             let for_ = c.req_positive_duration(&e.for_, "for", name)?;
             Action::Burst {
                 target: c.selector(e, false, name)?,
@@ -1163,12 +1203,19 @@ pub(crate) fn parse_entry(c: &mut EntryCheck<'_>, e: &RawEntry, kind: EntryKind)
                 None => Duration::from_secs(3600),
             };
             let onset_spread = match &e.onset_spread {
-                Some(s) if *s.get_ref() < 0.0 || *s.get_ref() > 3.0 => {
+                // NaN fails `contains` too: it would put every onset at
+                // the same second, and corrupt the ground truth.
+                Some(s) if !(0.0..=3.0).contains(s.get_ref()) => {
+                    let what = if s.get_ref().is_finite() {
+                        "is not a spread"
+                    } else {
+                        "is not finite"
+                    };
                     c.err(
                         s.span().start,
                         "onset_spread",
                         format!(
-                            "'{}' is not a spread; expected a lognormal σ from 0 to 3",
+                            "'{}' {what}; expected a lognormal σ from 0 to 3",
                             s.get_ref()
                         ),
                     );
@@ -1256,6 +1303,15 @@ fn c_required<'v, T>(
     c.required(v, field, action)
 }
 
+/// A number as the user would write it: `1e300`, not 301 digits.
+fn number(x: f64) -> String {
+    if x.is_finite() && x != 0.0 && !(1e-6..1e9).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
 fn parse_sensor_fault(c: &mut EntryCheck<'_>, e: &RawEntry) -> Option<Action> {
     let name = "sensor_fault";
     let m = c_required(c, &e.mode, "mode", name)?;
@@ -1269,18 +1325,21 @@ fn parse_sensor_fault(c: &mut EntryCheck<'_>, e: &RawEntry) -> Option<Action> {
             c.err(at, field, format!("missing; mode '{mode}' needs it"));
             return None;
         };
-        if !(v.get_ref().is_finite() && *v.get_ref() > 0.0) {
+        let x = *v.get_ref();
+        if !(x.is_finite() && x > 0.0) {
+            let what = if x.is_finite() {
+                "is not positive"
+            } else {
+                "is not finite"
+            };
             c.err(
                 v.span().start,
                 field,
-                format!(
-                    "'{}' is not positive; expected a number above 0",
-                    v.get_ref()
-                ),
+                format!("'{x}' {what}; expected a number above 0"),
             );
             return None;
         }
-        Some(*v.get_ref())
+        Some(x)
     };
     let mode_fields: &[&str] = match m.get_ref().as_str() {
         "stuck_at" => &["value"],
@@ -1315,48 +1374,6 @@ fn parse_sensor_fault(c: &mut EntryCheck<'_>, e: &RawEntry) -> Option<Action> {
             return None;
         }
     }
-    let mode = match m.get_ref().as_str() {
-        "stuck_at" => FaultMode::StuckAt {
-            value: e.value.as_ref().map(|v| *v.get_ref()),
-        },
-        "drift" => {
-            let v = c.required_by(&e.per_hour, "per_hour", "mode 'drift'")?;
-            if *v.get_ref() == 0.0 || !v.get_ref().is_finite() {
-                c.err(
-                    v.span().start,
-                    "per_hour",
-                    format!(
-                        "'{}' is no drift; expected a non-zero rate per hour",
-                        v.get_ref()
-                    ),
-                );
-                return None;
-            }
-            FaultMode::Drift {
-                per_hour: *v.get_ref(),
-            }
-        }
-        "spike" => {
-            let probability = {
-                let v = c.required_by(&e.probability, "probability", "mode 'spike'")?;
-                c.share(v, "probability", false)?
-            };
-            FaultMode::Spike {
-                probability,
-                magnitude: positive(c, &e.magnitude, "magnitude", "spike")?,
-            }
-        }
-        "dropout" => FaultMode::Dropout {
-            probability: {
-                let v = c.required_by(&e.probability, "probability", "mode 'dropout'")?;
-                c.share(v, "probability", false)?
-            },
-        },
-        "noise" => FaultMode::Noise {
-            multiplier: positive(c, &e.multiplier, "multiplier", "noise")?,
-        },
-        _ => unreachable!("checked above"),
-    };
     let sign = match &e.sign {
         Some(s) => match VitalSign::ALL.into_iter().find(|v| v.name() == s.get_ref()) {
             Some(v) => Some(v),
@@ -1378,6 +1395,103 @@ fn parse_sensor_fault(c: &mut EntryCheck<'_>, e: &RawEntry) -> Option<Action> {
             }
         },
         None => None,
+    };
+    // The signs the fault touches, for the device-range checks.
+    let signs: Vec<VitalSign> = sign.map_or(VitalSign::ALL.to_vec(), |s| vec![s]);
+    let mode = match m.get_ref().as_str() {
+        "stuck_at" => {
+            let value = match &e.value {
+                Some(v) => {
+                    let x = *v.get_ref();
+                    if !x.is_finite() {
+                        c.err(
+                            v.span().start,
+                            "value",
+                            format!("'{x}' is not finite; expected a reading the device can show"),
+                        );
+                        return None;
+                    }
+                    if let Some(s) = signs.iter().find(|s| {
+                        let (lo, hi) = s.device_range();
+                        !(lo..=hi).contains(&x)
+                    }) {
+                        let (lo, hi) = s.device_range();
+                        c.err(
+                            v.span().start,
+                            "value",
+                            format!(
+                                "'{}' is outside what a {} sensor reads; expected {lo} to {hi} {}",
+                                number(x),
+                                s.name(),
+                                s.unit()
+                            ),
+                        );
+                        return None;
+                    }
+                    Some(x)
+                }
+                None => None,
+            };
+            FaultMode::StuckAt { value }
+        }
+        "drift" => {
+            let v = c.required_by(&e.per_hour, "per_hour", "mode 'drift'")?;
+            let x = *v.get_ref();
+            if x == 0.0 || !x.is_finite() {
+                let what = if x == 0.0 {
+                    "is no drift"
+                } else {
+                    "is not finite"
+                };
+                c.err(
+                    v.span().start,
+                    "per_hour",
+                    format!("'{x}' {what}; expected a non-zero rate per hour"),
+                );
+                return None;
+            }
+            // Faster than crossing the device's whole range in an hour
+            // reads as a broken number, not a drifting sensor.
+            if let Some(s) = signs.iter().find(|s| {
+                let (lo, hi) = s.device_range();
+                x.abs() > hi - lo
+            }) {
+                let (lo, hi) = s.device_range();
+                c.err(
+                    v.span().start,
+                    "per_hour",
+                    format!(
+                        "'{}' crosses a {} sensor's whole range more than once an hour; expected at most {} {} per hour either way",
+                        number(x),
+                        s.name(),
+                        hi - lo,
+                        s.unit()
+                    ),
+                );
+                return None;
+            }
+            FaultMode::Drift { per_hour: x }
+        }
+        "spike" => {
+            let probability = {
+                let v = c.required_by(&e.probability, "probability", "mode 'spike'")?;
+                c.share(v, "probability", false)?
+            };
+            FaultMode::Spike {
+                probability,
+                magnitude: positive(c, &e.magnitude, "magnitude", "spike")?,
+            }
+        }
+        "dropout" => FaultMode::Dropout {
+            probability: {
+                let v = c.required_by(&e.probability, "probability", "mode 'dropout'")?;
+                c.share(v, "probability", false)?
+            },
+        },
+        "noise" => FaultMode::Noise {
+            multiplier: positive(c, &e.multiplier, "multiplier", "noise")?,
+        },
+        _ => unreachable!("checked above"),
     };
     let for_ = match &e.for_ {
         Some(f) => Some(c.positive_duration(f, "for")?),

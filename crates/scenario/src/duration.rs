@@ -52,8 +52,17 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .ok_or_else(|| format!("'{text}' is too long"))?;
         rest = after;
     }
+    if total > MAX {
+        return Err(format!(
+            "'{text}' is longer than any run; expected at most '{}'",
+            format(MAX)
+        ));
+    }
     Ok(total)
 }
+
+/// The longest duration anything in a scenario may have: a year.
+pub const MAX: Duration = Duration::from_secs(365 * 86_400);
 
 /// Formats a duration the way [`parse`] reads it.
 pub fn format(d: Duration) -> String {
@@ -89,6 +98,16 @@ mod tests {
         assert_eq!(parse("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse("2d"), Ok(Duration::from_secs(172_800)));
         assert_eq!(parse("1m30s500ms"), Ok(Duration::from_millis(90_500)));
+    }
+
+    #[test]
+    fn refuses_beyond_a_year() {
+        assert_eq!(parse("365d"), Ok(MAX));
+        assert_eq!(
+            parse("4294967295d").unwrap_err(),
+            "'4294967295d' is longer than any run; expected at most '365d'"
+        );
+        assert!(parse("366d").is_err());
     }
 
     #[test]

@@ -37,6 +37,14 @@ pub mod slo;
 pub mod validate;
 
 pub use action::{Action, Group, Limits, NodeSelector, Pick, RogueKind};
+
+/// The fastest a node samples (profile, `sample_rate`, `burst`): a bedside
+/// monitor's fastest numeric update is about this.
+pub const MIN_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The largest scenario file read: real ones are a few kilobytes, and the
+/// reader must not swallow a mistaken path (a log, `/dev/zero`) whole.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
 pub use error::{ScenarioError, ScenarioErrors};
 pub use flags::{MeshFlags, from_flags};
 pub use raw::RawEntry;

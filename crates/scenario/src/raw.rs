@@ -74,7 +74,7 @@ pub(crate) struct RawVirtual {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawMeta {
     pub(crate) name: Spanned<String>,
-    pub(crate) description: Option<String>,
+    pub(crate) description: Option<Spanned<String>>,
     pub(crate) seed: Option<u64>,
     pub(crate) duration: Spanned<String>,
     pub(crate) drain: Option<Spanned<String>>,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 use vitalmesh_core::Population;
+use vitalmesh_core::aggregator::AggregatorConfig;
 use vitalmesh_firmware::NodeConfig;
 use vitalmesh_firmware::battery::BatteryConfig;
 use vitalmesh_firmware::buffer::{DropPolicy, RECORD_BYTES};
@@ -243,11 +244,51 @@ impl Scenario {
 }
 
 /// Reads and validates a scenario file.
+///
+/// Refuses what is not a scenario before reading it whole: anything but a
+/// regular file (a device such as `/dev/zero` reads forever), anything over
+/// [`crate::MAX_FILE_BYTES`], and text that is not UTF-8 (naming the line).
 pub fn load(path: &Path) -> Result<Scenario, ScenarioErrors> {
+    use std::io::Read;
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ScenarioError::Read {
+    let refuse = |reason: String| ScenarioError::Read {
         file: file.clone(),
-        reason: format!("cannot read: {e}"),
+        reason,
+    };
+    let f = std::fs::File::open(path).map_err(|e| refuse(format!("cannot read: {e}")))?;
+    let meta = f
+        .metadata()
+        .map_err(|e| refuse(format!("cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(
+            refuse("is not a regular file; expected a scenario's .toml file".into()).into(),
+        );
+    }
+    let limit = crate::MAX_FILE_BYTES;
+    let mut bytes = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| refuse(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(refuse(format!(
+            "is larger than {} KiB; expected a scenario of a few kilobytes",
+            limit / 1024
+        ))
+        .into());
+    }
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let bytes = e.as_bytes();
+        let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+        ScenarioError::Syntax {
+            file: file.clone(),
+            line,
+            path: String::new(),
+            message: format!(
+                "byte '{:#04x}' is not UTF-8; expected UTF-8 text",
+                bytes[at]
+            ),
+        }
     })?;
     parse(&file, &text)
 }
@@ -297,23 +338,57 @@ pub fn parse_injection(text: &str, limits: &Limits) -> Result<Action, ScenarioEr
 /// A stage-one (serde) error, with the line and the field path it is at.
 fn syntax_error(src: &Source, text: &str, e: &toml::de::Error) -> ScenarioErrors {
     let offset = e.span().map_or(0, |s| s.start);
-    let path = e
+    let mut path = e
         .span()
         .and_then(|span| path_at(text, &span))
         .map(|p| format!("{p}: "))
         .unwrap_or_default();
+    let mut message = readable(e.message());
+    if message == "duplicate key" {
+        // The span is the repeated key itself: name it.
+        let key = e
+            .span()
+            .and_then(|s| text.get(s))
+            .map(|k| k.trim().trim_matches('"'))
+            .unwrap_or_default();
+        message = format!("'{key}' is given twice; expected each key once");
+    }
+    if let Some(section) = message
+        .strip_prefix("missing field '")
+        .and_then(|rest| rest.strip_suffix('\''))
+        .filter(|f| *f == "scenario" || *f == "population")
+    {
+        // A top-level section is missing: the error's span points at
+        // whatever came first, which is not to blame.
+        path = String::new();
+        message = format!("no [{section}] section; expected one (see scenarios/quickstart.toml)");
+    }
     ScenarioError::Syntax {
         file: src.file.clone(),
         line: src.line(offset),
         path,
-        message: readable(e.message()),
+        message,
     }
     .into()
 }
 
-/// serde's wording, with the quoting style of every other message.
+/// serde's wording, with the quoting style of every other message, and
+/// Rust's type names in words.
 fn readable(message: &str) -> String {
-    let m = message.trim().replace('`', "'");
+    let mut m = message.trim().replace('`', "'");
+    for (ty, words) in [
+        ("u8", "a whole number from 0 to 255"),
+        ("u16", "a whole number from 0 to 65535"),
+        ("u32", "a whole number from 0 to 4294967295"),
+        ("u64", "a whole number from 0 up"),
+        ("usize", "a whole number from 0 up"),
+        ("i64", "a whole number"),
+        ("f64", "a number"),
+    ] {
+        if let Some(head) = m.strip_suffix(&format!("expected {ty}")) {
+            m = format!("{head}expected {words}");
+        }
+    }
     if let Some(rest) = m.strip_prefix("unknown field ") {
         if let Some((field, expected)) = rest.split_once(", expected ") {
             return format!("{field} is not a known field; expected {expected}");
@@ -413,6 +488,28 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
             "'' is empty; expected a name for reports".into(),
         );
         ok = false;
+    }
+    // Names and descriptions reach terminals: an escape sequence in them
+    // could clear the screen or rewrite what the user reads.
+    let texts = [
+        Some(("scenario.name", &meta.name)),
+        meta.description
+            .as_ref()
+            .map(|d| ("scenario.description", d)),
+    ];
+    for (path, text) in texts.into_iter().flatten() {
+        if text.get_ref().chars().any(|c| c.is_control() && c != '\n') {
+            bad(
+                errors,
+                text.span().start,
+                path,
+                format!(
+                    "'{}' holds a control character; expected printable text",
+                    text.get_ref().escape_debug()
+                ),
+            );
+            ok = false;
+        }
     }
     let duration = dur(errors, &meta.duration, "scenario.duration");
     let drain = match &meta.drain {
@@ -557,14 +654,15 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
     if let Some(pr) = &p.profile {
         if let Some(v) = &pr.sample_interval {
             if let Some(d) = dur(errors, v, "population.profile.sample_interval") {
-                if d < Duration::from_millis(10) {
+                if d < crate::MIN_SAMPLE_INTERVAL {
                     bad(
                         errors,
                         v.span().start,
                         "population.profile.sample_interval",
                         format!(
-                            "'{}' is faster than any bedside monitor; expected at least '10ms'",
-                            v.get_ref()
+                            "'{}' is faster than any bedside monitor; expected at least '{}'",
+                            v.get_ref(),
+                            duration::format(crate::MIN_SAMPLE_INTERVAL)
                         ),
                     );
                 }
@@ -604,6 +702,21 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
         }
         if let Some(v) = &pr.ack_timeout {
             if let Some(d) = dur(errors, v, "population.profile.ack_timeout") {
+                // Aggregators ack once an interval: a node that gives up
+                // sooner sends everything twice.
+                let interval = AggregatorConfig::DEFAULT_ACK_INTERVAL;
+                if d < interval {
+                    bad(
+                        errors,
+                        v.span().start,
+                        "population.profile.ack_timeout",
+                        format!(
+                            "'{}' is shorter than the aggregators' ack interval; expected at least '{}'",
+                            v.get_ref(),
+                            duration::format(interval)
+                        ),
+                    );
+                }
                 profile.ack_timeout = d;
             }
         }
@@ -929,6 +1042,27 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
     };
     let load = schedule(errors, &raw.load, EntryKind::Load, "load");
     let events = schedule(errors, &raw.event, EntryKind::Event, "event");
+    // A restart needs something to restart: walk the timeline.
+    let mut down = std::collections::BTreeSet::new();
+    for e in &events {
+        match e.action {
+            Action::KillAggregator { aggregator } => {
+                down.insert(aggregator);
+            }
+            Action::RestartAggregator { aggregator } if !down.remove(&aggregator) => {
+                errors.push(ScenarioError::Invalid {
+                    file: src.file.clone(),
+                    line: e.line,
+                    path: format!("{}.aggregator", e.origin),
+                    message: format!(
+                        "'{aggregator}' is not down at '{}'; expected a kill_aggregator of it before",
+                        duration::format(e.at)
+                    ),
+                });
+            }
+            _ => {}
+        }
+    }
     let ramped: u64 = load
         .iter()
         .map(|s| match s.action {
@@ -959,7 +1093,11 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
     Some(Scenario {
         file: src.file.clone(),
         name: meta.name.get_ref().clone(),
-        description: meta.description.clone().unwrap_or_default(),
+        description: meta
+            .description
+            .as_ref()
+            .map(|d| d.get_ref().clone())
+            .unwrap_or_default(),
         seed: meta.seed,
         duration: duration?,
         drain: drain?,

@@ -7,7 +7,7 @@
 //! seconds since the nodes started, and close each second with
 //! [`Observer::tick`].
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -162,6 +162,10 @@ pub struct Observer {
     pub rejected: BTreeMap<&'static str, u64>,
     /// The first few messages of each kind, to show what was refused.
     pub rejected_examples: BTreeMap<&'static str, Vec<String>>,
+    /// Copies of each refused message (by fingerprint) per aggregator.
+    rejected_copies: HashMap<(u64, u16), u32>,
+    /// Copies of each refused message counted so far.
+    rejected_counted: HashMap<u64, u32>,
     /// Aggregators by id.
     pub aggregators: BTreeMap<u16, AggregatorView>,
     /// Ownership over time.
@@ -201,6 +205,8 @@ impl Observer {
             nodes_ever_down: BTreeSet::new(),
             rejected: BTreeMap::new(),
             rejected_examples: BTreeMap::new(),
+            rejected_copies: HashMap::new(),
+            rejected_counted: HashMap::new(),
             aggregators: BTreeMap::new(),
             ownership: OwnershipReport::default(),
             owner: BTreeMap::new(),
@@ -319,12 +325,25 @@ impl Observer {
             .or_insert(f.sampled_at);
     }
 
-    /// A refused message.
-    pub fn rejected(&mut self, kind: &'static str, message: String) {
+    /// A message `aggregator` refused. Every aggregator subscribed to a
+    /// topic refuses the same bytes, so a message counts once: the count of
+    /// a fingerprint is the most copies any one aggregator refused (an
+    /// attacker who sends the same bytes twice is counted twice).
+    pub fn rejected(&mut self, aggregator: u16, message: u64, kind: &'static str, text: String) {
+        let copies = self
+            .rejected_copies
+            .entry((message, aggregator))
+            .or_default();
+        *copies += 1;
+        let counted = self.rejected_counted.entry(message).or_default();
+        if *copies <= *counted {
+            return;
+        }
+        *counted = *copies;
         *self.rejected.entry(kind).or_default() += 1;
         let examples = self.rejected_examples.entry(kind).or_default();
         if examples.len() < 3 {
-            examples.push(message);
+            examples.push(text);
         }
     }
 

@@ -75,6 +75,9 @@ pub struct BrokerReport {
     pub listener_restarts: u64,
     /// Canary probes from the runtime that failed.
     pub canary_failures: u64,
+    /// Clients the broker refused for missing or wrong credentials (the
+    /// embedded broker with authentication on; 0 otherwise).
+    pub auth_refused: u64,
     /// What happened, in order.
     pub events: Vec<BrokerEvent>,
     /// Longest a publish waited in the queue of a modelled broker with

@@ -17,14 +17,25 @@ use crate::observe::AggregatorStatusUpdate;
 /// `Aggregator::suspected_nodes`). It is declared down at 8 with the pause.
 pub const SUSPECT_PHI: f64 = 3.0;
 
-/// The run's device keys. The secret models provisioned keys and is derived
-/// from the seed, so a virtual-time replay produces identical bytes; a rogue
-/// client in the mesh does not know it.
+/// The run's device keys. The provisioning secret is drawn from the seed's
+/// own stream, so a virtual-time replay produces identical bytes; a rogue
+/// client in the mesh does not know it (it draws from another stream).
 pub fn keyring(scenario: &Scenario, seed: u64) -> Keyring {
-    let mut s = [0u8; 16];
-    s[..8].copy_from_slice(&seed.to_le_bytes());
-    s[8..].copy_from_slice(&(!seed).rotate_left(17).to_le_bytes());
-    Keyring::new(s, scenario.population.nodes())
+    Keyring::new(provisioning_secret(seed), scenario.population.nodes())
+}
+
+/// The run's provisioning secret, drawn from the seed: every device key
+/// and broker password derives from it.
+pub fn provisioning_secret(seed: u64) -> [u8; 32] {
+    use rand_chacha::rand_core::RngCore;
+    let mut secret = [0u8; 32];
+    vitalmesh_firmware::rng::stream(
+        seed,
+        NodeId(0),
+        vitalmesh_firmware::rng::Purpose::Provisioning,
+    )
+    .fill_bytes(&mut secret);
+    secret
 }
 
 /// The partitioning a scenario asks for.
@@ -51,7 +62,7 @@ pub fn node(
         scenario.population.partition_of(id, partitioning(scenario)),
         config,
         seed,
-        keys.derive(Principal::Node(id)),
+        keys.node_credentials(id),
         now,
     )
 }
@@ -124,7 +135,9 @@ pub fn observe_events(agg: &mut Aggregator, observer: &mut crate::Observer, at_s
         match e {
             Event::Delivered(d) => observer.delivery(&d),
             Event::Alert(a) => observer.alert(a),
-            Event::Rejected(r) => observer.rejected(r.kind(), r.to_string()),
+            Event::Rejected { why, message } => {
+                observer.rejected(id.0, message, why.kind(), why.to_string())
+            }
             Event::Ownership { primary, standby } => {
                 observer.ownership(id, &primary, &standby, at_s)
             }

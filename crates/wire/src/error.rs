@@ -48,9 +48,21 @@ pub enum WireError {
     /// Nobody holds a key for the claimed sender.
     #[error("no key is known for {0}")]
     UnknownSender(Principal),
-    /// The authentication tag does not match: forged, corrupted or mis-keyed.
-    #[error("authentication tag mismatch for a message claiming to be from {0}")]
+    /// The message does not open: forged, altered, sealed with another
+    /// key, or sent on a topic it was not sealed for.
+    #[error(
+        "a message claiming to be from {0} does not authenticate: forged, altered, or moved to another topic"
+    )]
     BadTag(Principal),
+    /// The sealed body names another sender than its header: a key holder
+    /// speaking for someone else.
+    #[error("a message sealed by {header} speaks for {body}")]
+    Misattributed {
+        /// The sender in the header (whose key sealed it).
+        header: Principal,
+        /// The sender the body names.
+        body: Principal,
+    },
 }
 
 impl WireError {
@@ -65,6 +77,7 @@ impl WireError {
             Self::Invalid { .. } => "invalid",
             Self::UnknownSender(_) => "unknown_sender",
             Self::BadTag(_) => "bad_tag",
+            Self::Misattributed { .. } => "misattributed",
         }
     }
 

@@ -5,12 +5,12 @@
 //!
 //! - **Pure.** No I/O, no clock reads, no randomness. Every function is a
 //!   deterministic function of its arguments.
-//! - **Decoding untrusted bytes never panics.** [`envelope::decode`] returns a
+//! - **Decoding untrusted bytes never panics.** [`envelope::open`] returns a
 //!   typed [`WireError`] for truncated, oversized, wrong-version, garbage,
-//!   semantically invalid or forged input. This is checked by property tests
+//!   semantically invalid, forged, altered or misattributed input. This is checked by property tests
 //!   and by the `cargo fuzz` target in `fuzz/`.
 //! - **Stable across machines.** The encoding is postcard (its wire format is
-//!   documented and stable since 1.0) inside a one-byte versioned envelope;
+//!   documented and stable since 1.0) inside a versioned, sealed envelope;
 //!   partitions use a fixed-key hash ([`ids::stable_hash64`]), never `std`'s
 //!   per-process random `RandomState`.
 //!
@@ -22,7 +22,8 @@
 //! - [`message`]: [`Sample`], [`Batch`], [`AckBatch`], [`AggregatorStatus`],
 //!   [`WardReport`] and the [`Body`] that carries one of them.
 //! - [`alert`]: scopes, severities and the published alert notice.
-//! - [`envelope`]: the versioned, authenticated byte layout and the keys.
+//! - [`envelope`]: the versioned, sealed (AES-128-GCM) byte layout and the
+//!   keys (HKDF from one provisioning secret).
 //! - [`topic`]: every MQTT topic vitalmesh uses, in one place.
 //! - [`seq`]: [`SeqSet`], a compact set of sequence numbers (ranges).
 
@@ -39,7 +40,10 @@ pub mod time;
 pub mod topic;
 
 pub use alert::{AlertNotice, Scope, Severity};
-pub use envelope::{DeviceKey, KeyLookup, Keyring, Principal, WIRE_VERSION, decode, encode};
+pub use envelope::{
+    AckKey, DeviceKey, Header, Keyring, NodeCredentials, Principal, Sealer, WIRE_VERSION, decode,
+    open,
+};
 pub use error::WireError;
 pub use ids::{AggregatorId, GatewayId, NodeId, PartitionId, Partitioning};
 pub use message::{

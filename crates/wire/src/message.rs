@@ -9,8 +9,9 @@ use crate::{AggregatorId, GatewayId, NodeId, PartitionId, Timestamp, WireError};
 /// the envelope size limit and bounds the work one message can cause.
 pub const MAX_BATCH_SAMPLES: usize = 256;
 
-/// Largest number of node acknowledgements in one [`AckBatch`].
-pub const MAX_ACKS_PER_BATCH: usize = 4096;
+/// Largest number of node acknowledgements in one [`AckBatch`] (each is
+/// about 27 bytes with its tag).
+pub const MAX_ACKS_PER_BATCH: usize = 1024;
 
 /// Level of consciousness on the ACVPU scale (NEWS2 Chart 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -161,6 +162,31 @@ impl VitalSign {
         }
     }
 
+    /// What a device can read, in the sign's natural unit (°C for
+    /// temperature): readings outside are clipped, and a scenario's fault
+    /// values must lie inside.
+    pub const fn device_range(self) -> (f64, f64) {
+        match self {
+            Self::HeartRate => (20.0, 250.0),
+            Self::RespRate => (0.0, 99.0),
+            Self::SpO2 => (50.0, 100.0),
+            Self::Temperature => (25.0, 45.0),
+            Self::Systolic => (20.0, 300.0),
+            Self::Diastolic => (10.0, 200.0),
+        }
+    }
+
+    /// The natural unit, as reports write it.
+    pub const fn unit(self) -> &'static str {
+        match self {
+            Self::HeartRate => "bpm",
+            Self::RespRate => "breaths/min",
+            Self::SpO2 => "%",
+            Self::Temperature => "°C",
+            Self::Systolic | Self::Diastolic => "mmHg",
+        }
+    }
+
     /// The device flag for a lost reading of this sign.
     pub const fn lost_flag(self) -> FaultFlags {
         match self {
@@ -247,6 +273,9 @@ pub struct NodeAck {
     pub node: NodeId,
     /// Every sequence number below this has been durably ingested.
     pub next_expected: u64,
+    /// HMAC under the node's ack key ([`crate::envelope::AckKey`]): the
+    /// node believes this entry only if it verifies.
+    pub tag: [u8; 16],
 }
 
 /// Acknowledgements for the nodes of one partition, from the partition's

@@ -176,6 +176,32 @@ impl TopicScheme {
         with_generation(format!("{}-a{}", self.root, aggregator.0), generation)
     }
 
+    /// The device a client id belongs to (`{root}-n{node}`, with or
+    /// without a `.{generation}`), whatever its root; `None` for any other
+    /// id. A broker checks it against the user name, so a device cannot log
+    /// in under another's client id.
+    pub fn client_id_principal(client_id: &str) -> Option<crate::envelope::Principal> {
+        use crate::envelope::Principal;
+        let base = match client_id.rsplit_once('.') {
+            Some((base, g)) if !g.is_empty() && g.bytes().all(|b| b.is_ascii_digit()) => base,
+            _ => client_id,
+        };
+        let (_, tail) = base.rsplit_once('-')?;
+        let (kind, id) = tail.split_at_checked(1)?;
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let id: u32 = id.parse().ok()?;
+        match kind {
+            "n" => Some(Principal::Node(NodeId(id))),
+            "g" => Some(Principal::Gateway(GatewayId(id))),
+            "a" => u16::try_from(id)
+                .ok()
+                .map(|a| Principal::Aggregator(AggregatorId(a))),
+            _ => None,
+        }
+    }
+
     /// Parses a topic of this scheme; `None` for anything else.
     pub fn parse(&self, topic: &str) -> Option<WireTopic> {
         let rest = topic
@@ -254,6 +280,36 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn client_ids_name_their_device_with_or_without_a_generation() {
+        use crate::envelope::Principal;
+        let t = TopicScheme::default();
+        for (id, p) in [
+            (t.node_client_id(NodeId(42), 0), Principal::Node(NodeId(42))),
+            (t.node_client_id(NodeId(42), 3), Principal::Node(NodeId(42))),
+            (
+                t.gateway_client_id(GatewayId(7), 1),
+                Principal::Gateway(GatewayId(7)),
+            ),
+            (
+                t.aggregator_client_id(AggregatorId(2), 0),
+                Principal::Aggregator(AggregatorId(2)),
+            ),
+        ] {
+            assert_eq!(TopicScheme::client_id_principal(&id), Some(p), "{id}");
+        }
+        for other in [
+            "vm-canary-1883-4",
+            "rogue",
+            "vm-x42",
+            "vm-n",
+            "vm-a70000",
+            "vm-n4.x",
+        ] {
+            assert_eq!(TopicScheme::client_id_principal(other), None, "{other}");
+        }
+    }
 
     #[test]
     fn topics_have_the_documented_shape() {

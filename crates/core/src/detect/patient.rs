@@ -662,8 +662,8 @@ fn push_sensor_events(sensor: &[SensorEvent], events: &mut Vec<PatientEvent>) {
 mod tests {
     use vitalmesh_firmware::physiology::{DeteriorationEpisode, Episode, FeverEpisode};
     use vitalmesh_firmware::{FaultMode, LinkAction, Node, NodeConfig, SensorFault};
-    use vitalmesh_wire::envelope::{Keyring, Principal};
-    use vitalmesh_wire::{Body, NodeId, PartitionId, decode};
+    use vitalmesh_wire::envelope::Keyring;
+    use vitalmesh_wire::{Body, NodeId, PartitionId, WireTopic, decode};
 
     use super::*;
     use crate::news2::Parameter;
@@ -671,8 +671,9 @@ mod tests {
     const T0: Timestamp = Timestamp::from_secs(1_767_225_600);
     const MINUTE: Duration = Duration::from_secs(60);
 
-    fn keys() -> Keyring {
-        Keyring::new(*b"patient-monitor!", 1000)
+    fn keys() -> &'static Keyring {
+        static RING: std::sync::OnceLock<Keyring> = std::sync::OnceLock::new();
+        RING.get_or_init(|| Keyring::new(*b"patient-monitor!patient-monitor!", 1000))
     }
 
     /// A real node sampling once a minute, its samples as they would arrive.
@@ -687,9 +688,9 @@ mod tests {
                 sample_interval: MINUTE,
                 ..NodeConfig::default()
             };
-            let key = keys().derive(Principal::Node(NodeId(id)));
+            let credentials = keys().node_credentials(NodeId(id));
             Self {
-                node: Node::new(NodeId(id), PartitionId(0), config, seed, key, T0),
+                node: Node::new(NodeId(id), PartitionId(0), config, seed, credentials, T0),
                 now: T0,
             }
         }
@@ -707,11 +708,20 @@ mod tests {
                     }
                 }
                 while let Some(tx) = self.node.poll_transmit(self.now) {
-                    let Ok(Body::Batch(b)) = decode(&tx.payload, &keys()) else {
+                    let id = self.node.id();
+                    let topic = WireTopic::Data {
+                        partition: PartitionId(0),
+                        node: id,
+                    };
+                    let Ok(Body::Batch(b)) = decode(&tx.payload, &topic, keys()) else {
                         panic!("a node's own batch decodes")
                     };
-                    self.node
-                        .handle_ack(tx.first_seq + tx.samples as u64, self.now);
+                    let ack = keys().ack_key(id).expect("provisioned").ack(
+                        PartitionId(0),
+                        id,
+                        tx.first_seq + tx.samples as u64,
+                    );
+                    self.node.handle_ack(&ack, self.now);
                     out.extend(b.samples);
                 }
             }

@@ -226,6 +226,7 @@ pub(crate) fn snapshot(wards: u16, nodes_per_ward: u32) -> Snapshot {
             process_restarts: 1,
             listener_restarts: 0,
             canary_failures: 0,
+            auth_refused: 0,
             events: Vec::new(),
             peak_queue_s: None,
         },

@@ -24,22 +24,41 @@
 //! after that, the router is presumed dead and the process exits, so the
 //! supervisor in the parent starts a new one.
 //!
+//! With a provisioning secret (`--auth`, the secret on stdin) every client
+//! must log in: the user name is a device's
+//! ([`vitalmesh_wire::envelope::mqtt_username`]) or an
+//! operator's name, the password the one the secret derives for it
+//! ([`Keyring::mqtt_password`]), and a device's client id must be its own
+//! ([`TopicScheme::client_id_principal`]). What rumqttd cannot do is
+//! confine a client to topics: it has no ACLs. That is left to the
+//! envelope (a message sealed for one topic does not open on another) and,
+//! on mosquitto, to its ACL file.
+//!
 //! Protocol with the parent, one line each on stdout: `ready`,
-//! `listener_restart <port> <reason>`.
+//! `listener_restart <port> <reason>`, `auth_refused <total>` (at most once
+//! a second, when the count moved).
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttd::protocol::v4::V4;
 use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
 use tokio::task::JoinHandle;
 
+use vitalmesh_wire::TopicScheme;
+use vitalmesh_wire::envelope::{Keyring, principal_of_username};
+
 use crate::MeshError;
 use crate::mqtt::{ConnectOptions, Connection};
 
+/// The canary's user name (it logs in like any operator tool).
+pub const CANARY_USER: &str = "canary";
+
 /// How the broker process is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ChildConfig {
     /// Loopback ports, one listener each.
     pub ports: Vec<u16>,
@@ -51,6 +70,49 @@ pub struct ChildConfig {
     pub segment_bytes: usize,
     /// Between canary rounds.
     pub canary_interval: Duration,
+    /// The provisioning secret: clients must log in.
+    pub provisioning: Option<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ChildConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("ChildConfig")
+            .field("ports", &self.ports)
+            .field("max_connections", &self.max_connections)
+            .field("auth", &self.provisioning.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Auth(..)")
+    }
+}
+
+/// Who may log in, and how many were refused.
+#[derive(Clone)]
+struct Auth {
+    keys: Keyring,
+    refused: Arc<AtomicU64>,
+}
+
+impl Auth {
+    /// Whether a CONNECT's login is a valid one.
+    fn admits(&self, client_id: &str, username: &str, password: &str) -> bool {
+        let ok = !username.is_empty()
+            && self.keys.check_mqtt_password(username, password)
+            && match principal_of_username(username) {
+                // A device logs in under its own client id only.
+                Some(p) => TopicScheme::client_id_principal(client_id) == Some(p),
+                None => TopicScheme::client_id_principal(client_id).is_none(),
+            };
+        if !ok {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
 }
 
 struct Listener {
@@ -59,8 +121,8 @@ struct Listener {
     failures: u32,
 }
 
-fn settings(port: u16, max_payload: usize) -> ServerSettings {
-    ServerSettings {
+fn settings(port: u16, max_payload: usize, auth: Option<&Auth>) -> ServerSettings {
+    let mut settings = ServerSettings {
         name: format!("v4-{port}"),
         listen: SocketAddr::from(([127, 0, 0, 1], port)),
         tls: None,
@@ -73,14 +135,25 @@ fn settings(port: u16, max_payload: usize) -> ServerSettings {
             external_auth: None,
             dynamic_filters: false,
         },
+    };
+    if let Some(auth) = auth.cloned() {
+        settings.set_auth_handler(move |client_id: String, user: String, pass: String| {
+            let admitted = auth.admits(&client_id, &user, &pass);
+            async move { admitted }
+        });
     }
+    settings
 }
 
-async fn canary(port: u16, n: u64) -> Result<(), MeshError> {
+async fn canary(port: u16, n: u64, auth: Option<&Auth>) -> Result<(), MeshError> {
     // A fresh id every time: reusing one after a refused connect is what
     // poisoned an upstream rumqttd listener (fixed in our fork; the canary
     // stays for whatever else may stop a listener).
-    let options = ConnectOptions::new(format!("vm-canary-{port}-{n}"), 5);
+    let mut options = ConnectOptions::new(format!("vm-canary-{port}-{n}"), 5);
+    if let Some(auth) = auth {
+        options.username = Some(CANARY_USER.into());
+        options.password = Some(auth.keys.mqtt_password(CANARY_USER).into_bytes());
+    }
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let c = Connection::connect(addr, &options, Duration::from_secs(2), 4096).await?;
     c.close_gracefully(Duration::from_millis(200)).await;
@@ -119,8 +192,16 @@ pub fn run(config: ChildConfig) -> Result<(), MeshError> {
         // The router's sender type names a crate-private event type, so the
         // listener factory is a closure rather than a function.
         let max_payload = config.max_payload;
+        let auth = config.provisioning.map(|secret| Auth {
+            keys: Keyring::new(secret, 0),
+            refused: Arc::new(AtomicU64::new(0)),
+        });
         let start_listener = |port: u16| {
-            let mut server = Server::new(settings(port, max_payload), router.clone(), V4);
+            let mut server = Server::new(
+                settings(port, max_payload, auth.as_ref()),
+                router.clone(),
+                V4,
+            );
             let task = tokio::spawn(async move {
                 let _ = server.start(LinkType::Remote).await;
             });
@@ -138,7 +219,7 @@ pub fn run(config: ChildConfig) -> Result<(), MeshError> {
         for l in &listeners {
             loop {
                 probe += 1;
-                if canary(l.port, probe).await.is_ok() {
+                if canary(l.port, probe, auth.as_ref()).await.is_ok() {
                     break;
                 }
                 if tokio::time::Instant::now() > deadline {
@@ -157,12 +238,20 @@ pub fn run(config: ChildConfig) -> Result<(), MeshError> {
         // happen after two failures, so three dead rounds mean restarting
         // listeners did not help: the router itself is gone.
         let mut dead_rounds = 0;
+        let mut refused_said = 0;
         loop {
             tick.tick().await;
+            if let Some(a) = &auth {
+                let refused = a.refused.load(Ordering::Relaxed);
+                if refused != refused_said {
+                    say(&format!("auth_refused {refused}"));
+                    refused_said = refused;
+                }
+            }
             let mut healthy = 0;
             for l in &mut listeners {
                 probe += 1;
-                match canary(l.port, probe).await {
+                match canary(l.port, probe, auth.as_ref()).await {
                     Ok(()) => {
                         l.failures = 0;
                         healthy += 1;

@@ -66,6 +66,55 @@ impl BrokerSpec {
     }
 }
 
+/// How clients log in to the broker: everyone's credentials derive from the
+/// run's provisioning secret (see `vitalmesh_wire::envelope::Keyring`).
+#[derive(Clone)]
+pub struct BrokerLogin {
+    secret: [u8; 32],
+    keys: vitalmesh_wire::Keyring,
+}
+
+impl std::fmt::Debug for BrokerLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BrokerLogin(..)")
+    }
+}
+
+impl BrokerLogin {
+    /// Logins under `secret`.
+    pub fn new(secret: [u8; 32]) -> Self {
+        Self {
+            secret,
+            keys: vitalmesh_wire::Keyring::new(secret, 0),
+        }
+    }
+
+    /// Sets `options`' user name and password for `username`.
+    pub fn apply(&self, username: &str, options: &mut ConnectOptions) {
+        options.username = Some(username.into());
+        options.password = Some(self.keys.mqtt_password(username).into_bytes());
+    }
+}
+
+/// A provisioning secret as the broker process reads it: 64 hex digits.
+pub fn parse_secret(hex: &str) -> Result<[u8; 32], String> {
+    let expected = "expected 64 hex digits";
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "the provisioning secret is not a secret; {expected}"
+        ));
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Failed canaries in a row (one a second) before the broker process is
 /// restarted. The broker restarts a failed listener itself within about
 /// three seconds; the whole process is restarted only when that did not
@@ -78,6 +127,10 @@ pub const MAX_PACKET: usize = 64 * 1024;
 /// Broker health counters.
 #[derive(Debug, Default)]
 struct BrokerStats {
+    /// Clients refused for their credentials (all processes).
+    auth_refused: AtomicU64,
+    /// Refused by the processes before the current one.
+    auth_refused_before: AtomicU64,
     process_restarts: AtomicU64,
     listener_restarts: AtomicU64,
     canary_failures: AtomicU64,
@@ -148,6 +201,7 @@ async fn spawn_child(
     ports: &[u16],
     max_connections: usize,
     segment_bytes: usize,
+    login: Option<&BrokerLogin>,
 ) -> Result<ChildProc, MeshError> {
     let mut cmd = Command::new(program);
     cmd.arg("broker");
@@ -158,13 +212,30 @@ async fn spawn_child(
         .arg(max_connections.to_string());
     cmd.arg("--segment-bytes").arg(segment_bytes.to_string());
     cmd.arg("--max-payload").arg(MAX_PACKET.to_string());
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    if login.is_some() {
+        cmd.arg("--auth");
+    }
+    cmd.stdin(if login.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .kill_on_drop(true);
     let mut child = cmd.spawn().map_err(|e| {
         MeshError::Broker(format!("cannot start '{} broker': {e}", program.display()))
     })?;
+    if let Some(login) = login {
+        // The secret goes over a pipe, never the command line.
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin
+            .write_all(format!("{}\n", hex(&login.secret)).as_bytes())
+            .await
+            .map_err(|e| MeshError::Broker(format!("cannot hand the broker its secret: {e}")))?;
+        drop(stdin);
+    }
     let mut stdout = BufReader::new(child.stdout.take().expect("piped")).lines();
     let stderr_tail = Arc::new(Mutex::new(VecDeque::new()));
     let mut stderr = BufReader::new(child.stderr.take().expect("piped")).lines();
@@ -216,8 +287,11 @@ async fn spawn_child(
     }
 }
 
-async fn probe(addr: SocketAddr, n: u64) -> Result<(), MeshError> {
-    let options = ConnectOptions::new(format!("vm-probe-{n}"), 5);
+async fn probe(addr: SocketAddr, n: u64, login: Option<&BrokerLogin>) -> Result<(), MeshError> {
+    let mut options = ConnectOptions::new(format!("vm-probe-{n}"), 5);
+    if let Some(login) = login {
+        login.apply(child::CANARY_USER, &mut options);
+    }
     Connection::connect(addr, &options, Duration::from_secs(3), 4096)
         .await?
         .close_gracefully(Duration::from_millis(200))
@@ -227,7 +301,16 @@ async fn probe(addr: SocketAddr, n: u64) -> Result<(), MeshError> {
 
 impl BrokerHandle {
     /// Starts (or resolves) the broker and its supervisor.
-    pub async fn start(spec: BrokerSpec, clock: RunClock) -> Result<Self, MeshError> {
+    ///
+    /// With a `login`, the embedded broker refuses clients without valid
+    /// credentials, and the supervisor's canary logs in; an external broker
+    /// must be configured with the same credentials
+    /// ([`mosquitto::Mosquitto::start_secured`]).
+    pub async fn start(
+        spec: BrokerSpec,
+        clock: RunClock,
+        login: Option<BrokerLogin>,
+    ) -> Result<Self, MeshError> {
         let stats = Arc::new(BrokerStats::default());
         let (commands, mut rx) = mpsc::channel::<SupervisorCommand>(4);
         let event = {
@@ -258,7 +341,7 @@ impl BrokerHandle {
                             format!("'{host}:{port}' resolves to no address"),
                         )
                     })?;
-                probe(addr, 0).await.map_err(|e| {
+                probe(addr, 0, login.as_ref()).await.map_err(|e| {
                     MeshError::Broker(format!(
                         "cannot connect to the external broker at {addr}: {e}"
                     ))
@@ -271,7 +354,7 @@ impl BrokerHandle {
                         tokio::select! {
                             _ = tick.tick() => {
                                 n += 1;
-                                if let Err(e) = probe(addr, n).await {
+                                if let Err(e) = probe(addr, n, login.as_ref()).await {
                                     stats2.canary_failures.fetch_add(1, Ordering::Relaxed);
                                     event("canary_failed", e.to_string());
                                 }
@@ -310,8 +393,14 @@ impl BrokerHandle {
                     .iter()
                     .map(|&p| SocketAddr::from(([127, 0, 0, 1], p)))
                     .collect();
-                let mut proc =
-                    spawn_child(&program, &ports, max_connections, segment_bytes).await?;
+                let mut proc = spawn_child(
+                    &program,
+                    &ports,
+                    max_connections,
+                    segment_bytes,
+                    login.as_ref(),
+                )
+                .await?;
                 stats
                     .child_pid
                     .store(proc.child.id().unwrap_or(0), Ordering::Relaxed);
@@ -333,7 +422,13 @@ impl BrokerHandle {
                             }
                             line = proc.stdout.next_line() => {
                                 if let Ok(Some(line)) = line {
-                                    if let Some(rest) = line.strip_prefix("listener_restart ") {
+                                    if let Some(total) = line.strip_prefix("auth_refused ") {
+                                        // A fresh process counts from zero.
+                                        if let Ok(total) = total.parse::<u64>() {
+                                            let base = stats2.auth_refused_before.load(Ordering::Relaxed);
+                                            stats2.auth_refused.store(base + total, Ordering::Relaxed);
+                                        }
+                                    } else if let Some(rest) = line.strip_prefix("listener_restart ") {
                                         stats2.listener_restarts.fetch_add(1, Ordering::Relaxed);
                                         // The broker is healing itself: give it the time.
                                         failures_in_a_row = 0;
@@ -351,7 +446,7 @@ impl BrokerHandle {
                             _ = tick.tick() => {
                                 n += 1;
                                 let addr = probe_addrs[(n as usize) % probe_addrs.len()];
-                                match probe(addr, n).await {
+                                match probe(addr, n, login.as_ref()).await {
                                     Ok(()) => { failures_in_a_row = 0; None }
                                     Err(e) => {
                                         stats2.canary_failures.fetch_add(1, Ordering::Relaxed);
@@ -378,8 +473,14 @@ impl BrokerHandle {
                         failures_in_a_row = 0;
                         // Start again on the same ports until it works.
                         let result = loop {
-                            match spawn_child(&program, &ports, max_connections, segment_bytes)
-                                .await
+                            match spawn_child(
+                                &program,
+                                &ports,
+                                max_connections,
+                                segment_bytes,
+                                login.as_ref(),
+                            )
+                            .await
                             {
                                 Ok(p) => break Ok(p),
                                 Err(e) if reply.is_some() => break Err(e),
@@ -392,6 +493,8 @@ impl BrokerHandle {
                         match result {
                             Ok(p) => {
                                 proc = p;
+                                let so_far = stats2.auth_refused.load(Ordering::Relaxed);
+                                stats2.auth_refused_before.store(so_far, Ordering::Relaxed);
                                 stats2
                                     .child_pid
                                     .store(proc.child.id().unwrap_or(0), Ordering::Relaxed);
@@ -465,6 +568,7 @@ impl BrokerHandle {
             process_restarts: self.stats.process_restarts.load(Ordering::Relaxed),
             listener_restarts: self.stats.listener_restarts.load(Ordering::Relaxed),
             canary_failures: self.stats.canary_failures.load(Ordering::Relaxed),
+            auth_refused: self.stats.auth_refused.load(Ordering::Relaxed),
             peak_queue_s: None,
             events: self
                 .stats

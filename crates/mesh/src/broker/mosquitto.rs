@@ -1,6 +1,13 @@
 //! A real mosquitto on a free loopback port, killed when dropped: the
 //! external broker that `vitalmesh bench` compares the embedded one with,
 //! and that the tests run the mesh against.
+//!
+//! [`Mosquitto::start_secured`] gives it what a deployment would: a
+//! password file with every device's credentials (hashed by
+//! `mosquitto_passwd -U`) and an ACL file in which a device may publish
+//! only on its own topic and read only acks, so a stolen device cannot
+//! even put bytes on another's topic — what the embedded broker, which has
+//! no ACLs, leaves to the envelope.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -22,10 +29,50 @@ impl Mosquitto {
     /// that a burst after a failover is not dropped by the broker. It
     /// inherits this process's descriptor limit.
     pub fn start() -> Result<Self, MeshError> {
-        Self::launch().map_err(MeshError::Mosquitto)
+        Self::launch(None).map_err(MeshError::Mosquitto)
     }
 
-    fn launch() -> Result<Self, String> {
+    /// Starts one that admits only the run's devices (`nodes` nodes,
+    /// `gateways` gateways, `aggregators` aggregators) and `operators`
+    /// (read and write everything), with the passwords `keys` derives, and
+    /// confines each device to its own topics.
+    pub fn start_secured(
+        keys: &vitalmesh_wire::Keyring,
+        nodes: u32,
+        gateways: u32,
+        aggregators: u16,
+        operators: &[&str],
+    ) -> Result<Self, MeshError> {
+        use vitalmesh_wire::envelope::{Principal, mqtt_username};
+        use vitalmesh_wire::{AggregatorId, GatewayId, NodeId};
+        let mut passwd = String::new();
+        let mut line = |user: String| {
+            passwd.push_str(&format!("{user}:{}\n", keys.mqtt_password(&user)));
+        };
+        (0..nodes).for_each(|n| line(mqtt_username(Principal::Node(NodeId(n)))));
+        (0..gateways).for_each(|g| line(mqtt_username(Principal::Gateway(GatewayId(g)))));
+        let aggregator_users: Vec<String> = (0..aggregators)
+            .map(|a| mqtt_username(Principal::Aggregator(AggregatorId(a))))
+            .collect();
+        aggregator_users.iter().cloned().for_each(&mut line);
+        operators.iter().for_each(|o| line((*o).to_owned()));
+        // Aggregators and operators: everything. Devices (every other user):
+        // publish on the topic whose last level is their user name (a
+        // node's `vm/v1/p/{p}/{node}`, a gateway's `vm/v1/p/{p}/g{id}`),
+        // read acks.
+        let mut acl = String::new();
+        for user in aggregator_users
+            .iter()
+            .map(String::as_str)
+            .chain(operators.iter().copied())
+        {
+            acl.push_str(&format!("user {user}\ntopic readwrite #\n\n"));
+        }
+        acl.push_str("pattern write vm/v1/p/+/%u\npattern read vm/v1/ack/+\n");
+        Self::launch(Some((passwd, acl))).map_err(MeshError::Mosquitto)
+    }
+
+    fn launch(security: Option<(String, String)>) -> Result<Self, String> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free loopback port: {e}"))?
@@ -34,13 +81,35 @@ impl Mosquitto {
             std::env::temp_dir().join(format!("vitalmesh-mosquitto-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let conf = dir.join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n"
-            ),
-        )
-        .map_err(|e| format!("{}: {e}", conf.display()))?;
+        let write = |path: &PathBuf, text: &str| {
+            std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let mut config = format!(
+            "listener {port} 127.0.0.1\nmax_queued_messages 100000\nper_listener_settings false\n"
+        );
+        match &security {
+            None => config.push_str("allow_anonymous true\n"),
+            Some((passwd, acl)) => {
+                let (passwd_file, acl_file) = (dir.join("passwd"), dir.join("acl"));
+                write(&passwd_file, passwd)?;
+                write(&acl_file, acl)?;
+                // Hash the plain passwords in place (PBKDF2-SHA512).
+                let hashed = Command::new("mosquitto_passwd")
+                    .arg("-U")
+                    .arg(&passwd_file)
+                    .status()
+                    .map_err(|e| format!("mosquitto_passwd: {e} (it comes with mosquitto)"))?;
+                if !hashed.success() {
+                    return Err(format!("mosquitto_passwd -U failed: {hashed}"));
+                }
+                config.push_str(&format!(
+                    "allow_anonymous false\npassword_file {}\nacl_file {}\n",
+                    passwd_file.display(),
+                    acl_file.display()
+                ));
+            }
+        }
+        write(&conf, &config)?;
         let binary = ["mosquitto", "/usr/sbin/mosquitto"]
             .into_iter()
             .find(|b| {

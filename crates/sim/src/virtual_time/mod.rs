@@ -55,10 +55,9 @@ use vitalmesh_firmware::physiology::{DeteriorationEpisode, Episode, FeverEpisode
 use vitalmesh_firmware::rng::{Purpose, stream};
 use vitalmesh_firmware::{GatewayCell, LinkAction, Node, SensorFault};
 use vitalmesh_scenario::Scenario;
-use vitalmesh_wire::envelope::Keyring;
+use vitalmesh_wire::envelope::{Keyring, peek_acks};
 use vitalmesh_wire::{
-    AckBatch, AggregatorId, Body, GatewayId, NodeId, PartitionId, Timestamp, TopicScheme,
-    WireTopic, decode,
+    AckBatch, AggregatorId, GatewayId, NodeId, PartitionId, Timestamp, TopicScheme, WireTopic,
 };
 
 use self::broker::{Client, Subscriptions};
@@ -115,12 +114,11 @@ struct Msg {
 
 impl Msg {
     /// The acknowledgement batch in it, decoded once for every subscriber.
-    fn acks(&self, keys: &Keyring) -> Option<&AckBatch> {
+    /// Read without the aggregator's key, as a node or gateway would: each
+    /// entry is believed only once its node has checked its tag.
+    fn acks(&self) -> Option<&AckBatch> {
         self.ack
-            .get_or_init(|| match decode(&self.payload, keys) {
-                Ok(Body::Ack(acks)) => Some(acks),
-                _ => None,
-            })
+            .get_or_init(|| peek_acks(&self.payload).ok())
             .as_ref()
     }
 }
@@ -972,14 +970,14 @@ impl VirtualMesh {
             _ if self.endpoint(to).conn != Some(session) => {}
             Packet::Publish { msg, .. } => match to {
                 Client::Node(n) => {
-                    let ack = msg.acks(&self.keys);
+                    let ack = msg.acks();
                     if let Some(acks) = ack {
                         let id = NodeId(n);
                         if let Ok(i) = acks.acks.binary_search_by_key(&id, |a| a.node) {
-                            let next = acks.acks[i].next_expected;
+                            let entry = acks.acks[i];
                             let now = self.ts();
                             if let Some(node) = self.nodes[n as usize].node.as_mut() {
-                                node.handle_ack(next, now);
+                                node.handle_ack(&entry, now);
                             }
                             self.poll_node(n);
                         }
@@ -993,7 +991,7 @@ impl VirtualMesh {
                     self.poll_agg(a);
                 }
                 Client::Gw(g) => {
-                    let ack = msg.acks(&self.keys);
+                    let ack = msg.acks();
                     if let Some(acks) = ack {
                         let now = self.ts();
                         self.gws[g as usize].cell.handle_acks(acks, now);
@@ -1065,6 +1063,14 @@ impl VirtualMesh {
             Client::Agg(_) => AGG_CONNECT_TIMEOUT,
             Client::Gw(_) => NODE_CONNECT_TIMEOUT,
         };
+        if let Client::Agg(a) = c {
+            // A will per connection (see `Aggregator::last_will`).
+            let v = &mut self.aggs[usize::from(a)];
+            if let Some(agg) = v.agg.as_mut() {
+                let (topic, payload) = agg.last_will();
+                v.will = Some((topic.into(), payload.into()));
+            }
+        }
         let ep = self.endpoint(c);
         ep.attempts += 1;
         let attempt = ep.attempts;
@@ -1287,8 +1293,6 @@ impl VirtualMesh {
             v.incarnation,
             v.weight,
         );
-        let (topic, payload) = agg.last_will();
-        v.will = Some((topic.into(), payload.into()));
         v.agg = Some(agg);
         v.retry_at = u64::MAX;
         self.connect(Client::Agg(a));
@@ -1676,6 +1680,7 @@ impl VirtualMesh {
             process_restarts: self.broker_restarts,
             listener_restarts: 0,
             canary_failures: 0,
+            auth_refused: 0,
             events: self.broker_events.clone(),
             peak_queue_s: self
                 .broker_op_ns

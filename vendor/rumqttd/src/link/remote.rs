@@ -239,6 +239,11 @@ async fn handle_auth(
     // if authentication is configured and connect packet doesn't have login details
     // return an error
     let Some(login) = login else {
+        // vitalmesh: the external handler hears of a login-less client too,
+        // so that every refused client can be counted.
+        if let Some(auth) = &config.external_auth {
+            let _ = auth(client_id.to_owned(), String::new(), String::new()).await;
+        }
         return Err(Error::InvalidAuth);
     };
 
