@@ -239,6 +239,9 @@ fn print_progress(mut snapshots: mpsc::Receiver<Snapshot>, every: Duration) {
     // Timeline entries already printed, by time (the snapshot carries the
     // most recent hundred).
     let mut printed_until = f64::NEG_INFINITY;
+    // Broker events already printed (crashes, restarts: one line each, as
+    // they happen; failed canaries only in the report).
+    let mut broker_events = 0;
     while let Some(s) = snapshots.blocking_recv() {
         let mut err = std::io::stderr().lock();
         if !announced {
@@ -257,6 +260,12 @@ fn print_progress(mut snapshots: mpsc::Receiver<Snapshot>, every: Duration) {
             .timeline
             .last()
             .map_or(printed_until, |e| e.at_s.max(printed_until));
+        for e in s.broker.events.iter().skip(broker_events) {
+            if !matches!(e.kind, "canary_failed" | "started") {
+                let _ = writeln!(err, "[{:>5.0}s] broker {}: {}", e.at_s, e.kind, e.detail);
+            }
+        }
+        broker_events = broker_events.max(s.broker.events.len());
         if last.is_none_or(|l| s.elapsed >= l + every) {
             last = Some(s.elapsed);
             let _ = writeln!(err, "{}", progress_line(&s));

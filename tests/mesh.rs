@@ -419,6 +419,15 @@ async fn a_crashed_broker_is_restarted_on_the_same_ports_and_nodes_resend_what_i
         "{:?}",
         r.broker.events
     );
+    // Each event is one line a person reads; backtraces go to a log file.
+    for e in &r.broker.events {
+        assert!(
+            !e.detail.contains('\n') && e.detail.len() < 600,
+            "{}: {}",
+            e.kind,
+            e.detail
+        );
+    }
     assert_nothing_lost(&r);
     assert_eq!(r.ledger.total.lost_on_crash, 0);
     assert!(

@@ -115,6 +115,30 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// One line for a crashed broker process: how it exited and what it said
+/// as it panicked; everything it wrote last goes to a log file the line
+/// names (a backtrace is tens of kilobytes: not for a report's event list).
+fn crash_line(status: &str, stderr_tail: &[String]) -> String {
+    const MAX: usize = 240;
+    let mut line = format!("exited ({status})");
+    if let Some(panic) = stderr_tail.iter().rev().find(|l| l.contains("panicked at")) {
+        let said: String = panic.trim().chars().take(MAX).collect();
+        line.push_str(&format!(": {said}"));
+    }
+    if !stderr_tail.is_empty() {
+        static CRASHES: AtomicU64 = AtomicU64::new(0);
+        let n = CRASHES.fetch_add(1, Ordering::Relaxed);
+        let log = std::env::temp_dir().join(format!(
+            "vitalmesh-broker-{}-crash-{n}.log",
+            std::process::id()
+        ));
+        if std::fs::write(&log, stderr_tail.join("\n")).is_ok() {
+            line.push_str(&format!("; its last output is in {}", log.display()));
+        }
+    }
+    line
+}
+
 /// Failed canaries in a row (one a second) before the broker process is
 /// restarted. The broker restarts a failed listener itself within about
 /// three seconds; the whole process is restarted only when that did not
@@ -415,8 +439,10 @@ impl BrokerHandle {
                         let restart_cause: Option<(String, Option<RestartReply>)> = tokio::select! {
                             status = proc.child.wait() => {
                                 let tail: Vec<String> = proc.stderr_tail.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
-                                let detail = format!("exited ({}){}", status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
-                                    if tail.is_empty() { String::new() } else { format!(": {}", tail.join(" | ")) });
+                                let detail = crash_line(
+                                    &status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()),
+                                    &tail,
+                                );
                                 event("crashed", detail.clone());
                                 Some((format!("crash: {detail}"), None))
                             }
@@ -434,7 +460,8 @@ impl BrokerHandle {
                                         failures_in_a_row = 0;
                                         // The broker's own panic message says what broke the listener.
                                         let cause = proc.stderr_tail.lock().unwrap_or_else(|p| p.into_inner())
-                                            .iter().rev().find(|l| l.contains("panicked at")).cloned();
+                                            .iter().rev().find(|l| l.contains("panicked at"))
+                                            .map(|l| l.trim().chars().take(240).collect::<String>());
                                         event("listener_restart", match cause {
                                             Some(c) => format!("{rest}; broker said: {c}"),
                                             None => rest.to_owned(),

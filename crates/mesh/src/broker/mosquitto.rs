@@ -56,6 +56,8 @@ impl Mosquitto {
             .collect();
         aggregator_users.iter().cloned().for_each(&mut line);
         operators.iter().for_each(|o| line((*o).to_owned()));
+        // The run's canary logs in too; it needs no topic.
+        line(super::child::CANARY_USER.to_owned());
         // Aggregators and operators: everything. Devices (every other user):
         // publish on the topic whose last level is their user name (a
         // node's `vm/v1/p/{p}/{node}`, a gateway's `vm/v1/p/{p}/g{id}`),
