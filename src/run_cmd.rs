@@ -548,18 +548,35 @@ pub(crate) fn validate(args: &ValidateArgs) -> Result<ExitCode> {
     let mut bad = 0;
     for file in &args.files {
         match vitalmesh_scenario::load(file) {
-            Ok(s) => println!(
-                "ok  {} — '{}': {} nodes in {} wards, {} aggregators, {}, {} load steps, {} events, {} SLOs",
-                file.display(),
-                s.name,
-                s.population.nodes(),
-                s.population.wards,
-                s.aggregators,
-                duration::format(s.duration),
-                s.load.len(),
-                s.events.len(),
-                s.slos.len()
-            ),
+            Ok(s) => {
+                println!(
+                    "ok  {} — '{}': {} nodes in {} wards, {} aggregators, {}, {} load steps, {} events, {} SLOs",
+                    file.display(),
+                    s.name,
+                    s.population.nodes(),
+                    s.population.wards,
+                    s.aggregators,
+                    duration::format(s.duration),
+                    s.load.len(),
+                    s.events.len(),
+                    s.slos.len()
+                );
+                // Valid everywhere, but can this machine run it in real
+                // time? (One socket per direct node or gateway.)
+                let clients = if s.population.has_gateways() {
+                    s.population.gateways()
+                } else {
+                    s.population.nodes()
+                };
+                if let Err(e) = vitalmesh_mesh::limits::check_budget(
+                    u64::from(clients) + u64::from(s.aggregators),
+                ) {
+                    eprintln!(
+                        "note: {}: in real time here, {e}; `vitalmesh run --virtual` runs it at any size",
+                        file.display()
+                    );
+                }
+            }
             Err(e) => {
                 bad += 1;
                 eprintln!("{e}");

@@ -122,6 +122,13 @@ action = "rogue"
 kind = "bad_credentials"
 connections = 40
 rate = 40
+
+[[event]]
+at = "4s"
+action = "rogue"
+kind = "forged_acks"
+messages = 30
+rate = 30
 "#
     ))
     .await;
@@ -174,7 +181,15 @@ rate = 40
             )
         })
         .collect();
-    assert_eq!(sent.len(), 6, "{sent:?}");
+    assert_eq!(sent.len(), 7, "{sent:?}");
+    // Forged acks reached nodes, which refused every entry: nothing they
+    // held was let go (the ledger above balances with nothing dropped).
+    assert!(
+        r.ledger.total.forged_acks_refused > 0,
+        "no node saw a forged ack: {:?} (seed {})",
+        r.ledger.total,
+        r.seed
+    );
     // Each forged message counted once, not once per aggregator that read
     // it (two aggregators here: primary and standby of every partition).
     let forged = r

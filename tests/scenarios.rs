@@ -277,3 +277,26 @@ fn what_is_not_a_scenario_file_is_refused_before_it_is_read_whole() {
         "{stderr}"
     );
 }
+
+#[test]
+fn validate_says_when_this_machine_cannot_run_a_scenario_in_real_time() {
+    let file = std::env::temp_dir().join(format!("vm-million-{}.toml", std::process::id()));
+    std::fs::write(
+        &file,
+        "[scenario]\nname = \"million\"\nduration = \"10m\"\n\
+         [population]\nwards = 1000\nnodes_per_ward = 1000\n",
+    )
+    .unwrap();
+    let out = vitalmesh(&["validate", file.to_str().unwrap()]);
+    std::fs::remove_file(&file).unwrap();
+    // Valid (virtual time runs it), but not here in real time: it says so.
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("note: ")
+            && stderr.contains("'1000004' clients need about")
+            && stderr.contains("file descriptors")
+            && stderr.contains("--virtual"),
+        "{stderr}"
+    );
+}

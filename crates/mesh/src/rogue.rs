@@ -15,7 +15,11 @@
 //!   never send CONNECT;
 //! - **bad credentials**: logins with a wrong password under a real node's
 //!   client id, again and again (the same id after a refusal: rumqttd's
-//!   listener-poisoning path).
+//!   listener-poisoning path);
+//! - **forged acks**: ack batches on real partitions' ack topics that
+//!   acknowledge everything for real nodes, sealed with a made-up key and
+//!   tagged without the nodes' ack keys (nodes refuse every entry and count
+//!   it; standbys refuse the envelope).
 //!
 //! When the broker wants logins, the rogues that publish log in as a
 //! stolen *spare* device: provisioned (its password is valid) but never
@@ -38,7 +42,8 @@ use tokio::time::{Instant, sleep};
 use vitalmesh_scenario::RogueKind;
 use vitalmesh_wire::envelope::{DeviceKey, Principal, Sealer, mqtt_username};
 use vitalmesh_wire::{
-    Batch, Body, FaultFlags, NodeId, Partitioning, Sample, Timestamp, TopicScheme, Vitals,
+    AckBatch, AggregatorId, Batch, Body, FaultFlags, NodeAck, NodeId, Partitioning, Sample,
+    Timestamp, TopicScheme, Vitals, WireTopic,
 };
 
 use crate::broker::{BrokerLogin, MAX_PACKET};
@@ -178,6 +183,35 @@ fn random_node_topic(target: &RogueTarget, rng: &mut Rng) -> (NodeId, String) {
     )
 }
 
+/// An ack batch on a random partition's ack topic acknowledging everything
+/// for up to 64 of its nodes, with made-up tags, in an envelope sealed
+/// with a made-up key: the (topic, payload).
+fn forged_acks(target: &RogueTarget, rng: &mut Rng) -> (String, Vec<u8>) {
+    let (node, _) = random_node_topic(target, rng);
+    let partition = target.partitioning.partition_of(node);
+    let mut acks: Vec<NodeAck> = (0..target.nodes)
+        .map(NodeId)
+        .filter(|&n| target.partitioning.partition_of(n) == partition)
+        .take(64)
+        .map(|n| NodeAck {
+            node: n,
+            next_expected: u64::MAX / 2,
+            tag: rng.bytes(16).try_into().expect("16 bytes"),
+        })
+        .collect();
+    acks.sort_by_key(|a| a.node);
+    let body = Body::Ack(AckBatch {
+        partition,
+        aggregator: AggregatorId(0),
+        acks,
+    });
+    let key = DeviceKey::from_bytes(rng.bytes(16).try_into().expect("16 bytes"));
+    let payload = Sealer::new(key, Principal::Aggregator(AggregatorId(0)), 0)
+        .seal_to_vec(&body, &WireTopic::Ack { partition })
+        .expect("at most 64 acks fit");
+    (target.topics.ack(partition), payload)
+}
+
 fn forged_batch(node: NodeId, rng: &mut Rng) -> Vec<u8> {
     let sample = Sample {
         node,
@@ -206,7 +240,7 @@ fn forged_batch(node: NodeId, rng: &mut Rng) -> Vec<u8> {
     });
     // A key the rogue made up: it does not hold the node's.
     let key = DeviceKey::from_bytes(rng.bytes(16).try_into().expect("16 bytes"));
-    let topic = vitalmesh_wire::WireTopic::Data {
+    let topic = WireTopic::Data {
         partition: vitalmesh_wire::PartitionId(0),
         node,
     };
@@ -243,18 +277,19 @@ async fn publish_loop(
         }
         let c = conn.as_mut().expect("connected above");
         let (node, topic) = random_node_topic(target, rng);
-        let payload = match kind {
+        let (topic, payload) = match kind {
             RogueKind::Garbage => {
                 let len = 1 + rng.below(300) as usize;
-                rng.bytes(len)
+                (topic, rng.bytes(len))
             }
-            RogueKind::Oversized if sent % 10 == 9 => rng.bytes(MAX_PACKET + 1024),
+            RogueKind::Oversized if sent % 10 == 9 => (topic, rng.bytes(MAX_PACKET + 1024)),
             RogueKind::Oversized => {
                 let len =
                     vitalmesh_wire::envelope::MAX_MESSAGE_BYTES + 1 + rng.below(4096) as usize;
-                rng.bytes(len)
+                (topic, rng.bytes(len))
             }
-            RogueKind::Impersonate => forged_batch(node, rng),
+            RogueKind::Impersonate => (topic, forged_batch(node, rng)),
+            RogueKind::ForgedAcks => forged_acks(target, rng),
             RogueKind::Replay | RogueKind::ConnectFlood | RogueKind::BadCredentials => {
                 unreachable!("handled elsewhere")
             }

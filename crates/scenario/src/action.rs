@@ -104,11 +104,13 @@ pub enum RogueKind {
     ConnectFlood,
     /// Logins with wrong passwords under a real node's client id, in a loop.
     BadCredentials,
+    /// Acks for real nodes, everything acknowledged, on their ack topics,
+    /// without an aggregator's key or the nodes' ack keys.
+    ForgedAcks,
 }
 
 impl RogueKind {
-    const NAMES: &'static str =
-        "'garbage', 'oversized', 'impersonate', 'replay', 'connect_flood' or 'bad_credentials'";
+    const NAMES: &'static str = "'garbage', 'oversized', 'impersonate', 'replay', 'connect_flood', 'bad_credentials' or 'forged_acks'";
 
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -118,6 +120,7 @@ impl RogueKind {
             "replay" => Self::Replay,
             "connect_flood" => Self::ConnectFlood,
             "bad_credentials" => Self::BadCredentials,
+            "forged_acks" => Self::ForgedAcks,
             _ => return None,
         })
     }
@@ -554,6 +557,7 @@ fn serde_name(k: &RogueKind) -> &'static str {
         RogueKind::Replay => "replay",
         RogueKind::ConnectFlood => "connect-flood",
         RogueKind::BadCredentials => "bad-credentials",
+        RogueKind::ForgedAcks => "ack-forging",
     }
 }
 

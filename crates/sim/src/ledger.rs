@@ -117,6 +117,10 @@ pub struct LedgerRow {
     pub still_buffered: u64,
     /// None of the above: a bug or a loss vitalmesh cannot explain.
     pub unexplained: u64,
+    /// Ack entries the nodes refused because their tag did not verify
+    /// (forged or altered): acks that would have made a node drop samples
+    /// no aggregator had.
+    pub forged_acks_refused: u64,
 }
 
 impl LedgerRow {
@@ -137,6 +141,7 @@ impl LedgerRow {
         self.lost_on_crash += o.lost_on_crash;
         self.still_buffered += o.still_buffered;
         self.unexplained += o.unexplained;
+        self.forged_acks_refused += o.forged_acks_refused;
     }
 }
 
@@ -175,6 +180,7 @@ pub fn node_row(outcome: &NodeFinal, delivered: &SeqSet) -> LedgerRow {
         lost_on_crash: lost,
         still_buffered,
         unexplained: produced.saturating_sub(accounted),
+        forged_acks_refused: outcome.ledger.forged_acks,
     }
 }
 
@@ -238,6 +244,7 @@ mod tests {
                 lost_on_crash: 2,
                 still_buffered: 2,
                 unexplained: 1,
+                forged_acks_refused: 0,
             }
         );
     }

@@ -483,6 +483,14 @@ impl Report {
                 }
             }
         }
+        if l.forged_acks_refused > 0 {
+            let _ = writeln!(
+                s,
+                "  {:<20}{:>14}  (forged or altered; nothing let go)",
+                "acks refused",
+                thousands(l.forged_acks_refused)
+            );
+        }
         let _ = writeln!(s, "  {}", l.verdict());
         let _ = writeln!(s);
         let secs =
@@ -563,8 +571,13 @@ impl Report {
         let b = &self.broker;
         let _ = writeln!(
             s,
-            "Broker       {} ({}): {} process restarts, {} listener restarts, {} canary failures",
-            b.kind, b.url, b.process_restarts, b.listener_restarts, b.canary_failures
+            "Broker       {} ({}): {} process restarts, {} listener restarts, {} canary failures, {} logins refused",
+            b.kind,
+            b.url,
+            b.process_restarts,
+            b.listener_restarts,
+            b.canary_failures,
+            b.auth_refused
         );
         if let Some(m) = &self.memory {
             let _ = writeln!(

@@ -273,7 +273,7 @@ pub struct NodeAck {
     pub node: NodeId,
     /// Every sequence number below this has been durably ingested.
     pub next_expected: u64,
-    /// HMAC under the node's ack key ([`crate::envelope::AckKey`]): the
+    /// MAC under the node's ack key ([`crate::envelope::AckKey`]): the
     /// node believes this entry only if it verifies.
     pub tag: [u8; 16],
 }

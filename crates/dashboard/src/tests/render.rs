@@ -266,6 +266,7 @@ fn the_final_screen_shows_the_settled_ledger_and_the_report() {
             lost_on_crash: 4,
             still_buffered: 0,
             unexplained: 0,
+            forged_acks_refused: 0,
         },
         slo: Vec::new(),
         report: PathBuf::from("/tmp/run/report.json"),
