@@ -129,6 +129,19 @@ action = "rogue"
 kind = "forged_acks"
 messages = 30
 rate = 30
+
+[[event]]
+at = "6s"
+action = "rogue"
+kind = "qos1_flood"
+messages = 100
+rate = 100
+
+[[event]]
+at = "18s"
+action = "rogue"
+kind = "slow_subscriber"
+connections = 3
 "#
     ))
     .await;
@@ -139,7 +152,7 @@ rate = 30
     // rejections are at least the message count of the rejected kinds.
     let rejected: u64 = r.rejected.values().sum();
     assert!(
-        rejected >= 100 + 18 + 100,
+        rejected >= 100 + 18 + 100 + 100,
         "{:?} (seed {})",
         r.rejected,
         r.seed
@@ -181,7 +194,7 @@ rate = 30
             )
         })
         .collect();
-    assert_eq!(sent.len(), 7, "{sent:?}");
+    assert_eq!(sent.len(), 9, "{sent:?}");
     // Forged acks reached nodes, which refused every entry: nothing they
     // held was let go (the ledger above balances with nothing dropped).
     assert!(

@@ -19,7 +19,12 @@
 //! - **forged acks**: ack batches on real partitions' ack topics that
 //!   acknowledge everything for real nodes, sealed with a made-up key and
 //!   tagged without the nodes' ack keys (nodes refuse every entry and count
-//!   it; standbys refuse the envelope).
+//!   it; standbys refuse the envelope);
+//! - **QoS 1 flood**: garbage on node topics at QoS 1, so the broker must
+//!   store, acknowledge and route every message;
+//! - **slow subscriber**: subscriptions to every node topic at QoS 1 whose
+//!   sockets are never read again, held for 20 s: the broker must bound
+//!   what it queues for them without stalling everyone else.
 //!
 //! When the broker wants logins, the rogues that publish log in as a
 //! stolen *spare* device: provisioned (its password is valid) but never
@@ -116,6 +121,7 @@ pub(crate) async fn run(
         RogueKind::BadCredentials => {
             bad_credentials(connections, pause, &target, &mut rng, &counters).await
         }
+        RogueKind::SlowSubscriber => slow_subscribers(connections, &target, &counters).await,
         RogueKind::Replay => replay(messages, pause, &target, &counters).await,
         _ => publish_loop(kind, messages, pause, &target, &mut rng, &counters).await,
     }
@@ -167,6 +173,31 @@ async fn bad_credentials(
         }
         sleep(pause).await;
     }
+}
+
+/// How long a slow subscriber holds on without reading.
+const SLOW_SUBSCRIBER_HOLD: Duration = Duration::from_secs(20);
+
+/// `connections` subscribers to every node topic at QoS 1 that never read
+/// their sockets after subscribing, held for [`SLOW_SUBSCRIBER_HOLD`].
+async fn slow_subscribers(connections: u32, target: &RogueTarget, counters: &RogueCounters) {
+    let filter = format!("{}/v1/p/+/+", target.topics.root());
+    let mut held = Vec::new();
+    for n in 0..connections {
+        let Some(mut c) = connect(target, format!("vm-rogue-slow-{n}"), counters).await else {
+            counters.dropped_by_broker.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        c.subscribe(&[(&filter, QoS::AtLeastOnce)]);
+        if c.flush().await.is_err() {
+            counters.dropped_by_broker.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        held.push(c);
+    }
+    // Never read: the broker's queues for them fill up.
+    sleep(SLOW_SUBSCRIBER_HOLD).await;
+    drop(held);
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -278,7 +309,7 @@ async fn publish_loop(
         let c = conn.as_mut().expect("connected above");
         let (node, topic) = random_node_topic(target, rng);
         let (topic, payload) = match kind {
-            RogueKind::Garbage => {
+            RogueKind::Garbage | RogueKind::Qos1Flood => {
                 let len = 1 + rng.below(300) as usize;
                 (topic, rng.bytes(len))
             }
@@ -290,11 +321,17 @@ async fn publish_loop(
             }
             RogueKind::Impersonate => (topic, forged_batch(node, rng)),
             RogueKind::ForgedAcks => forged_acks(target, rng),
-            RogueKind::Replay | RogueKind::ConnectFlood | RogueKind::BadCredentials => {
-                unreachable!("handled elsewhere")
-            }
+            RogueKind::Replay
+            | RogueKind::ConnectFlood
+            | RogueKind::BadCredentials
+            | RogueKind::SlowSubscriber => unreachable!("handled elsewhere"),
         };
-        c.publish(&topic, &payload, QoS::AtMostOnce);
+        let qos = if kind == RogueKind::Qos1Flood {
+            QoS::AtLeastOnce
+        } else {
+            QoS::AtMostOnce
+        };
+        c.publish(&topic, &payload, qos);
         sent += 1;
         counters.messages.fetch_add(1, Ordering::Relaxed);
         next += pause;

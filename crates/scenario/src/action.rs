@@ -107,10 +107,16 @@ pub enum RogueKind {
     /// Acks for real nodes, everything acknowledged, on their ack topics,
     /// without an aggregator's key or the nodes' ack keys.
     ForgedAcks,
+    /// Garbage on node topics at QoS 1: the broker must acknowledge and
+    /// route every one.
+    Qos1Flood,
+    /// Subscribers to every node topic that never read their sockets, held
+    /// for 20 s (`connections` of them).
+    SlowSubscriber,
 }
 
 impl RogueKind {
-    const NAMES: &'static str = "'garbage', 'oversized', 'impersonate', 'replay', 'connect_flood', 'bad_credentials' or 'forged_acks'";
+    const NAMES: &'static str = "'garbage', 'oversized', 'impersonate', 'replay', 'connect_flood', 'bad_credentials', 'forged_acks', 'qos1_flood' or 'slow_subscriber'";
 
     fn parse(s: &str) -> Option<Self> {
         Some(match s {
@@ -121,6 +127,8 @@ impl RogueKind {
             "connect_flood" => Self::ConnectFlood,
             "bad_credentials" => Self::BadCredentials,
             "forged_acks" => Self::ForgedAcks,
+            "qos1_flood" => Self::Qos1Flood,
+            "slow_subscriber" => Self::SlowSubscriber,
             _ => return None,
         })
     }
@@ -522,6 +530,10 @@ impl fmt::Display for Action {
                     f,
                     "rogue logins with bad credentials: {connections} at {rate}/s"
                 ),
+                RogueKind::SlowSubscriber => write!(
+                    f,
+                    "rogue subscribers that never read: {connections}, for 20s"
+                ),
                 other => write!(
                     f,
                     "rogue {} client: {messages} messages at {rate}/s",
@@ -558,6 +570,8 @@ fn serde_name(k: &RogueKind) -> &'static str {
         RogueKind::ConnectFlood => "connect-flood",
         RogueKind::BadCredentials => "bad-credentials",
         RogueKind::ForgedAcks => "ack-forging",
+        RogueKind::Qos1Flood => "QoS 1 flooding",
+        RogueKind::SlowSubscriber => "slow-subscriber",
     }
 }
 
