@@ -231,6 +231,18 @@ pub enum Rejection {
         /// Its counter.
         counter: u64,
     },
+    /// A heartbeat sent longer ago than [`MAX_STATUS_AGE`].
+    #[error(
+        "'{topic}' carries a status from {sender} sent '{age_ms}' ms ago; expected one from the last 30 s"
+    )]
+    Stale {
+        /// The topic.
+        topic: String,
+        /// The sender.
+        sender: Principal,
+        /// How old, by our clock.
+        age_ms: u64,
+    },
     /// A topic outside the scheme.
     #[error("'{topic}' is not a vitalmesh topic")]
     UnknownTopic {
@@ -266,6 +278,7 @@ impl Rejection {
             Self::UnexpectedBody { .. } => "unexpected_body",
             Self::UnknownTopic { .. } => "unknown_topic",
             Self::Replayed { .. } => "replayed",
+            Self::Stale { .. } => "stale",
             Self::WardReport { .. } => "ward_report",
         }
     }
@@ -449,6 +462,9 @@ pub struct Aggregator {
     replay: BTreeMap<NodeId, ReplayWindow>,
     /// The bytes of the message being handled, for rejections.
     handling: u64,
+    /// The latest `now` any input brought: the send time of statuses
+    /// published outside an input that carries one (`leave`, the will).
+    clock: Timestamp,
     link: Link,
     membership: Membership,
     roles: Vec<Option<Role>>,
@@ -510,6 +526,7 @@ impl Aggregator {
             status_seen: BTreeMap::new(),
             replay: BTreeMap::new(),
             handling: 0,
+            clock: Timestamp::EPOCH,
             membership: Membership::new(config.id, config.peer_phi),
             roles: vec![None; partitions],
             joined_with: BTreeSet::new(),
@@ -643,6 +660,7 @@ impl Aggregator {
             beat: u64::MAX,
             state: AggregatorState::Offline,
             weight: self.config.weight,
+            sent_at: self.clock,
         });
         let topic = WireTopic::Status {
             aggregator: self.config.id,
@@ -657,6 +675,7 @@ impl Aggregator {
 
     /// The broker connection is up (clean session: nothing is subscribed).
     pub fn handle_connected(&mut self, now: Timestamp) {
+        self.clock = self.clock.max(now);
         self.link = Link::Joining {
             until: now + self.config.join_grace,
         };
@@ -716,6 +735,7 @@ impl Aggregator {
 
     /// A publish arrived on `topic`.
     pub fn handle_message(&mut self, topic: &str, payload: &[u8], now: Timestamp) {
+        self.clock = self.clock.max(now);
         if self.link == Link::Disconnected {
             return;
         }
@@ -743,6 +763,7 @@ impl Aggregator {
 
     /// Fires due timers.
     pub fn handle_timeout(&mut self, now: Timestamp) {
+        self.clock = self.clock.max(now);
         if let Link::Joining { until } = self.link {
             if now >= until {
                 // Say so at once: peers hand over the moment they hear it,
@@ -861,6 +882,7 @@ impl Aggregator {
             beat: self.beat,
             state,
             weight: self.config.weight,
+            sent_at: self.clock,
         });
         let payload = self.seal(
             &body,
@@ -941,6 +963,18 @@ impl Aggregator {
         if u64::from(header.epoch) != status.incarnation.min(u64::from(u32::MAX)) {
             return self.reject(Rejection::UnexpectedBody {
                 topic: topic.into(),
+            });
+        }
+        // A heartbeat from long ago is a capture, even to an aggregator
+        // that never heard this peer before (and so has nothing to order it
+        // against). A will is exempt: it is sealed when its connection
+        // starts, and believing a stale one only costs a rebalance until
+        // the next real heartbeat.
+        if status.state != AggregatorState::Offline && status.sent_at + MAX_STATUS_AGE < now {
+            return self.reject(Rejection::Stale {
+                topic: topic.into(),
+                sender: header.sender,
+                age_ms: now.saturating_duration_since(status.sent_at).as_millis() as u64,
             });
         }
         if status.aggregator == self.config.id && status.incarnation == self.config.incarnation {
@@ -1697,6 +1731,14 @@ impl Aggregator {
     }
 }
 
+/// How old a heartbeat may be, by the receiver's clock, and still count.
+/// A heartbeat that late could not keep a peer up anyway (φ declares it
+/// down after about 4.5 s of silence), so this is set far above that, to
+/// tolerate a broker queue under overload and clock skew between
+/// machines; it bounds how long after its death a replay can show a dead
+/// aggregator to one that started after the death.
+pub const MAX_STATUS_AGE: Duration = Duration::from_secs(30);
+
 /// Sensor alerts are about the device; the rest of a patient monitor's
 /// alerts are about the patient.
 fn scope_of(kind: AlertKind, device: Scope, patient: Scope) -> Scope {
@@ -2295,6 +2337,7 @@ mod tests {
                 beat: 1_000,
                 state: AggregatorState::Alive,
                 weight: 1,
+                sent_at: bus.now,
             }),
             &WireTopic::Status {
                 aggregator: AggregatorId(2),
@@ -2304,6 +2347,64 @@ mod tests {
         bus.publish(&status, &forged);
         bus.advance(Duration::from_secs(1));
         assert_eq!(alive(&bus), before);
+    }
+
+    #[test]
+    fn a_captured_heartbeat_played_to_a_newcomer_is_stale() {
+        let mut bus = Bus::new(3);
+        bus.advance(Duration::from_secs(3));
+        let status = TopicScheme::default().status(AggregatorId(2));
+        let captured: Vec<Vec<u8>> = bus
+            .wire
+            .iter()
+            .filter(|(t, _)| *t == status)
+            .map(|(_, p)| p.clone())
+            .collect();
+        assert!(!captured.is_empty());
+        bus.kill(2);
+        bus.advance(MAX_STATUS_AGE + Duration::from_secs(2));
+        // An aggregator started after the kill never heard aggregator 2:
+        // it has no newer status to order a replay against.
+        let mut fresh =
+            Aggregator::new(AggregatorConfig::new(AggregatorId(5), population()), keys());
+        let _ = fresh.last_will();
+        fresh.handle_connected(bus.now);
+        while fresh.poll_output().is_some() {}
+        for payload in &captured {
+            fresh.handle_message(&status, payload, bus.now);
+        }
+        let mut stale = 0;
+        while let Some(e) = fresh.poll_event() {
+            if matches!(
+                e,
+                Event::Rejected {
+                    why: Rejection::Stale { .. },
+                    ..
+                }
+            ) {
+                stale += 1;
+            }
+        }
+        assert_eq!(stale, captured.len(), "every captured heartbeat is stale");
+        fresh.handle_timeout(bus.now + Duration::from_secs(1));
+        assert!(!fresh.live_view().contains(&AggregatorId(2)));
+        // A current heartbeat still counts: aggregator 0's next one.
+        let before = bus.wire.len();
+        bus.advance(Duration::from_secs(2));
+        let current: Vec<(String, Vec<u8>)> = bus.wire[before..]
+            .iter()
+            .filter(|(t, _)| *t == TopicScheme::default().status(AggregatorId(0)))
+            .cloned()
+            .collect();
+        assert!(!current.is_empty());
+        for (topic, payload) in &current {
+            fresh.handle_message(topic, payload, bus.now);
+        }
+        assert!(
+            fresh.live_view().contains(&AggregatorId(0)),
+            "{:?}",
+            fresh.live_view()
+        );
     }
 
     #[test]

@@ -198,6 +198,7 @@ mod tests {
             beat: 0,
             state,
             weight: 1,
+            sent_at: Timestamp::EPOCH,
         }
     }
 

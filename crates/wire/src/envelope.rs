@@ -1025,6 +1025,7 @@ mod tests {
                     Body::Status(AggregatorStatus {
                         aggregator: AggregatorId(a),
                         incarnation: inc,
+                        sent_at: Timestamp::from_micros(beat / 3),
                         beat,
                         state: [
                             AggregatorState::Alive,
@@ -1404,6 +1405,7 @@ mod tests {
             beat: 1,
             state: AggregatorState::Alive,
             weight: 1,
+            sent_at: Timestamp::from_secs(1),
         });
         let topic = topic_of(&body);
         let mut sealer = sealer_of(&body);
@@ -1584,6 +1586,7 @@ mod tests {
             beat: 1,
             state: AggregatorState::Alive,
             weight: 1,
+            sent_at: Timestamp::from_secs(1),
         });
         let status_bytes = seal(&status);
         assert_eq!(

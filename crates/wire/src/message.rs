@@ -441,6 +441,11 @@ pub struct AggregatorStatus {
     /// Capacity weight (1 = an ordinary aggregator): its share of the
     /// partitions is proportional to it. Added in wire version 3.
     pub weight: u16,
+    /// When it was sent, by the sender's clock (a will: when its
+    /// connection started). Receivers refuse a heartbeat much older than
+    /// their own clock: a capture played to an aggregator that has not
+    /// heard the sender since it started. Added in wire version 4.
+    pub sent_at: Timestamp,
 }
 
 /// Largest number of node frames in one [`Relay`].
