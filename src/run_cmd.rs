@@ -76,6 +76,10 @@ pub(crate) struct RunArgs {
     /// Master seed (the scenario's, or drawn and printed, when absent).
     #[arg(long)]
     seed: Option<u64>,
+    /// Provisioning file: 64 hex digits, the secret every device key and
+    /// broker password derives from (drawn from the seed when absent).
+    #[arg(long, value_name = "FILE")]
+    provisioning: Option<PathBuf>,
     /// Where to write the JSON report.
     #[arg(long, default_value = "vitalmesh-report.json")]
     report: PathBuf,
@@ -152,8 +156,28 @@ fn build_scenario(args: &RunArgs) -> Result<(Scenario, u64)> {
             }
         }
     }
+    if let Some(path) = &args.provisioning {
+        let text =
+            read_small(path).with_context(|| format!("--provisioning '{}'", path.display()))?;
+        let secret = vitalmesh_wire::ProvisioningSecret::from_hex(&text)
+            .map_err(|e| anyhow::anyhow!("--provisioning '{}': {e}", path.display()))?;
+        scenario.provisioning = Some(secret);
+    }
     let seed = crate::seed::resolve(args.seed.or(scenario.seed));
     Ok((scenario, seed))
+}
+
+/// A small text file (at most 4 KiB, a regular file): a provisioning file
+/// is 64 characters, and a mistaken path must not be read whole.
+fn read_small(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let f = File::open(path)?;
+    if !f.metadata()?.is_file() {
+        bail!("is not a regular file");
+    }
+    let mut text = String::new();
+    f.take(4096).read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// An output file, created (or truncated) before the run starts so a bad

@@ -749,3 +749,43 @@ fn bench_lists_its_workloads_and_saves_what_it_measured() {
     );
     assert!(table.contains("samples, end to end"), "{table}");
 }
+
+#[test]
+fn a_provisioning_file_gives_the_secret_and_a_bad_one_is_refused_without_echoing_it() {
+    let (file, report) = (temp_path("provisioning.hex"), temp_path("provisioned.json"));
+    let run = || {
+        vitalmesh(&[
+            "run",
+            "--virtual",
+            "scenarios/quickstart.toml",
+            "--seed",
+            "7",
+            "--provisioning",
+            file.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ])
+    };
+    std::fs::write(&file, "not-a-secret-at-all\n").unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--provisioning '") && stderr.contains("expected 64 hex digits"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("not-a-secret"),
+        "the file's text is never echoed: {stderr}"
+    );
+    std::fs::write(&file, format!("{}\n", "5a".repeat(32))).unwrap();
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = read_report(&report);
+    assert_eq!(r["ledger"]["total"]["unexplained"], 0);
+    let _ = std::fs::remove_file(&file);
+}

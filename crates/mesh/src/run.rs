@@ -249,7 +249,7 @@ impl Mesh {
             external => external,
         };
         let login = (matches!(broker_spec, BrokerSpec::Embedded { .. }) || config.broker_auth)
-            .then(|| BrokerLogin::new(setup::provisioning_secret(config.seed)));
+            .then(|| BrokerLogin::new(setup::provisioning_secret(scenario, config.seed)));
         let broker = BrokerHandle::start(broker_spec, clock, login.clone()).await?;
         let topics = TopicScheme::new(&config.topic_root)
             .map_err(|e| MeshError::config("topic_root", e.to_string()))?;

@@ -228,6 +228,11 @@ pub struct Scenario {
     /// first `aggregators` start with the run and `add_aggregator` starts
     /// more.
     pub aggregator_slots: u16,
+    /// The provisioning secret every key and broker password derives
+    /// from, when a provisioning file gives it (`--provisioning`); `None`
+    /// draws it from the seed. Never in a scenario file: secrets do not
+    /// belong in reviewable timelines.
+    pub provisioning: Option<vitalmesh_wire::ProvisioningSecret>,
 }
 
 impl Scenario {
@@ -1119,6 +1124,7 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
         admissions,
         illness,
         detection,
+        provisioning: None,
     })
 }
 

@@ -17,16 +17,24 @@ use crate::observe::AggregatorStatusUpdate;
 /// `Aggregator::suspected_nodes`). It is declared down at 8 with the pause.
 pub const SUSPECT_PHI: f64 = 3.0;
 
-/// The run's device keys. The provisioning secret is drawn from the seed's
-/// own stream, so a virtual-time replay produces identical bytes; a rogue
-/// client in the mesh does not know it (it draws from another stream).
+/// The run's device keys, from its provisioning secret
+/// ([`provisioning_secret`]).
 pub fn keyring(scenario: &Scenario, seed: u64) -> Keyring {
-    Keyring::new(provisioning_secret(seed), scenario.population.nodes())
+    Keyring::new(
+        provisioning_secret(scenario, seed),
+        scenario.population.nodes(),
+    )
 }
 
-/// The run's provisioning secret, drawn from the seed: every device key
-/// and broker password derives from it.
-pub fn provisioning_secret(seed: u64) -> [u8; 32] {
+/// The run's provisioning secret: every device key and broker password
+/// derives from it. A provisioning file's (`--provisioning`), or else drawn
+/// from the seed's own stream, so that a virtual-time replay produces
+/// identical bytes; a rogue client in the mesh does not know it (it draws
+/// from another stream).
+pub fn provisioning_secret(scenario: &Scenario, seed: u64) -> [u8; 32] {
+    if let Some(secret) = scenario.provisioning {
+        return secret.0;
+    }
     use rand_chacha::rand_core::RngCore;
     let mut secret = [0u8; 32];
     vitalmesh_firmware::rng::stream(
@@ -144,5 +152,37 @@ pub fn observe_events(agg: &mut Aggregator, observer: &mut crate::Observer, at_s
             Event::WardBucket(b) => observer.ward_bucket(b),
             Event::News2Five(f) => observer.news2_five(f),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_provisioning_file_replaces_the_seeds_secret_and_the_keys_follow() {
+        let mut scenario = vitalmesh_scenario::parse(
+            "t.toml",
+            "[scenario]\nname = \"t\"\nduration = \"1m\"\n[population]\nwards = 1\nnodes_per_ward = 4\n",
+        )
+        .unwrap();
+        let drawn = provisioning_secret(&scenario, 7);
+        assert_eq!(
+            drawn,
+            provisioning_secret(&scenario, 7),
+            "the same seed, the same secret"
+        );
+        assert_ne!(drawn, provisioning_secret(&scenario, 8));
+        let node = Principal::Node(NodeId(1));
+        let before = keyring(&scenario, 7).derive(node);
+        scenario.provisioning = Some(vitalmesh_wire::ProvisioningSecret([9; 32]));
+        assert_eq!(provisioning_secret(&scenario, 7), [9; 32]);
+        assert_eq!(
+            provisioning_secret(&scenario, 8),
+            [9; 32],
+            "the seed no longer matters"
+        );
+        assert!(keyring(&scenario, 7).derive(node) != before);
+        assert!(keyring(&scenario, 7).derive(node) == Keyring::new([9; 32], 4).derive(node));
     }
 }

@@ -221,6 +221,36 @@ fn topic_ad(topic: &WireTopic) -> ([u8; 7], usize) {
     (b, len)
 }
 
+/// A provisioning secret: every device key and broker password of a mesh
+/// derives from it ([`Keyring`]). Never printed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct ProvisioningSecret(pub [u8; 32]);
+
+impl ProvisioningSecret {
+    /// Reads a provisioning file's text: 64 hex digits, surrounding
+    /// white space allowed. The error never repeats the text.
+    pub fn from_hex(text: &str) -> Result<Self, String> {
+        let hex = text.trim();
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "holds {} characters that are not a secret; expected 64 hex digits (32 random bytes), e.g. from `openssl rand -hex 32`",
+                hex.chars().count()
+            ));
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
+        }
+        Ok(Self(out))
+    }
+}
+
+impl fmt::Debug for ProvisioningSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ProvisioningSecret(..)")
+    }
+}
+
 /// A device's MQTT user name: the last level of the topic it may publish
 /// on — `{node}` for a node (`vm/v1/p/{partition}/{node}`), `g{gateway}`
 /// for a gateway — so that one mosquitto ACL line, `pattern write
@@ -1436,6 +1466,20 @@ mod tests {
         );
         let other = Keyring::new([8; 32], 10);
         assert!(other.derive(Principal::Node(NodeId(1))) != a);
+    }
+
+    #[test]
+    fn a_provisioning_file_is_64_hex_digits_and_is_never_echoed() {
+        let hex = "00112233445566778899aabbccddeeff00112233445566778899AABBCCDDEEFF";
+        let secret = ProvisioningSecret::from_hex(&format!("  {hex}\n")).unwrap();
+        assert_eq!(secret.0[1], 0x11);
+        assert_eq!(secret.0[31], 0xff);
+        assert_eq!(format!("{secret:?}"), "ProvisioningSecret(..)");
+        for bad in ["", "abc", &hex[1..], &format!("{}zz", &hex[2..])] {
+            let e = ProvisioningSecret::from_hex(bad).unwrap_err();
+            assert!(e.contains("expected 64 hex digits"), "{e}");
+            assert!(bad.len() < 8 || !e.contains(&bad[..8]), "{e}");
+        }
     }
 
     #[test]

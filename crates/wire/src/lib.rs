@@ -41,8 +41,8 @@ pub mod topic;
 
 pub use alert::{AlertNotice, Scope, Severity};
 pub use envelope::{
-    AckKey, DeviceKey, Header, Keyring, NodeCredentials, Principal, Sealer, WIRE_VERSION, decode,
-    open,
+    AckKey, DeviceKey, Header, Keyring, NodeCredentials, Principal, ProvisioningSecret, Sealer,
+    WIRE_VERSION, decode, open,
 };
 pub use error::WireError;
 pub use ids::{AggregatorId, GatewayId, NodeId, PartitionId, Partitioning};
