@@ -313,7 +313,11 @@ fn gateway_step(budget: Duration, keys: &Keyring) -> anyhow::Result<(u64, Durati
                     bail!("the gateway sent something that is not a relay");
                 };
                 for frame in relay.frames {
-                    let node = NodeId(u32::from_le_bytes(frame[2..6].try_into()?));
+                    let Some(vitalmesh_wire::Principal::Node(node)) =
+                        vitalmesh_wire::envelope::claimed_sender(frame)
+                    else {
+                        bail!("the gateway relayed something that is not a node's frame");
+                    };
                     let frame_topic = WireTopic::Data { partition, node };
                     if let Ok(Body::Batch(b)) = decode(frame, &frame_topic, keys) {
                         if let Some(last) = b.samples.last() {

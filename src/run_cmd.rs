@@ -724,7 +724,11 @@ pub(crate) fn broker(args: &BrokerArgs) -> Result<ExitCode> {
         std::io::stdin()
             .read_line(&mut line)
             .context("reading the provisioning secret from standard input")?;
-        Some(vitalmesh_mesh::broker::parse_secret(line.trim()).map_err(anyhow::Error::msg)?)
+        Some(
+            vitalmesh_wire::ProvisioningSecret::from_hex(&line)
+                .map_err(|e| anyhow::anyhow!("the provisioning secret on standard input {e}"))?
+                .0,
+        )
     } else {
         None
     };

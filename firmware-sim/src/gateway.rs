@@ -1084,10 +1084,12 @@ mod tests {
 
     /// A frame's node's data topic, from its (cleartext) header.
     fn data_topic(frame: &[u8]) -> WireTopic {
-        let node = u32::from_le_bytes(frame[2..6].try_into().unwrap());
+        let Some(Principal::Node(node)) = envelope::claimed_sender(frame) else {
+            panic!("a node's frame")
+        };
         WireTopic::Data {
             partition: config_partition(),
-            node: NodeId(node),
+            node,
         }
     }
 

@@ -8,7 +8,7 @@ use vitalmesh_firmware::PatientOptions;
 use vitalmesh_firmware::battery::BatteryConfig;
 use vitalmesh_firmware::buffer::{DropPolicy, RECORD_BYTES};
 use vitalmesh_firmware::{Link, LinkAction, Node, NodeConfig, Power, Transmit};
-use vitalmesh_wire::envelope::Keyring;
+use vitalmesh_wire::envelope::{Keyring, Principal, claimed_sender};
 use vitalmesh_wire::{
     Batch, Body, NodeAck, NodeId, PartitionId, Presence, Timestamp, WireTopic, decode,
 };
@@ -35,7 +35,9 @@ fn ack_up_to(node: &mut Node, upto: u64, now: Timestamp) {
 
 fn batch(t: &Transmit) -> Batch {
     let payload = &t.payload;
-    let node = NodeId(u32::from_le_bytes(payload[2..6].try_into().unwrap()));
+    let Some(Principal::Node(node)) = claimed_sender(payload) else {
+        panic!("a node's payload")
+    };
     let topic = WireTopic::Data {
         partition: PartitionId(0),
         node,

@@ -47,7 +47,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::time::Duration;
 
-use vitalmesh_wire::envelope::{Header, Keyring, Principal, Sealer, fingerprint, open, open_relay};
+use vitalmesh_wire::envelope::{
+    Header, Keyring, Principal, Sealer, claimed_sender, fingerprint, open, open_relay,
+};
 use vitalmesh_wire::message::{MAX_ACKS_PER_BATCH, MAX_WARD_REPORT_PATIENTS};
 use vitalmesh_wire::{
     AckBatch, AggregatorId, AggregatorState, AggregatorStatus, Batch, Body, GatewayId, NodeAck,
@@ -1137,11 +1139,11 @@ impl Aggregator {
             self.handling = fingerprint(frame);
             // A frame is bound to its node's own data topic, whichever way
             // it travels; the header names the node before anything opens.
-            let Some(claimed) = frame.get(2..6) else {
-                self.reject(WireError::Truncated { len: frame.len() }.into());
-                continue;
+            let node = match claimed_sender(frame) {
+                Some(Principal::Node(node)) => node,
+                // Not a node's frame: opening it says exactly what is wrong.
+                _ => NodeId(u32::MAX),
             };
-            let node = NodeId(u32::from_le_bytes(claimed.try_into().expect("4 bytes")));
             let frame_topic = WireTopic::Data { partition, node };
             let (header, batch) = match open(frame, &frame_topic, &self.keys) {
                 Ok((h, Body::Batch(b))) => (h, b),
@@ -1911,6 +1913,16 @@ mod tests {
                 .collect()
         }
 
+        /// Everything published on `topic` so far, as an eavesdropper
+        /// captured it.
+        fn published_on(&self, topic: &str) -> Vec<Vec<u8>> {
+            self.wire
+                .iter()
+                .filter(|(t, _)| t == topic)
+                .map(|(_, p)| p.clone())
+                .collect()
+        }
+
         fn take_events(&mut self) -> Vec<(AggregatorId, Event)> {
             std::mem::take(&mut self.events)
         }
@@ -2295,12 +2307,7 @@ mod tests {
         let mut bus = Bus::new(3);
         bus.advance(Duration::from_secs(3));
         let status = TopicScheme::default().status(AggregatorId(2));
-        let captured: Vec<Vec<u8>> = bus
-            .wire
-            .iter()
-            .filter(|(t, _)| *t == status)
-            .map(|(_, p)| p.clone())
-            .collect();
+        let captured = bus.published_on(&status);
         assert!(captured.len() >= 2, "heartbeats were sent");
         bus.kill(2);
         bus.advance(Duration::from_secs(5));
@@ -2354,12 +2361,7 @@ mod tests {
         let mut bus = Bus::new(3);
         bus.advance(Duration::from_secs(3));
         let status = TopicScheme::default().status(AggregatorId(2));
-        let captured: Vec<Vec<u8>> = bus
-            .wire
-            .iter()
-            .filter(|(t, _)| *t == status)
-            .map(|(_, p)| p.clone())
-            .collect();
+        let captured = bus.published_on(&status);
         assert!(!captured.is_empty());
         bus.kill(2);
         bus.advance(MAX_STATUS_AGE + Duration::from_secs(2));

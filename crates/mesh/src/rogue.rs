@@ -163,7 +163,7 @@ async fn bad_credentials(
     let mut options = ConnectOptions::new(target.topics.node_client_id(node, 0), 30);
     options.username = Some(mqtt_username(Principal::Node(node)));
     for _ in 0..connections {
-        options.password = Some(hex(&rng.bytes(16)).into_bytes());
+        options.password = Some(vitalmesh_wire::envelope::to_hex(&rng.bytes(16)).into_bytes());
         counters.connections.fetch_add(1, Ordering::Relaxed);
         if Connection::connect(target.broker, &options, Duration::from_secs(2), 4096)
             .await
@@ -198,10 +198,6 @@ async fn slow_subscribers(connections: u32, target: &RogueTarget, counters: &Rog
     // Never read: the broker's queues for them fill up.
     sleep(SLOW_SUBSCRIBER_HOLD).await;
     drop(held);
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn random_node_topic(target: &RogueTarget, rng: &mut Rng) -> (NodeId, String) {

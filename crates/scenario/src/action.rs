@@ -745,16 +745,8 @@ impl EntryCheck<'_> {
     ) -> Option<Duration> {
         let raw = self.required(v, "interval", action)?;
         let d = self.positive_duration(raw, "interval")?;
-        if d < crate::MIN_SAMPLE_INTERVAL {
-            self.err(
-                raw.span().start,
-                "interval",
-                format!(
-                    "'{}' is faster than any bedside monitor; expected at least '{}'",
-                    raw.get_ref(),
-                    duration::format(crate::MIN_SAMPLE_INTERVAL)
-                ),
-            );
+        if let Err(e) = crate::check_sample_interval(d, raw.get_ref()) {
+            self.err(raw.span().start, "interval", e);
             return None;
         }
         Some(d)

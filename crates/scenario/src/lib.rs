@@ -42,6 +42,18 @@ pub use action::{Action, Group, Limits, NodeSelector, Pick, RogueKind};
 /// monitor's fastest numeric update is about this.
 pub const MIN_SAMPLE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(10);
 
+/// Checks a sampling interval `d`, written `written`, against
+/// [`MIN_SAMPLE_INTERVAL`]: the one message for every place that sets one.
+pub(crate) fn check_sample_interval(d: std::time::Duration, written: &str) -> Result<(), String> {
+    if d < MIN_SAMPLE_INTERVAL {
+        return Err(format!(
+            "'{written}' is faster than any bedside monitor; expected at least '{}'",
+            duration::format(MIN_SAMPLE_INTERVAL)
+        ));
+    }
+    Ok(())
+}
+
 /// The largest scenario file read: real ones are a few kilobytes, and the
 /// reader must not swallow a mistaken path (a log, `/dev/zero`) whole.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;

@@ -659,16 +659,12 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
     if let Some(pr) = &p.profile {
         if let Some(v) = &pr.sample_interval {
             if let Some(d) = dur(errors, v, "population.profile.sample_interval") {
-                if d < crate::MIN_SAMPLE_INTERVAL {
+                if let Err(e) = crate::check_sample_interval(d, v.get_ref()) {
                     bad(
                         errors,
                         v.span().start,
                         "population.profile.sample_interval",
-                        format!(
-                            "'{}' is faster than any bedside monitor; expected at least '{}'",
-                            v.get_ref(),
-                            duration::format(crate::MIN_SAMPLE_INTERVAL)
-                        ),
+                        e,
                     );
                 }
                 profile.sample_interval = d;

@@ -22,8 +22,9 @@
 //! - [`message`]: [`Sample`], [`Batch`], [`AckBatch`], [`AggregatorStatus`],
 //!   [`WardReport`] and the [`Body`] that carries one of them.
 //! - [`alert`]: scopes, severities and the published alert notice.
-//! - [`envelope`]: the versioned, sealed (AES-128-GCM) byte layout and the
-//!   keys (HKDF from one provisioning secret).
+//! - [`envelope`]: the versioned, sealed (AES-128-GCM) byte layout.
+//! - [`keys`]: the keys and broker credentials, all derived (HKDF) from one
+//!   provisioning secret.
 //! - [`topic`]: every MQTT topic vitalmesh uses, in one place.
 //! - [`seq`]: [`SeqSet`], a compact set of sequence numbers (ranges).
 
@@ -34,6 +35,7 @@ pub mod envelope;
 mod error;
 mod fast;
 pub mod ids;
+pub mod keys;
 pub mod message;
 pub mod seq;
 pub mod time;

@@ -70,7 +70,7 @@ impl BrokerSpec {
 /// run's provisioning secret (see `vitalmesh_wire::envelope::Keyring`).
 #[derive(Clone)]
 pub struct BrokerLogin {
-    secret: [u8; 32],
+    secret: vitalmesh_wire::ProvisioningSecret,
     keys: vitalmesh_wire::Keyring,
 }
 
@@ -84,7 +84,7 @@ impl BrokerLogin {
     /// Logins under `secret`.
     pub fn new(secret: [u8; 32]) -> Self {
         Self {
-            secret,
+            secret: vitalmesh_wire::ProvisioningSecret(secret),
             keys: vitalmesh_wire::Keyring::new(secret, 0),
         }
     }
@@ -94,25 +94,6 @@ impl BrokerLogin {
         options.username = Some(username.into());
         options.password = Some(self.keys.mqtt_password(username).into_bytes());
     }
-}
-
-/// A provisioning secret as the broker process reads it: 64 hex digits.
-pub fn parse_secret(hex: &str) -> Result<[u8; 32], String> {
-    let expected = "expected 64 hex digits";
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!(
-            "the provisioning secret is not a secret; {expected}"
-        ));
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-    }
-    Ok(out)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// One line for a crashed broker process: how it exited and what it said
@@ -255,7 +236,7 @@ async fn spawn_child(
         use tokio::io::AsyncWriteExt;
         let mut stdin = child.stdin.take().expect("piped");
         stdin
-            .write_all(format!("{}\n", hex(&login.secret)).as_bytes())
+            .write_all(format!("{}\n", login.secret.to_hex()).as_bytes())
             .await
             .map_err(|e| MeshError::Broker(format!("cannot hand the broker its secret: {e}")))?;
         drop(stdin);
