@@ -88,6 +88,11 @@ const WORKLOADS: &[(&str, &str, Workload)] = &[
         |d| bench_mesh::direct_10k(d).map(Measured::runs),
     ),
     (
+        "tls-10k",
+        "direct-10k in plain TCP and then over TLS (a CA and certificate made for the run), through each broker: TLS ÷ plain for CPU, memory and latency (default 60 s a run, four runs)",
+        |d| bench_mesh::tls_10k(d).map(Measured::runs),
+    ),
+    (
         "gateway-100k",
         "100,000 nodes behind 1,000 gateways at 1 Hz (one MQTT connection per gateway), through the embedded broker and then mosquitto (default 60 s each)",
         |d| bench_mesh::gateway_100k(d).map(Measured::runs),

@@ -85,9 +85,15 @@ pub(crate) fn run(step: &str, scenario_toml: &str, broker: Broker) -> anyhow::Re
     let mut scenario = vitalmesh_scenario::parse("bench.toml", scenario_toml)?;
     // Mosquitto inherits this process's descriptor limit: raise it first.
     vitalmesh_mesh::limits::raise_fd_limit();
-    let mosquitto = match broker {
-        Broker::Embedded => None,
-        Broker::Mosquitto => Some(Mosquitto::start()?),
+    // A TLS step through mosquitto: it presents a certificate made for
+    // the run, as the embedded broker does.
+    let certs = (scenario.broker_tls && broker == Broker::Mosquitto)
+        .then(vitalmesh_mesh::mqtt::RunCertificates::generate)
+        .transpose()?;
+    let mosquitto = match (broker, &certs) {
+        (Broker::Embedded, _) => None,
+        (Broker::Mosquitto, Some(certs)) => Some(Mosquitto::start_tls(certs)?),
+        (Broker::Mosquitto, None) => Some(Mosquitto::start()?),
     };
     if let Some(m) = &mosquitto {
         scenario.broker = vitalmesh_scenario::BrokerChoice::External {
@@ -96,7 +102,8 @@ pub(crate) fn run(step: &str, scenario_toml: &str, broker: Broker) -> anyhow::Re
         };
     }
     // The scenario's broker choice decides the spec, as for `vitalmesh run`.
-    let config = MeshConfig::new(scenario, 2026, crate::run_cmd::broker_program()?);
+    let mut config = MeshConfig::new(scenario, 2026, crate::run_cmd::broker_program()?);
+    config.tls_ca = certs.as_ref().map(|c| c.ca_path());
     let nodes = config.scenario.population.nodes();
     let offered = f64::from(nodes) / config.scenario.profile.sample_interval.as_secs_f64();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -282,8 +289,12 @@ pub(crate) struct Ratio {
     pub memory: f64,
 }
 
+/// `a ÷ b`, NaN when there is nothing to divide by.
+fn div(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { f64::NAN }
+}
+
 pub(crate) fn ratios(rows: &[MeshRow]) -> Vec<Ratio> {
-    let div = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     rows.iter()
         .filter(|r| r.broker == Broker::Embedded)
         .filter_map(|e| {
@@ -327,7 +338,19 @@ pub(crate) fn direct_10k(
     duration: Option<Duration>,
 ) -> anyhow::Result<(Vec<MeshRow>, Vec<String>)> {
     let d = duration.unwrap_or(Duration::from_secs(60));
-    let toml = format!(
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    both(
+        "10k nodes",
+        &direct_10k_toml(d, false),
+        &mut rows,
+        &mut notes,
+    )?;
+    Ok((rows, notes))
+}
+
+fn direct_10k_toml(d: Duration, tls: bool) -> String {
+    format!(
         r#"
 [scenario]
 name = "direct-10k"
@@ -344,12 +367,43 @@ count = 4
 
 [broker]
 listeners = 4
+tls = {tls}
 "#,
         d.as_millis()
-    );
+    )
+}
+
+/// Step names of `tls-10k`.
+const PLAIN_STEP: &str = "10k plain";
+const TLS_STEP: &str = "10k TLS";
+
+/// `tls-10k`: `direct-10k` in plain TCP and then over TLS, through each
+/// broker: what TLS costs at 10,000 connections, TLS ÷ plain per broker.
+pub(crate) fn tls_10k(duration: Option<Duration>) -> anyhow::Result<(Vec<MeshRow>, Vec<String>)> {
+    let d = duration.unwrap_or(Duration::from_secs(60));
     let mut rows = Vec::new();
     let mut notes = Vec::new();
-    both("10k nodes", &toml, &mut rows, &mut notes)?;
+    both(
+        PLAIN_STEP,
+        &direct_10k_toml(d, false),
+        &mut rows,
+        &mut notes,
+    )?;
+    both(TLS_STEP, &direct_10k_toml(d, true), &mut rows, &mut notes)?;
+    for broker in [Broker::Embedded, Broker::Mosquitto] {
+        let find = |step: &str| rows.iter().find(|r| r.broker == broker && r.step == step);
+        if let (Some(plain), Some(tls)) = (find(PLAIN_STEP), find(TLS_STEP)) {
+            notes.push(format!(
+                "{}: TLS ÷ plain — CPU x{:.2}, memory per node x{:.2}, p50 x{:.2}, p99 x{:.2}, goodput x{:.3}",
+                broker.name(),
+                div(tls.cpu_cores, plain.cpu_cores),
+                div(tls.total_bytes_per_node as f64, plain.total_bytes_per_node as f64),
+                div(tls.p50_ms, plain.p50_ms),
+                div(tls.p99_ms, plain.p99_ms),
+                div(tls.goodput_per_s, plain.goodput_per_s),
+            ));
+        }
+    }
     Ok((rows, notes))
 }
 

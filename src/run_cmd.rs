@@ -96,6 +96,15 @@ pub(crate) struct RunArgs {
     /// embedded broker always requires them.
     #[arg(long, requires = "broker")]
     broker_auth: bool,
+    /// Connect every client over TLS. The embedded broker gets a
+    /// certificate authority and certificate made for the run; an external
+    /// broker is named with `mqtts://` and needs `--tls-ca`.
+    #[arg(long)]
+    tls: bool,
+    /// The certificate authority (PEM) an external TLS broker's
+    /// certificate chains to.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
     /// Unix socket for `vitalmesh inject` (a per-run one by default).
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
@@ -142,9 +151,17 @@ fn build_scenario(args: &RunArgs) -> Result<(Scenario, u64)> {
         scenario = scenario.with_connect_rate(r)?;
     }
     if let Some(url) = &args.broker {
-        let (host, port) = vitalmesh_scenario::broker_url::parse(url)
+        let parsed = vitalmesh_scenario::broker_url::parse(url)
             .map_err(|e| anyhow::anyhow!("--broker: {e}"))?;
-        scenario = scenario.with_external_broker(host, port)?;
+        scenario = scenario.with_external_broker(parsed)?;
+    }
+    if args.tls {
+        scenario = scenario.with_tls()?;
+    }
+    if args.tls_ca.is_some() && !scenario.broker_tls {
+        bail!(
+            "--tls-ca: the run does not use TLS; expected an 'mqtts://' broker, [broker] tls = true, or --tls"
+        );
     }
     if args.virtual_time {
         scenario.check_virtual()?;
@@ -300,8 +317,11 @@ fn print_progress(mut snapshots: mpsc::Receiver<Snapshot>, every: Duration) {
 /// How to watch a real broker's traffic.
 fn attach_hint(url: &str) -> String {
     match vitalmesh_scenario::broker_url::parse(url) {
-        Ok((host, port)) if url.starts_with("mqtt://") => {
-            format!(" (watch it: mosquitto_sub -h {host} -p {port} -t 'vm/#' -v)")
+        Ok(u) if !u.tls => {
+            format!(
+                " (watch it: mosquitto_sub -h {} -p {} -t 'vm/#' -v)",
+                u.host, u.port
+            )
         }
         _ => String::new(),
     }
@@ -392,6 +412,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let mut config = MeshConfig::new(scenario, seed, broker_program()?);
     config.keep_intervals = hdr_out.is_some();
     config.broker_auth = args.broker_auth;
+    config.tls_ca = args.tls_ca.clone();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(if args.virtual_time { 1 } else { 2 })
@@ -716,6 +737,16 @@ pub(crate) struct BrokerArgs {
     /// from the command line, where any local user could see it.
     #[arg(long)]
     auth: bool,
+    /// TLS on every listener: the authority (the canary trusts it), the
+    /// broker's certificate and its private key, as PEM files.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
+    /// The broker's certificate (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_ca")]
+    tls_cert: Option<PathBuf>,
+    /// The broker's private key (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_ca")]
+    tls_key: Option<PathBuf>,
 }
 
 pub(crate) fn broker(args: &BrokerArgs) -> Result<ExitCode> {
@@ -739,6 +770,14 @@ pub(crate) fn broker(args: &BrokerArgs) -> Result<ExitCode> {
         segment_bytes: args.segment_bytes,
         canary_interval: Duration::from_secs(1),
         provisioning,
+        tls: match (&args.tls_ca, &args.tls_cert, &args.tls_key) {
+            (Some(ca), Some(cert), Some(key)) => Some(vitalmesh_mesh::broker::child::ChildTls {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -312,8 +312,8 @@ async fn against_mosquitto_with_passwords_and_acls_a_device_is_confined_to_its_o
     let _serial = SERIAL.lock().await;
     let mut c = config(100, 2);
     let keys = vitalmesh_sim::setup::keyring(&c.scenario, c.seed);
-    let mosquitto =
-        Mosquitto::start_secured(&keys, 100, 0, 2, &["observer"]).unwrap_or_else(|e| panic!("{e}"));
+    let mosquitto = Mosquitto::start_secured(&keys, 100, 0, 2, &["observer"], None)
+        .unwrap_or_else(|e| panic!("{e}"));
     c.broker = BrokerSpec::parse_url(&mosquitto.url()).unwrap();
     c.broker_auth = true;
     let mut mesh = start(c).await;

@@ -29,6 +29,8 @@ pub(crate) struct AggregatorRuntime {
     pub(crate) topics: TopicScheme,
     /// Credentials, when the broker wants them.
     pub(crate) login: Option<crate::broker::BrokerLogin>,
+    /// TLS, when the broker is reached over it.
+    pub(crate) tls: Option<crate::mqtt::TlsClient>,
     pub(crate) keep_alive_secs: u16,
     pub(crate) connect_timeout: Duration,
 }
@@ -151,6 +153,7 @@ pub(crate) async fn run_aggregator(
             }
             match Connection::connect_over(
                 addr,
+                rt.tls.as_ref(),
                 &options,
                 rt.connect_timeout,
                 MAX_PACKET,

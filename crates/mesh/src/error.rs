@@ -23,6 +23,9 @@ pub enum MeshError {
         /// CONNACK return code.
         code: u8,
     },
+    /// TLS failed: a handshake, a certificate, or a record.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The connection closed.
     #[error("connection closed by the broker")]
     ConnectionClosed,

@@ -40,6 +40,8 @@ pub(crate) struct NodeRuntime {
     pub(crate) topics: TopicScheme,
     /// Credentials, when the broker wants them.
     pub(crate) login: Option<crate::broker::BrokerLogin>,
+    /// TLS, when the broker is reached over it.
+    pub(crate) tls: Option<crate::mqtt::TlsClient>,
     /// Bounds concurrent connection handshakes, so a reconnect storm after a
     /// broker restart queues here instead of overflowing the listen backlog.
     pub(crate) connect_gate: Semaphore,
@@ -159,7 +161,15 @@ pub(crate) async fn connect(
     if let Some(login) = &rt.login {
         login.apply(&mqtt_username(principal), &mut options);
     }
-    Connection::connect_over(addr, &options, rt.connect_timeout, MAX_PACKET, Some(link)).await
+    Connection::connect_over(
+        addr,
+        rt.tls.as_ref(),
+        &options,
+        rt.connect_timeout,
+        MAX_PACKET,
+        Some(link),
+    )
+    .await
 }
 
 /// Runs `node` until told to stop.

@@ -53,7 +53,7 @@ use vitalmesh_wire::{
 
 use crate::broker::{BrokerLogin, MAX_PACKET};
 use crate::mqtt::codec::{ConnectOptions, write_connect};
-use crate::mqtt::{Connection, Incoming, QoS};
+use crate::mqtt::{Connection, Incoming, QoS, TlsClient};
 
 /// What a rogue client did.
 #[derive(Debug, Default)]
@@ -75,6 +75,9 @@ pub(crate) struct RogueTarget {
     /// The broker's logins, when it wants them (a rogue that publishes
     /// uses a stolen spare device's).
     pub(crate) login: Option<BrokerLogin>,
+    /// TLS, when the broker is reached over it (a rogue gets through the
+    /// handshake like anyone: TLS authenticates the broker, not clients).
+    pub(crate) tls: Option<TlsClient>,
 }
 
 impl RogueTarget {
@@ -142,6 +145,7 @@ async fn connect(target: &RogueTarget, id: String, counters: &RogueCounters) -> 
     };
     Connection::connect(
         target.broker,
+        target.tls.as_ref(),
         &options,
         Duration::from_secs(5),
         MAX_PACKET * 4,
@@ -165,9 +169,15 @@ async fn bad_credentials(
     for _ in 0..connections {
         options.password = Some(vitalmesh_wire::envelope::to_hex(&rng.bytes(16)).into_bytes());
         counters.connections.fetch_add(1, Ordering::Relaxed);
-        if Connection::connect(target.broker, &options, Duration::from_secs(2), 4096)
-            .await
-            .is_err()
+        if Connection::connect(
+            target.broker,
+            target.tls.as_ref(),
+            &options,
+            Duration::from_secs(2),
+            4096,
+        )
+        .await
+        .is_err()
         {
             counters.dropped_by_broker.fetch_add(1, Ordering::Relaxed);
         }

@@ -43,11 +43,11 @@ use crate::MeshError;
 use crate::aggregator_driver::{
     AggregatorControl, AggregatorRuntime, AggregatorStop, run_aggregator,
 };
-use crate::broker::{BrokerHandle, BrokerLogin, BrokerSpec};
+use crate::broker::{BrokerHandle, BrokerLogin, BrokerSpec, BrokerTls};
 use crate::clock::RunClock;
 use crate::gateway_driver::{GatewayCommand, GatewayFinal, run_gateway};
 use crate::metrics::{DisconnectReason, LiveCounters};
-use crate::mqtt::LinkConditions;
+use crate::mqtt::{LinkConditions, TlsClient};
 use crate::node_driver::{Mailbox, NodeCommand, NodeRuntime, run_node};
 use crate::procfs;
 use crate::report::Report;
@@ -76,6 +76,9 @@ pub struct MeshConfig {
     /// broker, only when it was set up with the run's credentials
     /// (`--broker-auth`, [`crate::broker::mosquitto::Mosquitto::start_secured`]).
     pub broker_auth: bool,
+    /// The authority an external TLS broker's certificate chains to
+    /// (`--tls-ca`); the embedded broker's is made for the run.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl MeshConfig {
@@ -103,6 +106,7 @@ impl MeshConfig {
             topic_root: "vm".into(),
             keep_intervals: false,
             broker_auth: false,
+            tls_ca: None,
         }
     }
 
@@ -250,7 +254,26 @@ impl Mesh {
         };
         let login = (matches!(broker_spec, BrokerSpec::Embedded { .. }) || config.broker_auth)
             .then(|| BrokerLogin::new(setup::provisioning_secret(scenario, config.seed)));
-        let broker = BrokerHandle::start(broker_spec, clock, login.clone()).await?;
+        let tls = if scenario.broker_tls {
+            Some(match (&broker_spec, &config.tls_ca) {
+                (BrokerSpec::Embedded { .. }, _) => BrokerTls::for_embedded()?,
+                (BrokerSpec::External { host, .. }, Some(ca)) => {
+                    BrokerTls::trusting(TlsClient::from_ca_file(ca, host)?)
+                }
+                (BrokerSpec::External { host, port }, None) => {
+                    return Err(MeshError::config(
+                        "tls-ca",
+                        format!(
+                            "the broker 'mqtts://{host}:{port}' needs the certificate authority its certificate chains to; expected --tls-ca FILE (PEM)"
+                        ),
+                    ));
+                }
+            })
+        } else {
+            None
+        };
+        let broker = BrokerHandle::start(broker_spec, clock, login.clone(), tls).await?;
+        let tls = broker.tls_client().cloned();
         let topics = TopicScheme::new(&config.topic_root)
             .map_err(|e| MeshError::config("topic_root", e.to_string()))?;
         let keys = setup::keyring(scenario, config.seed);
@@ -265,6 +288,7 @@ impl Mesh {
             broker: broker.addrs().to_vec(),
             topics: topics.clone(),
             login: login.clone(),
+            tls: tls.clone(),
             connect_gate: Semaphore::new(config.connect_concurrency.max(1)),
             connect_timeout: Duration::from_secs(20),
             keep_alive_secs: 15,
@@ -277,6 +301,7 @@ impl Mesh {
             origin: Arc::new(std::sync::OnceLock::new()),
             topics,
             login,
+            tls,
             keep_alive_secs: 5,
             connect_timeout: Duration::from_secs(3),
         });
@@ -617,6 +642,7 @@ impl Mesh {
                         partitioning: setup::partitioning(&self.config.scenario),
                         nodes: self.config.scenario.population.nodes(),
                         login: self.node_rt.login.clone(),
+                        tls: self.node_rt.tls.clone(),
                     };
                     let task = tokio::spawn(rogue::run(
                         kind,

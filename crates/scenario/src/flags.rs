@@ -209,9 +209,28 @@ impl Scenario {
         Ok(self)
     }
 
+    /// The scenario over TLS (`--tls`): refused on a plain `mqtt://`
+    /// external broker, whose URL says otherwise.
+    pub fn with_tls(mut self) -> Result<Self, ScenarioErrors> {
+        if let (BrokerChoice::External { host, port }, false) = (&self.broker, self.broker_tls) {
+            return Err(ScenarioError::Flag {
+                flag: "--tls".into(),
+                message: format!(
+                    "the broker 'mqtt://{host}:{port}' is plain MQTT; expected an 'mqtts://' url for a broker reached over TLS"
+                ),
+            }
+            .into());
+        }
+        self.broker_tls = true;
+        Ok(self)
+    }
+
     /// The scenario on an existing broker (`--broker`): refused if the
     /// scenario restarts the broker, which only the embedded one can do.
-    pub fn with_external_broker(mut self, host: String, port: u16) -> Result<Self, ScenarioErrors> {
+    pub fn with_external_broker(
+        mut self,
+        url: crate::broker_url::BrokerUrl,
+    ) -> Result<Self, ScenarioErrors> {
         if let Some(s) = self
             .load
             .iter()
@@ -227,7 +246,11 @@ impl Scenario {
             }
             .into());
         }
-        self.broker = BrokerChoice::External { host, port };
+        self.broker = BrokerChoice::External {
+            host: url.host,
+            port: url.port,
+        };
+        self.broker_tls = url.tls;
         Ok(self)
     }
 
@@ -253,7 +276,8 @@ impl Scenario {
             errors.push(ScenarioError::Flag {
                 flag: "--virtual".into(),
                 message: format!(
-                    "the broker 'mqtt://{host}:{port}' is real; virtual time models its own broker; remove [broker] url or --broker, or run without --virtual"
+                    "the broker '{}://{host}:{port}' is real; virtual time models its own broker; remove [broker] url or --broker, or run without --virtual",
+                    if self.broker_tls { "mqtts" } else { "mqtt" }
                 ),
             });
         }

@@ -135,6 +135,7 @@ pub(crate) struct RawAggregators {
 pub(crate) struct RawBroker {
     pub(crate) url: Option<Spanned<String>>,
     pub(crate) listeners: Option<Spanned<u16>>,
+    pub(crate) tls: Option<Spanned<bool>>,
 }
 
 /// One `[[load]]` or `[[event]]` entry, or one injected action: every field

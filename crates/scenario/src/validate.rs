@@ -204,6 +204,9 @@ pub struct Scenario {
     pub partitions: u16,
     /// Broker.
     pub broker: BrokerChoice,
+    /// Whether clients reach the broker over TLS (`[broker] tls = true`,
+    /// an `mqtts://` url, or `--tls`).
+    pub broker_tls: bool,
     /// `[[load]]` entries, by time.
     pub load: Vec<Scheduled>,
     /// `[[event]]` entries, by time.
@@ -929,7 +932,24 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
                     );
                 }
                 match broker_url::parse(url.get_ref()) {
-                    Ok((host, port)) => BrokerChoice::External { host, port },
+                    Ok(parsed) => {
+                        if let Some(t) = b.tls.as_ref().filter(|t| *t.get_ref() != parsed.tls) {
+                            bad(
+                                errors,
+                                t.span().start,
+                                "broker.tls",
+                                format!(
+                                    "'{}' contradicts the url '{}'; expected the url's scheme to say it ('mqtts://' is TLS), or no tls",
+                                    t.get_ref(),
+                                    url.get_ref()
+                                ),
+                            );
+                        }
+                        BrokerChoice::External {
+                            host: parsed.host,
+                            port: parsed.port,
+                        }
+                    }
                     Err(e) => {
                         bad(errors, url.span().start, "broker.url", e);
                         BrokerChoice::Embedded { listeners: None }
@@ -951,6 +971,14 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
         },
         None => BrokerChoice::Embedded { listeners: None },
     };
+
+    let broker_tls = raw.broker.as_ref().is_some_and(|b| {
+        b.tls.as_ref().is_some_and(|t| *t.get_ref())
+            || b.url
+                .as_ref()
+                .and_then(|u| broker_url::parse(u.get_ref()).ok())
+                .is_some_and(|u| u.tls)
+    });
 
     if !ok {
         return None;
@@ -1121,6 +1149,7 @@ fn check(src: &Source, raw: RawScenario, errors: &mut Vec<ScenarioError>) -> Opt
         illness,
         detection,
         provisioning: None,
+        broker_tls,
     })
 }
 

@@ -34,25 +34,33 @@
 //! envelope (a message sealed for one topic does not open on another) and,
 //! on mosquitto, to its ACL file.
 //!
+//! With `--tls-cert`/`--tls-key` every listener speaks TLS only (rustls,
+//! through rumqttd's `use-rustls`); the fork builds each listener's
+//! acceptor once and runs handshakes in the connections' own tasks, so a
+//! client that never finishes one cannot stall the listener.
+//!
 //! Protocol with the parent, one line each on stdout: `ready`,
 //! `listener_restart <port> <reason>`, `auth_refused <total>` (at most once
 //! a second, when the count moved).
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rumqttd::protocol::v4::V4;
-use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
+use rumqttd::{
+    ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings, TlsConfig,
+};
 use tokio::task::JoinHandle;
 
 use vitalmesh_wire::TopicScheme;
 use vitalmesh_wire::envelope::{Keyring, principal_of_username};
 
 use crate::MeshError;
-use crate::mqtt::{ConnectOptions, Connection};
+use crate::mqtt::{ConnectOptions, Connection, TlsClient};
 
 /// The canary's user name (it logs in like any operator tool).
 pub const CANARY_USER: &str = "canary";
@@ -72,6 +80,20 @@ pub struct ChildConfig {
     pub canary_interval: Duration,
     /// The provisioning secret: clients must log in.
     pub provisioning: Option<[u8; 32]>,
+    /// TLS on every listener: the authority's, the broker's certificate
+    /// and its key, as PEM files.
+    pub tls: Option<ChildTls>,
+}
+
+/// The certificate files a TLS listener loads.
+#[derive(Debug, Clone)]
+pub struct ChildTls {
+    /// The authority the canary trusts.
+    pub ca: PathBuf,
+    /// The broker's certificate chain.
+    pub cert: PathBuf,
+    /// The broker's private key.
+    pub key: PathBuf,
 }
 
 impl std::fmt::Debug for ChildConfig {
@@ -81,6 +103,7 @@ impl std::fmt::Debug for ChildConfig {
             .field("ports", &self.ports)
             .field("max_connections", &self.max_connections)
             .field("auth", &self.provisioning.is_some())
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -121,11 +144,21 @@ struct Listener {
     failures: u32,
 }
 
-fn settings(port: u16, max_payload: usize, auth: Option<&Auth>) -> ServerSettings {
+fn settings(
+    port: u16,
+    max_payload: usize,
+    auth: Option<&Auth>,
+    tls: Option<&ChildTls>,
+) -> ServerSettings {
+    let path = |p: &PathBuf| p.display().to_string();
     let mut settings = ServerSettings {
         name: format!("v4-{port}"),
         listen: SocketAddr::from(([127, 0, 0, 1], port)),
-        tls: None,
+        tls: tls.map(|t| TlsConfig::Rustls {
+            capath: None,
+            certpath: path(&t.cert),
+            keypath: path(&t.key),
+        }),
         next_connection_delay_ms: 0,
         connections: ConnectionSettings {
             connection_timeout_ms: 60_000,
@@ -145,7 +178,12 @@ fn settings(port: u16, max_payload: usize, auth: Option<&Auth>) -> ServerSetting
     settings
 }
 
-async fn canary(port: u16, n: u64, auth: Option<&Auth>) -> Result<(), MeshError> {
+async fn canary(
+    port: u16,
+    n: u64,
+    auth: Option<&Auth>,
+    tls: Option<&TlsClient>,
+) -> Result<(), MeshError> {
     // A fresh id every time: reusing one after a refused connect is what
     // poisoned an upstream rumqttd listener (fixed in our fork; the canary
     // stays for whatever else may stop a listener).
@@ -155,7 +193,7 @@ async fn canary(port: u16, n: u64, auth: Option<&Auth>) -> Result<(), MeshError>
         options.password = Some(auth.keys.mqtt_password(CANARY_USER).into_bytes());
     }
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let c = Connection::connect(addr, &options, Duration::from_secs(2), 4096).await?;
+    let c = Connection::connect(addr, tls, &options, Duration::from_secs(2), 4096).await?;
     c.close_gracefully(Duration::from_millis(200)).await;
     Ok(())
 }
@@ -196,9 +234,16 @@ pub fn run(config: ChildConfig) -> Result<(), MeshError> {
             keys: Keyring::new(secret, 0),
             refused: Arc::new(AtomicU64::new(0)),
         });
+        let tls_client = match &config.tls {
+            Some(t) => Some(TlsClient::from_ca_file(
+                &t.ca,
+                crate::mqtt::tls::RUN_SERVER_NAME,
+            )?),
+            None => None,
+        };
         let start_listener = |port: u16| {
             let mut server = Server::new(
-                settings(port, max_payload, auth.as_ref()),
+                settings(port, max_payload, auth.as_ref(), config.tls.as_ref()),
                 router.clone(),
                 V4,
             );
@@ -219,7 +264,10 @@ pub fn run(config: ChildConfig) -> Result<(), MeshError> {
         for l in &listeners {
             loop {
                 probe += 1;
-                if canary(l.port, probe, auth.as_ref()).await.is_ok() {
+                if canary(l.port, probe, auth.as_ref(), tls_client.as_ref())
+                    .await
+                    .is_ok()
+                {
                     break;
                 }
                 if tokio::time::Instant::now() > deadline {
@@ -251,7 +299,7 @@ pub fn run(config: ChildConfig) -> Result<(), MeshError> {
             let mut healthy = 0;
             for l in &mut listeners {
                 probe += 1;
-                match canary(l.port, probe, auth.as_ref()).await {
+                match canary(l.port, probe, auth.as_ref(), tls_client.as_ref()).await {
                     Ok(()) => {
                         l.failures = 0;
                         healthy += 1;

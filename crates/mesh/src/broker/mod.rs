@@ -29,7 +29,7 @@ pub use vitalmesh_sim::report::{BrokerEvent, BrokerReport};
 
 use crate::MeshError;
 use crate::clock::RunClock;
-use crate::mqtt::{ConnectOptions, Connection};
+use crate::mqtt::{ConnectOptions, Connection, RunCertificates, TlsClient};
 
 /// Which broker to use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,11 +58,52 @@ pub enum BrokerSpec {
 }
 
 impl BrokerSpec {
-    /// Parses `mqtt://host:port` (port 1883 if absent).
+    /// Parses `mqtt://host:port` (port 1883 if absent) or `mqtts://`: the
+    /// scheme says whether the run needs TLS, which [`BrokerTls`] gives.
     pub fn parse_url(url: &str) -> Result<Self, MeshError> {
-        let (host, port) = vitalmesh_scenario::broker_url::parse(url)
+        let parsed = vitalmesh_scenario::broker_url::parse(url)
             .map_err(|e| MeshError::config("broker", e))?;
-        Ok(Self::External { host, port })
+        Ok(Self::External {
+            host: parsed.host,
+            port: parsed.port,
+        })
+    }
+}
+
+/// TLS to the broker: what clients trust and, for the embedded broker, the
+/// certificate it presents (made for the run, removed after it).
+#[derive(Debug)]
+pub struct BrokerTls {
+    client: TlsClient,
+    certificates: Option<RunCertificates>,
+}
+
+fn run_certificates(tls: &Option<Arc<BrokerTls>>) -> Option<&RunCertificates> {
+    tls.as_ref().and_then(|t| t.certificates.as_ref())
+}
+
+impl BrokerTls {
+    /// For the embedded broker: a new authority and broker certificate.
+    pub fn for_embedded() -> Result<Self, MeshError> {
+        let certificates = RunCertificates::generate()?;
+        Ok(Self {
+            client: certificates.client()?,
+            certificates: Some(certificates),
+        })
+    }
+
+    /// For a broker whose certificate `client` trusts (an external one,
+    /// or a mosquitto given [`RunCertificates`]).
+    pub fn trusting(client: TlsClient) -> Self {
+        Self {
+            client,
+            certificates: None,
+        }
+    }
+
+    /// What clients connect with.
+    pub fn client(&self) -> &TlsClient {
+        &self.client
     }
 }
 
@@ -152,6 +193,9 @@ enum SupervisorCommand {
 /// A running broker and its supervisor.
 pub struct BrokerHandle {
     addrs: Vec<SocketAddr>,
+    /// Kept for the run: the embedded broker's certificate files live as
+    /// long as this does (a restarted broker loads them again).
+    tls: Option<Arc<BrokerTls>>,
     kind: &'static str,
     stats: Arc<BrokerStats>,
     commands: mpsc::Sender<SupervisorCommand>,
@@ -207,9 +251,15 @@ async fn spawn_child(
     max_connections: usize,
     segment_bytes: usize,
     login: Option<&BrokerLogin>,
+    tls: Option<&RunCertificates>,
 ) -> Result<ChildProc, MeshError> {
     let mut cmd = Command::new(program);
     cmd.arg("broker");
+    if let Some(certs) = tls {
+        cmd.arg("--tls-ca").arg(certs.ca_path());
+        cmd.arg("--tls-cert").arg(certs.cert_path());
+        cmd.arg("--tls-key").arg(certs.key_path());
+    }
     for p in ports {
         cmd.arg("--port").arg(p.to_string());
     }
@@ -292,12 +342,17 @@ async fn spawn_child(
     }
 }
 
-async fn probe(addr: SocketAddr, n: u64, login: Option<&BrokerLogin>) -> Result<(), MeshError> {
+async fn probe(
+    addr: SocketAddr,
+    n: u64,
+    login: Option<&BrokerLogin>,
+    tls: Option<&TlsClient>,
+) -> Result<(), MeshError> {
     let mut options = ConnectOptions::new(format!("vm-probe-{n}"), 5);
     if let Some(login) = login {
         login.apply(child::CANARY_USER, &mut options);
     }
-    Connection::connect(addr, &options, Duration::from_secs(3), 4096)
+    Connection::connect(addr, tls, &options, Duration::from_secs(3), 4096)
         .await?
         .close_gracefully(Duration::from_millis(200))
         .await;
@@ -310,12 +365,17 @@ impl BrokerHandle {
     /// With a `login`, the embedded broker refuses clients without valid
     /// credentials, and the supervisor's canary logs in; an external broker
     /// must be configured with the same credentials
-    /// ([`mosquitto::Mosquitto::start_secured`]).
+    /// ([`mosquitto::Mosquitto::start_secured`]). With `tls`, every client,
+    /// the canaries included, connects over TLS, and the embedded broker
+    /// listens with the run's certificate.
     pub async fn start(
         spec: BrokerSpec,
         clock: RunClock,
         login: Option<BrokerLogin>,
+        tls: Option<BrokerTls>,
     ) -> Result<Self, MeshError> {
+        let tls = tls.map(Arc::new);
+        let tls_client = tls.as_ref().map(|t| t.client.clone());
         let stats = Arc::new(BrokerStats::default());
         let (commands, mut rx) = mpsc::channel::<SupervisorCommand>(4);
         let event = {
@@ -346,11 +406,13 @@ impl BrokerHandle {
                             format!("'{host}:{port}' resolves to no address"),
                         )
                     })?;
-                probe(addr, 0, login.as_ref()).await.map_err(|e| {
-                    MeshError::Broker(format!(
-                        "cannot connect to the external broker at {addr}: {e}"
-                    ))
-                })?;
+                probe(addr, 0, login.as_ref(), tls_client.as_ref())
+                    .await
+                    .map_err(|e| {
+                        MeshError::Broker(format!(
+                            "cannot connect to the external broker at {addr}: {e}"
+                        ))
+                    })?;
                 let stats2 = stats.clone();
                 let task = tokio::spawn(async move {
                     let mut tick = tokio::time::interval(Duration::from_secs(2));
@@ -359,7 +421,7 @@ impl BrokerHandle {
                         tokio::select! {
                             _ = tick.tick() => {
                                 n += 1;
-                                if let Err(e) = probe(addr, n, login.as_ref()).await {
+                                if let Err(e) = probe(addr, n, login.as_ref(), tls_client.as_ref()).await {
                                     stats2.canary_failures.fetch_add(1, Ordering::Relaxed);
                                     event("canary_failed", e.to_string());
                                 }
@@ -375,6 +437,7 @@ impl BrokerHandle {
                 });
                 Ok(Self {
                     addrs: vec![addr],
+                    tls,
                     kind: "external",
                     stats,
                     commands,
@@ -398,12 +461,20 @@ impl BrokerHandle {
                     .iter()
                     .map(|&p| SocketAddr::from(([127, 0, 0, 1], p)))
                     .collect();
+                let certificates = tls.clone();
+                if tls.is_some() && run_certificates(&certificates).is_none() {
+                    return Err(MeshError::config(
+                        "tls",
+                        "the embedded broker needs the run's certificates; expected BrokerTls::for_embedded",
+                    ));
+                }
                 let mut proc = spawn_child(
                     &program,
                     &ports,
                     max_connections,
                     segment_bytes,
                     login.as_ref(),
+                    run_certificates(&certificates),
                 )
                 .await?;
                 stats
@@ -454,7 +525,7 @@ impl BrokerHandle {
                             _ = tick.tick() => {
                                 n += 1;
                                 let addr = probe_addrs[(n as usize) % probe_addrs.len()];
-                                match probe(addr, n, login.as_ref()).await {
+                                match probe(addr, n, login.as_ref(), tls_client.as_ref()).await {
                                     Ok(()) => { failures_in_a_row = 0; None }
                                     Err(e) => {
                                         stats2.canary_failures.fetch_add(1, Ordering::Relaxed);
@@ -487,6 +558,7 @@ impl BrokerHandle {
                                 max_connections,
                                 segment_bytes,
                                 login.as_ref(),
+                                run_certificates(&certificates),
                             )
                             .await
                             {
@@ -523,6 +595,7 @@ impl BrokerHandle {
                 });
                 Ok(Self {
                     addrs,
+                    tls,
                     kind: "embedded",
                     stats,
                     commands,
@@ -535,6 +608,11 @@ impl BrokerHandle {
     /// Addresses clients connect to.
     pub fn addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// What clients connect with when the broker is reached over TLS.
+    pub fn tls_client(&self) -> Option<&TlsClient> {
+        self.tls.as_ref().map(|t| &t.client)
     }
 
     /// The address client `i` uses (clients are spread over the listeners).
@@ -570,7 +648,12 @@ impl BrokerHandle {
             url: self
                 .addrs
                 .iter()
-                .map(|a| format!("mqtt://{a}"))
+                .map(|a| {
+                    format!(
+                        "{}://{a}",
+                        if self.tls.is_some() { "mqtts" } else { "mqtt" }
+                    )
+                })
                 .collect::<Vec<_>>()
                 .join(","),
             process_restarts: self.stats.process_restarts.load(Ordering::Relaxed),

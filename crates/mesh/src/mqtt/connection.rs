@@ -10,9 +10,15 @@
 //!
 //! With [`LinkConditions`] attached, partitions, latency and loss act on the
 //! bytes here, at the socket (see [`super::link`]).
+//!
+//! With a [`TlsClient`], a rustls session sits between the MQTT bytes and
+//! the socket: what is queued is written into the session as plaintext and
+//! the socket carries its records; what the socket delivers goes through
+//! the session before it is parsed. Link conditions act on the plaintext,
+//! so a delayed chunk is still one whole piece of the stream.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +29,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::codec::{self, ConnectOptions, Packet, QoS};
 use super::link::LinkConditions;
+use super::tls::TlsClient;
 use crate::MeshError;
 
 /// Something the broker sent, after the connection's own bookkeeping.
@@ -53,6 +60,8 @@ pub enum Incoming {
 #[derive(Debug)]
 pub struct Connection {
     stream: TcpStream,
+    /// The TLS session, when the broker is reached over TLS.
+    tls: Option<Box<rustls::ClientConnection>>,
     rbuf: Vec<u8>,
     rpos: usize,
     /// Queued by the application, not yet released to the socket.
@@ -76,20 +85,22 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Opens TCP to `addr`, sends CONNECT and waits for an accepting CONNACK,
-    /// all within `timeout`.
+    /// Opens TCP to `addr` (and TLS over it, with `tls`), sends CONNECT and
+    /// waits for an accepting CONNACK, all within `timeout`.
     pub async fn connect(
         addr: SocketAddr,
+        tls: Option<&TlsClient>,
         options: &ConnectOptions,
         timeout: Duration,
         max_packet: usize,
     ) -> Result<Self, MeshError> {
-        Self::connect_over(addr, options, timeout, max_packet, None).await
+        Self::connect_over(addr, tls, options, timeout, max_packet, None).await
     }
 
     /// [`Connection::connect`] over a link with settable conditions.
     pub async fn connect_over(
         addr: SocketAddr,
+        tls: Option<&TlsClient>,
         options: &ConnectOptions,
         timeout: Duration,
         max_packet: usize,
@@ -103,8 +114,13 @@ impl Connection {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
             let seed = stream.local_addr().map_or(1, |a| u64::from(a.port())) ^ 0x5DEE_CE66;
+            let tls = match tls {
+                Some(client) => Some(Box::new(client.session()?)),
+                None => None,
+            };
             let mut c = Self {
                 stream,
+                tls,
                 rbuf: Vec::new(),
                 rpos: 0,
                 wbuf: Vec::with_capacity(64),
@@ -159,8 +175,15 @@ impl Connection {
             + self.outbound.iter().map(|(_, b)| b.len()).sum::<usize>()
     }
 
+    /// Whether bytes wait for the socket: queued plaintext, or TLS records
+    /// (a handshake message, an alert, encrypted data).
     fn socket_pending(&self) -> bool {
-        self.obuf.len() > self.wpos
+        self.obuf.len() > self.wpos || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Whether the connection was made over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Moves queued bytes towards the socket: straight through, or into the
@@ -238,7 +261,7 @@ impl Connection {
     /// Says goodbye (no will) and writes what is queued, within `timeout`.
     pub async fn close_gracefully(mut self, timeout: Duration) {
         codec::write_disconnect(&mut self.wbuf);
-        let _ = tokio::time::timeout(timeout, self.flush()).await;
+        let _ = tokio::time::timeout(timeout, self.flush_and_close_tls()).await;
     }
 
     /// Writes everything queued, delayed bytes included (not while
@@ -255,6 +278,20 @@ impl Connection {
         while self.socket_pending() {
             self.stream.writable().await?;
             self.write_some()?;
+        }
+        Ok(())
+    }
+
+    /// [`Connection::flush`], then a TLS close_notify, so the broker sees
+    /// a clean end of the session rather than a truncated one.
+    async fn flush_and_close_tls(&mut self) -> Result<(), MeshError> {
+        self.flush().await?;
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+            while self.socket_pending() {
+                self.stream.writable().await?;
+                self.write_some()?;
+            }
         }
         Ok(())
     }
@@ -294,7 +331,10 @@ impl Connection {
                 if ready.is_readable() || ready.is_read_closed() {
                     self.read_some()?;
                 }
-                if ready.is_writable() && self.socket_pending() {
+                // Under TLS a read can make records to send (handshake
+                // messages, key updates): try them now rather than after
+                // another wait.
+                if (ready.is_writable() || self.tls.is_some()) && self.socket_pending() {
                     self.write_some()?;
                 }
             }
@@ -330,18 +370,15 @@ impl Connection {
     }
 
     fn read_some(&mut self) -> Result<(), MeshError> {
+        if self.tls.is_some() {
+            return self.read_tls();
+        }
         if self.link.as_ref().is_some_and(|l| l.is_shaping()) {
             let mut chunk = Vec::with_capacity(4096);
             return match self.stream.try_read_buf(&mut chunk) {
                 Ok(0) => Err(MeshError::ConnectionClosed),
                 Ok(_) => {
-                    let now = Instant::now();
-                    let delay = self.link_delay();
-                    let due = self
-                        .inbound
-                        .back()
-                        .map_or(now + delay, |(last, _)| (*last).max(now + delay));
-                    self.inbound.push_back((due, chunk));
+                    self.delay_inbound(chunk);
                     Ok(())
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
@@ -358,7 +395,95 @@ impl Connection {
         }
     }
 
+    /// Queues received bytes behind the link's delay.
+    fn delay_inbound(&mut self, chunk: Vec<u8>) {
+        let now = Instant::now();
+        let delay = self.link_delay();
+        let due = self
+            .inbound
+            .back()
+            .map_or(now + delay, |(last, _)| (*last).max(now + delay));
+        self.inbound.push_back((due, chunk));
+    }
+
+    /// Reads TLS records until the socket has no more (or a bounded number
+    /// of rounds, so one busy connection cannot starve its task's other
+    /// work), and moves their plaintext on as if read from the socket.
+    fn read_tls(&mut self) -> Result<(), MeshError> {
+        const ROUNDS: usize = 16;
+        let shaping = self.link.as_ref().is_some_and(|l| l.is_shaping());
+        let tls = self.tls.as_mut().expect("checked by the caller");
+        let mut plaintext = Vec::new();
+        let mut closed = false;
+        for _ in 0..ROUNDS {
+            match tls.read_tls(&mut SocketIo(&self.stream)) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e.into()),
+            }
+            let state = tls
+                .process_new_packets()
+                .map_err(|e| MeshError::Tls(e.to_string()))?;
+            let mut available = state.plaintext_bytes_to_read();
+            if available > 0 {
+                let start = plaintext.len();
+                plaintext.resize(start + available, 0);
+                while available > 0 {
+                    let end = plaintext.len() - available;
+                    match tls.reader().read(&mut plaintext[end..]) {
+                        Ok(n) if n > 0 => available -= n,
+                        _ => break,
+                    }
+                }
+                plaintext.truncate(plaintext.len() - available);
+            }
+            if state.peer_has_closed() {
+                closed = true;
+                break;
+            }
+        }
+        if !plaintext.is_empty() {
+            if shaping {
+                self.delay_inbound(plaintext);
+            } else {
+                self.compact_rbuf();
+                self.rbuf.extend_from_slice(&plaintext);
+            }
+        }
+        if closed {
+            // What arrived before the close is parsed by the caller's next
+            // `next_incoming` only if the connection stays; a closed session
+            // is reported as closed, as a plain socket's end of stream is.
+            return Err(MeshError::ConnectionClosed);
+        }
+        Ok(())
+    }
+
     fn write_some(&mut self) -> Result<(), MeshError> {
+        if let Some(tls) = self.tls.as_mut() {
+            // Plaintext into the session (it buffers it until the
+            // handshake is done), then as many records as the socket takes.
+            if self.obuf.len() > self.wpos {
+                let n = tls.writer().write(&self.obuf[self.wpos..])?;
+                self.wpos += n;
+                if self.wpos == self.obuf.len() {
+                    self.obuf.clear();
+                    self.wpos = 0;
+                }
+            }
+            while tls.wants_write() {
+                match tls.write_tls(&mut SocketIo(&self.stream)) {
+                    Ok(_) => self.last_sent = Instant::now(),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Ok(());
+        }
         match self.stream.try_write(&self.obuf[self.wpos..]) {
             Ok(n) => {
                 self.wpos += n;
@@ -414,5 +539,26 @@ impl Connection {
                 }
             }
         }
+    }
+}
+
+/// The socket as blocking-style `Read` and `Write` for rustls, without
+/// blocking: an empty socket or a full send buffer is `WouldBlock`, which
+/// also clears tokio's readiness so the next wait is a real one.
+struct SocketIo<'a>(&'a TcpStream);
+
+impl Read for SocketIo<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.try_read(buf)
+    }
+}
+
+impl Write for SocketIo<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.try_write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }

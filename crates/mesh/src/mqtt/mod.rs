@@ -13,7 +13,9 @@
 pub mod codec;
 pub mod connection;
 pub mod link;
+pub mod tls;
 
 pub use codec::{ConnectOptions, QoS, Will};
 pub use connection::{Connection, Incoming};
 pub use link::LinkConditions;
+pub use tls::{RunCertificates, TlsClient};

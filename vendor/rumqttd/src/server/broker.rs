@@ -365,22 +365,24 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
         }
     }
 
-    // Depending on TLS or not create a new Network
-    async fn tls_accept(&self, stream: TcpStream) -> Result<(Box<dyn N>, Option<String>), Error> {
-        #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+    // vitalmesh fork: the acceptor is built once per listener, not once per
+    // connection (upstream re-read the certificate files for every accept).
+    #[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+    fn tls_acceptor(&self) -> Result<Option<Arc<TLSAcceptor>>, Error> {
         match &self.config.tls {
-            Some(c) => {
-                let (tenant_id, network) = TLSAcceptor::new(c)?.accept(stream).await?;
-                Ok((network, tenant_id))
-            }
-            None => Ok((Box::new(stream), None)),
+            Some(c) => Ok(Some(Arc::new(TLSAcceptor::new(c)?))),
+            None => Ok(None),
         }
-        #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
-        Ok((Box::new(stream), None))
+    }
+
+    #[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+    fn tls_acceptor(&self) -> Result<Option<Arc<()>>, Error> {
+        Ok(None)
     }
 
     pub async fn start(&mut self, link_type: LinkType) -> Result<(), Error> {
         let listener = TcpListener::bind(&self.config.listen).await?;
+        let acceptor = self.tls_acceptor()?;
         let delay = Duration::from_millis(self.config.next_connection_delay_ms);
         let mut count: usize = 0;
 
@@ -400,17 +402,17 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                 }
             };
 
-            let (network, tenant_id) = match self.tls_accept(stream).await {
-                Ok(o) => o,
-                Err(e) => {
-                    error!(error=?e, "Tls accept error");
-                    continue;
-                }
-            };
-
-            info!(
-                name=?self.config.name, ?addr, count, tenant=?tenant_id, "accept"
+            // vitalmesh fork: the TLS handshake runs in the connection's own
+            // task, bounded by the connection timeout. Upstream ran it here,
+            // inline, so one client that opened TCP and never finished its
+            // handshake stalled every later connection on this listener.
+            let handshake = tls_handshake(
+                acceptor.clone(),
+                stream,
+                Duration::from_millis(self.config.connections.connection_timeout_ms.into()),
             );
+
+            info!(name=?self.config.name, ?addr, count, "accept");
 
             let config = config.clone();
             let router_tx = self.router_tx.clone();
@@ -420,6 +422,13 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
             match link_type {
                 #[cfg(feature = "websocket")]
                 LinkType::Websocket => {
+                    let (network, tenant_id) = match handshake.await {
+                        Ok(o) => o,
+                        Err(e) => {
+                            error!(error=?e, "Tls accept error");
+                            continue;
+                        }
+                    };
                     let stream = match accept_hdr_async(network, WSCallback).await {
                         Ok(s) => Box::new(WsStream::new(s)),
                         Err(e) => {
@@ -443,27 +452,57 @@ impl<P: Protocol + Clone + Send + 'static> Server<P> {
                         )),
                     )
                 }
-                LinkType::Remote => task::spawn(
-                    remote(
-                        config,
-                        tenant_id.clone(),
-                        router_tx,
-                        network,
-                        protocol,
-                        self.awaiting_will_handler.clone(),
-                    )
-                    .instrument(tracing::error_span!(
-                        "remote_link",
-                        ?tenant_id,
-                        client_id = field::Empty,
-                        connection_id = field::Empty,
-                    )),
-                ),
+                LinkType::Remote => {
+                    let will_handlers = self.awaiting_will_handler.clone();
+                    task::spawn(async move {
+                        let (network, tenant_id) = match handshake.await {
+                            Ok(o) => o,
+                            Err(e) => {
+                                error!(error=?e, "Tls accept error");
+                                return;
+                            }
+                        };
+                        remote(config, tenant_id.clone(), router_tx, network, protocol, will_handlers)
+                            .instrument(tracing::error_span!(
+                                "remote_link",
+                                ?tenant_id,
+                                client_id = field::Empty,
+                                connection_id = field::Empty,
+                            ))
+                            .await
+                    })
+                }
             };
 
             time::sleep(delay).await;
         }
     }
+}
+
+/// vitalmesh fork: the TLS handshake of one accepted connection (or the
+/// plain stream), within `timeout`.
+#[cfg(any(feature = "use-rustls", feature = "use-native-tls"))]
+async fn tls_handshake(
+    acceptor: Option<Arc<TLSAcceptor>>,
+    stream: TcpStream,
+    timeout: Duration,
+) -> Result<(Box<dyn N>, Option<String>), Error> {
+    match acceptor {
+        Some(acceptor) => {
+            let (tenant_id, network) = time::timeout(timeout, acceptor.accept(stream)).await??;
+            Ok((network, tenant_id))
+        }
+        None => Ok((Box::new(stream), None)),
+    }
+}
+
+#[cfg(not(any(feature = "use-rustls", feature = "use-native-tls")))]
+async fn tls_handshake(
+    _acceptor: Option<Arc<()>>,
+    stream: TcpStream,
+    _timeout: Duration,
+) -> Result<(Box<dyn N>, Option<String>), Error> {
+    Ok((Box::new(stream), None))
 }
 
 /// Configures the Websocket connection to indicate the correct protocol
