@@ -163,6 +163,20 @@ fn build_scenario(args: &RunArgs) -> Result<(Scenario, u64)> {
             "--tls-ca: the run does not use TLS; expected an 'mqtts://' broker, [broker] tls = true, or --tls"
         );
     }
+    if let (vitalmesh_scenario::BrokerChoice::External { host, port }, true, None) =
+        (&scenario.broker, scenario.broker_tls, &args.tls_ca)
+    {
+        bail!(
+            "--tls-ca: the broker 'mqtts://{host}:{port}' needs the certificate authority its certificate chains to; expected --tls-ca FILE (PEM)"
+        );
+    }
+    if let (vitalmesh_scenario::BrokerChoice::External { host, .. }, Some(ca)) =
+        (&scenario.broker, &args.tls_ca)
+    {
+        // A CA file that cannot be used is refused now, not after the run
+        // has been set up.
+        vitalmesh_mesh::mqtt::TlsClient::from_ca_file(ca, host)?;
+    }
     if args.virtual_time {
         scenario.check_virtual()?;
         if let Some(x) = args.speed {

@@ -212,7 +212,7 @@ fn a_bad_broker_url_is_refused_before_anything_starts() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("broker: 'http://localhost:1883' has no mqtt:// scheme"),
+        err.contains("broker: 'http://localhost:1883' has no mqtt:// or mqtts:// scheme"),
         "{err}"
     );
 }
@@ -263,6 +263,44 @@ fn flags_are_refused_as_the_same_values_in_a_file_are() {
     );
     let err = run(&["--virtual", "--speed", "0"]);
     assert!(err.contains("--speed: '0' is not a speed"), "{err}");
+}
+
+#[test]
+fn tls_flags_that_contradict_the_broker_are_refused_before_anything_starts() {
+    let err = refused(&[
+        "run",
+        "--headless",
+        "--tls",
+        "--broker",
+        "mqtt://127.0.0.1:1883",
+    ]);
+    assert!(
+        err.contains(
+            "--tls: the broker 'mqtt://127.0.0.1:1883' is plain MQTT; expected an 'mqtts://' url"
+        ),
+        "{err}"
+    );
+    let err = refused(&["run", "--headless", "--broker", "mqtts://127.0.0.1:8883"]);
+    assert!(
+        err.contains(
+            "--tls-ca: the broker 'mqtts://127.0.0.1:8883' needs the certificate authority"
+        ),
+        "{err}"
+    );
+    let err = refused(&["run", "--headless", "--tls-ca", "/etc/hostname"]);
+    assert!(err.contains("--tls-ca: the run does not use TLS"), "{err}");
+    let err = refused(&[
+        "run",
+        "--headless",
+        "--broker",
+        "mqtts://127.0.0.1:8883",
+        "--tls-ca",
+        "/etc/hostname",
+    ]);
+    assert!(
+        err.contains("tls-ca: '/etc/hostname': no certificate found"),
+        "{err}"
+    );
 }
 
 #[test]

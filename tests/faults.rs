@@ -142,6 +142,19 @@ at = "18s"
 action = "rogue"
 kind = "slow_subscriber"
 connections = 3
+
+[[event]]
+at = "7s"
+action = "rogue"
+kind = "oversized_topics"
+messages = 30
+rate = 30
+
+[[event]]
+at = "9s"
+action = "rogue"
+kind = "half_packets"
+connections = 10
 "#
     ))
     .await;
@@ -194,7 +207,16 @@ connections = 3
             )
         })
         .collect();
-    assert_eq!(sent.len(), 9, "{sent:?}");
+    assert_eq!(sent.len(), 11, "{sent:?}");
+    // Topics thousands of bytes long reached the aggregators (all but
+    // every tenth, over the broker's packet limit) and were refused, each
+    // once, with its reason.
+    let unknown_topic = r.rejected.get("unknown_topic").copied().unwrap_or(0);
+    assert!(
+        (15..30).contains(&unknown_topic),
+        "30 oversized topics, {unknown_topic} refused as unknown_topic (seed {})",
+        r.seed
+    );
     // Forged acks reached nodes, which refused every entry: nothing they
     // held was let go (the ledger above balances with nothing dropped).
     assert!(

@@ -89,20 +89,28 @@ fn every_invalid_fixture_fails_with_its_own_message() {
     );
     for f in fixtures {
         let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
-        let expect = text
+        // One `# expect:` line per problem the file has: all are listed.
+        let expected: Vec<&str> = text
             .lines()
-            .find_map(|l| l.strip_prefix("# expect: "))
-            .unwrap_or_else(|| panic!("{} has no '# expect:' line", f.display()));
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        assert!(
+            !expected.is_empty(),
+            "{} has no '# expect:' line",
+            f.display()
+        );
         let out = vitalmesh(&["validate", f.to_str().unwrap()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{} validated", f.display());
-        // The message starts with the file name and line, then the path.
-        let want = format!("{}{expect}", f.display());
-        assert!(
-            stderr.contains(&want),
-            "{}:\n  want: {want}\n  got:  {stderr}",
-            f.display()
-        );
+        for expect in expected {
+            // The message starts with the file name and line, then the path.
+            let want = format!("{}{expect}", f.display());
+            assert!(
+                stderr.contains(&want),
+                "{}:\n  want: {want}\n  got:  {stderr}",
+                f.display()
+            );
+        }
     }
 }
 

@@ -270,6 +270,24 @@ pub enum Rejection {
     },
 }
 
+/// Longest part of a foreign topic a rejection keeps.
+const SHOWN_TOPIC_CHARS: usize = 96;
+
+/// A topic that is not ours, as a rejection keeps it: anyone can publish
+/// one, up to 65,535 bytes of anything, so it is cut short and its control
+/// characters escaped before it can reach a report or a terminal.
+fn shown_topic(topic: &str) -> String {
+    let mut shown: String = topic
+        .chars()
+        .take(SHOWN_TOPIC_CHARS)
+        .flat_map(char::escape_default)
+        .collect();
+    if topic.chars().nth(SHOWN_TOPIC_CHARS).is_some() {
+        shown.push_str(&format!("… ({} bytes)", topic.len()));
+    }
+    shown
+}
+
 impl Rejection {
     /// A short, stable name for the kind of rejection, for counting.
     pub fn kind(&self) -> &'static str {
@@ -744,7 +762,7 @@ impl Aggregator {
         self.handling = fingerprint(payload);
         let Some(wire_topic) = self.config.topics.parse(topic) else {
             return self.reject(Rejection::UnknownTopic {
-                topic: topic.into(),
+                topic: shown_topic(topic),
             });
         };
         match wire_topic {
@@ -2222,6 +2240,41 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    #[test]
+    fn a_huge_foreign_topic_is_refused_and_kept_short_and_printable() {
+        let mut bus = Bus::new(1);
+        bus.advance(Duration::from_secs(3));
+        bus.take_events();
+        let p4 = Partitioning::default().partition_of(NodeId(4));
+        // The last level of a node topic, 60,000 bytes long, with an
+        // escape sequence that would clear a terminal.
+        let topic = format!(
+            "{}\x1b[2J{}",
+            TopicScheme::default().data(p4, NodeId(4)),
+            "9".repeat(60_000)
+        );
+        bus.publish(&topic, b"x");
+        bus.pump();
+        let events = bus.take_events();
+        let shown = events
+            .iter()
+            .find_map(|(_, e)| match e {
+                Event::Rejected {
+                    why: why @ Rejection::UnknownTopic { .. },
+                    ..
+                } => Some(why.to_string()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("not refused as unknown_topic: {events:?}"));
+        assert!(shown.len() < 200, "{} bytes kept", shown.len());
+        assert!(!shown.contains('\x1b'), "{shown}");
+        assert!(shown.contains("\\u{1b}[2J"), "{shown}");
+        assert!(
+            shown.contains(&format!("({} bytes)", topic.len())),
+            "{shown}"
+        );
     }
 
     fn replayed(events: &[(AggregatorId, Event)]) -> usize {

@@ -24,7 +24,16 @@
 //!   store, acknowledge and route every message;
 //! - **slow subscriber**: subscriptions to every node topic at QoS 1 whose
 //!   sockets are never read again, held for 20 s: the broker must bound
-//!   what it queues for them without stalling everyone else.
+//!   what it queues for them without stalling everyone else;
+//! - **half packets**: connections that send half a packet and then
+//!   nothing, held for 20 s — half a CONNECT on a bare socket (under TLS,
+//!   half a record the handshake waits for), or a whole login and then
+//!   half a PUBLISH: the broker must time them out without waiting on them;
+//! - **oversized topics**: publishes on node topics whose last level is
+//!   1 to 17 KB long, every tenth up to MQTT's 65,535-byte limit (and so
+//!   over the broker's packet limit: it hangs up, the rogue reconnects);
+//!   they still match the aggregators' filters, which refuse them as
+//!   `unknown_topic`.
 //!
 //! When the broker wants logins, the rogues that publish log in as a
 //! stolen *spare* device: provisioned (its password is valid) but never
@@ -52,7 +61,7 @@ use vitalmesh_wire::{
 };
 
 use crate::broker::{BrokerLogin, MAX_PACKET};
-use crate::mqtt::codec::{ConnectOptions, write_connect};
+use crate::mqtt::codec::{ConnectOptions, write_connect, write_publish};
 use crate::mqtt::{Connection, Incoming, QoS, TlsClient};
 
 /// What a rogue client did.
@@ -125,6 +134,7 @@ pub(crate) async fn run(
             bad_credentials(connections, pause, &target, &mut rng, &counters).await
         }
         RogueKind::SlowSubscriber => slow_subscribers(connections, &target, &counters).await,
+        RogueKind::HalfPackets => half_packets(connections, &target, &mut rng, &counters).await,
         RogueKind::Replay => replay(messages, pause, &target, &counters).await,
         _ => publish_loop(kind, messages, pause, &target, &mut rng, &counters).await,
     }
@@ -185,11 +195,11 @@ async fn bad_credentials(
     }
 }
 
-/// How long a slow subscriber holds on without reading.
-const SLOW_SUBSCRIBER_HOLD: Duration = Duration::from_secs(20);
+/// How long a slow subscriber, or a half-sent packet, holds on.
+const HOLD: Duration = Duration::from_secs(20);
 
 /// `connections` subscribers to every node topic at QoS 1 that never read
-/// their sockets after subscribing, held for [`SLOW_SUBSCRIBER_HOLD`].
+/// their sockets after subscribing, held for [`HOLD`].
 async fn slow_subscribers(connections: u32, target: &RogueTarget, counters: &RogueCounters) {
     let filter = format!("{}/v1/p/+/+", target.topics.root());
     let mut held = Vec::new();
@@ -206,8 +216,68 @@ async fn slow_subscribers(connections: u32, target: &RogueTarget, counters: &Rog
         held.push(c);
     }
     // Never read: the broker's queues for them fill up.
-    sleep(SLOW_SUBSCRIBER_HOLD).await;
+    sleep(HOLD).await;
     drop(held);
+}
+
+/// `connections` connections that send half a packet and nothing more,
+/// held for [`HOLD`]: even ones half a CONNECT on a bare socket, odd ones
+/// a whole login (as the stolen spare device, when logins are on) and
+/// then half a PUBLISH.
+async fn half_packets(
+    connections: u32,
+    target: &RogueTarget,
+    rng: &mut Rng,
+    counters: &RogueCounters,
+) {
+    let mut bare = Vec::new();
+    let mut logged_in = Vec::new();
+    for n in 0..connections {
+        if n % 2 == 0 {
+            counters.connections.fetch_add(1, Ordering::Relaxed);
+            let mut connect = Vec::new();
+            write_connect(
+                &mut connect,
+                &ConnectOptions::new(format!("vm-rogue-half-{n}"), 30),
+            );
+            match TcpStream::connect(target.broker).await {
+                Ok(mut s) => {
+                    if s.write_all(&connect[..connect.len() / 2]).await.is_ok() {
+                        counters.messages.fetch_add(1, Ordering::Relaxed);
+                    }
+                    bare.push(s);
+                }
+                Err(_) => {
+                    counters.dropped_by_broker.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        } else {
+            let Some(mut c) = connect(target, format!("vm-rogue-half-{n}"), counters).await else {
+                counters.dropped_by_broker.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let (_, topic) = random_node_topic(target, rng);
+            let mut publish = Vec::new();
+            write_publish(
+                &mut publish,
+                &topic,
+                &rng.bytes(200),
+                QoS::AtMostOnce,
+                0,
+                false,
+            );
+            c.queue_raw(&publish[..publish.len() / 2]);
+            if c.flush().await.is_err() {
+                counters.dropped_by_broker.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            counters.messages.fetch_add(1, Ordering::Relaxed);
+            logged_in.push(c);
+        }
+    }
+    // The other halves never come.
+    sleep(HOLD).await;
+    drop((bare, logged_in));
 }
 
 fn random_node_topic(target: &RogueTarget, rng: &mut Rng) -> (NodeId, String) {
@@ -325,12 +395,24 @@ async fn publish_loop(
                     vitalmesh_wire::envelope::MAX_MESSAGE_BYTES + 1 + rng.below(4096) as usize;
                 (topic, rng.bytes(len))
             }
+            RogueKind::OversizedTopics => {
+                // The last level grows, so the topic still matches the
+                // aggregators' `+/+` filters and reaches them.
+                let room = usize::from(u16::MAX) - topic.len();
+                let len = if sent % 10 == 9 {
+                    room
+                } else {
+                    (1024 + rng.below(16 * 1024) as usize).min(room)
+                };
+                (format!("{topic}{}", "9".repeat(len)), rng.bytes(64))
+            }
             RogueKind::Impersonate => (topic, forged_batch(node, rng)),
             RogueKind::ForgedAcks => forged_acks(target, rng),
             RogueKind::Replay
             | RogueKind::ConnectFlood
             | RogueKind::BadCredentials
-            | RogueKind::SlowSubscriber => unreachable!("handled elsewhere"),
+            | RogueKind::SlowSubscriber
+            | RogueKind::HalfPackets => unreachable!("handled elsewhere"),
         };
         let qos = if kind == RogueKind::Qos1Flood {
             QoS::AtLeastOnce

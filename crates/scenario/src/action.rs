@@ -113,24 +113,58 @@ pub enum RogueKind {
     /// Subscribers to every node topic that never read their sockets, held
     /// for 20 s (`connections` of them).
     SlowSubscriber,
+    /// Connections that send half a packet and then nothing, held for 20 s
+    /// (`connections` of them): half a CONNECT, or a login and then half a
+    /// PUBLISH.
+    HalfPackets,
+    /// Publishes on node topics whose last level is thousands of bytes
+    /// long, up to MQTT's 65,535-byte limit.
+    OversizedTopics,
 }
 
 impl RogueKind {
-    const NAMES: &'static str = "'garbage', 'oversized', 'impersonate', 'replay', 'connect_flood', 'bad_credentials', 'forged_acks', 'qos1_flood' or 'slow_subscriber'";
+    /// Every kind: its name in a scenario, and how a timeline line calls
+    /// the client (one table, so a new kind is one line here and its code
+    /// in the mesh's `rogue` module).
+    const TABLE: &'static [(Self, &'static str, &'static str)] = &[
+        (Self::Garbage, "garbage", "garbage"),
+        (Self::Oversized, "oversized", "oversized"),
+        (Self::Impersonate, "impersonate", "impersonating"),
+        (Self::Replay, "replay", "replay"),
+        (Self::ConnectFlood, "connect_flood", "connect-flood"),
+        (Self::BadCredentials, "bad_credentials", "bad-credentials"),
+        (Self::ForgedAcks, "forged_acks", "ack-forging"),
+        (Self::Qos1Flood, "qos1_flood", "QoS 1 flooding"),
+        (Self::SlowSubscriber, "slow_subscriber", "slow-subscriber"),
+        (Self::HalfPackets, "half_packets", "half-packet"),
+        (Self::OversizedTopics, "oversized_topics", "oversized-topic"),
+    ];
 
     fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "garbage" => Self::Garbage,
-            "oversized" => Self::Oversized,
-            "impersonate" => Self::Impersonate,
-            "replay" => Self::Replay,
-            "connect_flood" => Self::ConnectFlood,
-            "bad_credentials" => Self::BadCredentials,
-            "forged_acks" => Self::ForgedAcks,
-            "qos1_flood" => Self::Qos1Flood,
-            "slow_subscriber" => Self::SlowSubscriber,
-            _ => return None,
-        })
+        Self::TABLE
+            .iter()
+            .find(|(_, name, _)| *name == s)
+            .map(|(k, _, _)| *k)
+    }
+
+    /// The names a scenario may use, as an error message lists them.
+    fn names() -> String {
+        let names: Vec<String> = Self::TABLE
+            .iter()
+            .map(|(_, name, _)| format!("'{name}'"))
+            .collect();
+        match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+            _ => names.concat(),
+        }
+    }
+
+    /// How a timeline line calls a client of this kind.
+    fn adjective(self) -> &'static str {
+        Self::TABLE
+            .iter()
+            .find(|(k, _, _)| *k == self)
+            .map_or("rogue", |(_, _, adjective)| adjective)
     }
 }
 
@@ -534,10 +568,14 @@ impl fmt::Display for Action {
                     f,
                     "rogue subscribers that never read: {connections}, for 20s"
                 ),
+                RogueKind::HalfPackets => write!(
+                    f,
+                    "rogue connections that send half a packet: {connections}, for 20s"
+                ),
                 other => write!(
                     f,
                     "rogue {} client: {messages} messages at {rate}/s",
-                    serde_name(other)
+                    other.adjective()
                 ),
             },
         }
@@ -558,20 +596,6 @@ impl fmt::Display for GatewayPick<'_> {
             write!(f, " in ward {w}")?;
         }
         Ok(())
-    }
-}
-
-fn serde_name(k: &RogueKind) -> &'static str {
-    match k {
-        RogueKind::Garbage => "garbage",
-        RogueKind::Oversized => "oversized",
-        RogueKind::Impersonate => "impersonating",
-        RogueKind::Replay => "replay",
-        RogueKind::ConnectFlood => "connect-flood",
-        RogueKind::BadCredentials => "bad-credentials",
-        RogueKind::ForgedAcks => "ack-forging",
-        RogueKind::Qos1Flood => "QoS 1 flooding",
-        RogueKind::SlowSubscriber => "slow-subscriber",
     }
 }
 
@@ -841,20 +865,20 @@ impl EntryCheck<'_> {
             return Some(NodeSelector::all());
         }
         let ward = match &e.ward {
-            Some(w) => Some(self.ward(w)?),
-            None => None,
+            Some(w) => self.ward(w).map(Some),
+            None => Some(None),
         };
         let total = self.limits.nodes();
         let per_ward = self.limits.nodes_per_ward;
         let nodes = match &e.nodes {
-            Some(list) => {
+            Some(list) => 'nodes: {
                 if list.get_ref().is_empty() {
                     self.err(
                         list.span().start,
                         "nodes",
                         "'[]' is empty; expected at least one node id",
                     );
-                    return None;
+                    break 'nodes None;
                 }
                 let mut seen = std::collections::BTreeSet::new();
                 for &n in list.get_ref() {
@@ -864,7 +888,7 @@ impl EntryCheck<'_> {
                             "nodes",
                             format!("'{n}' is listed twice; expected each node once"),
                         );
-                        return None;
+                        break 'nodes None;
                     }
                     if n >= total {
                         self.err(
@@ -875,9 +899,9 @@ impl EntryCheck<'_> {
                                 total.saturating_sub(1)
                             ),
                         );
-                        return None;
+                        break 'nodes None;
                     }
-                    if let Some(w) = ward {
+                    if let Some(Some(w)) = ward {
                         if n / per_ward != u32::from(w) {
                             self.err(
                                 list.span().start,
@@ -888,21 +912,27 @@ impl EntryCheck<'_> {
                                     (u32::from(w) + 1) * per_ward - 1
                                 ),
                             );
-                            return None;
+                            break 'nodes None;
                         }
                     }
                 }
-                Some(list.get_ref().clone())
+                Some(Some(list.get_ref().clone()))
             }
-            None => None,
+            None => Some(None),
         };
-        let scope = match (&nodes, ward) {
-            (Some(n), _) => n.len() as u32,
+        // A bad ward still scopes `count` to one ward's nodes, so a count
+        // is judged as it would be with the ward corrected.
+        let scope = match (&e.nodes, &e.ward) {
+            (Some(n), _) => n.get_ref().len() as u32,
             (None, Some(_)) => per_ward,
             (None, None) => total,
         };
-        let pick = self.pick(e, scope, "nodes")?;
-        Some(NodeSelector { ward, nodes, pick })
+        let pick = self.pick(e, scope, "nodes");
+        Some(NodeSelector {
+            ward: ward?,
+            nodes: nodes?,
+            pick: pick?,
+        })
     }
 
     /// `count` or `fraction` of `scope` things (`what`: "nodes",
@@ -954,19 +984,19 @@ impl EntryCheck<'_> {
             return None;
         }
         let ward = match &e.ward {
-            Some(w) => Some(self.ward(w)?),
-            None => None,
+            Some(w) => self.ward(w).map(Some),
+            None => Some(None),
         };
-        let scope = if ward.is_some() {
+        let scope = if e.ward.is_some() {
             per_ward
         } else {
             per_ward * u32::from(self.limits.wards)
         };
-        let pick = self.pick(e, scope, "gateways")?;
+        let pick = self.pick(e, scope, "gateways");
         Some(NodeSelector {
-            ward,
+            ward: ward?,
             nodes: None,
-            pick,
+            pick: pick?,
         })
     }
 
@@ -1038,12 +1068,11 @@ pub(crate) fn parse_entry(c: &mut EntryCheck<'_>, e: &RawEntry, kind: EntryKind)
             ok = false;
         }
     }
-    if !ok {
-        return None;
-    }
+    // Every field is checked on its own, so an entry's problems are all
+    // listed at once; the action is built only if none was found.
     let action = match name {
         "ramp" => {
-            let over = c.req_positive_duration(&e.over, "over", name)?;
+            let over = c.req_positive_duration(&e.over, "over", name);
             let count = match &e.count {
                 Some(n) if *n.get_ref() == 0 => {
                     c.err(
@@ -1051,30 +1080,35 @@ pub(crate) fn parse_entry(c: &mut EntryCheck<'_>, e: &RawEntry, kind: EntryKind)
                         "count",
                         "'0' starts nothing; expected at least 1",
                     );
-                    return None;
+                    None
                 }
-                Some(n) => Some(*n.get_ref()),
-                None => None,
+                Some(n) => Some(Some(*n.get_ref())),
+                None => Some(None),
             };
-            Action::Ramp { count, over }
+            Action::Ramp {
+                count: count?,
+                over: over?,
+            }
         }
         "leave" => Action::Leave {
             target: c.selector(e, true, name)?,
         },
         "sample_rate" => {
-            let interval = c.req_sample_interval(&e.interval, name)?;
+            let interval = c.req_sample_interval(&e.interval, name);
+            let target = c.selector(e, false, name);
             Action::SampleRate {
-                target: c.selector(e, false, name)?,
-                interval,
+                target: target?,
+                interval: interval?,
             }
         }
         "burst" => {
-            let interval = c.req_sample_interval(&e.interval, name)?;
-            let for_ = c.req_positive_duration(&e.for_, "for", name)?;
+            let interval = c.req_sample_interval(&e.interval, name);
+            let for_ = c.req_positive_duration(&e.for_, "for", name);
+            let target = c.selector(e, false, name);
             Action::Burst {
-                target: c.selector(e, false, name)?,
-                interval,
-                for_,
+                target: target?,
+                interval: interval?,
+                for_: for_?,
             }
         }
         "kill_nodes" => Action::KillNodes {
@@ -1113,10 +1147,10 @@ pub(crate) fn parse_entry(c: &mut EntryCheck<'_>, e: &RawEntry, kind: EntryKind)
                             c.limits.aggregators
                         ),
                     );
-                    return None;
+                    None
                 }
-                Some(n) => *n.get_ref(),
-                None => 1,
+                Some(n) => Some(*n.get_ref()),
+                None => Some(1),
             };
             let weight = match &e.weight {
                 Some(w) if *w.get_ref() == 0 || *w.get_ref() > 100 => {
@@ -1125,12 +1159,15 @@ pub(crate) fn parse_entry(c: &mut EntryCheck<'_>, e: &RawEntry, kind: EntryKind)
                         "weight",
                         format!("'{}' is out of range; expected 1 to 100", w.get_ref()),
                     );
-                    return None;
+                    None
                 }
-                Some(w) => *w.get_ref(),
-                None => 1,
+                Some(w) => Some(*w.get_ref()),
+                None => Some(1),
             };
-            Action::AddAggregator { count, weight }
+            Action::AddAggregator {
+                count: count?,
+                weight: weight?,
+            }
         }
         "remove_aggregator" => match (&e.aggregator, &e.count) {
             (Some(a), None) => Action::RemoveAggregator {
@@ -1168,49 +1205,51 @@ pub(crate) fn parse_entry(c: &mut EntryCheck<'_>, e: &RawEntry, kind: EntryKind)
             Action::RestartBroker
         }
         "partition" => {
-            let for_ = c.req_positive_duration(&e.for_, "for", name)?;
+            let for_ = c.req_positive_duration(&e.for_, "for", name);
+            let group = c.group(e, name);
             Action::Partition {
-                group: c.group(e, name)?,
-                for_,
+                group: group?,
+                for_: for_?,
             }
         }
         "latency" => {
-            let latency = c.req_positive_duration(&e.latency, "latency", name)?;
+            let latency = c.req_positive_duration(&e.latency, "latency", name);
             let jitter = match &e.jitter {
-                Some(j) => {
-                    let jitter = c.duration(j, "jitter")?;
-                    if jitter > latency {
+                Some(j) => match (c.duration(j, "jitter"), latency) {
+                    (Some(jitter), Some(latency)) if jitter > latency => {
                         c.err(j.span().start, "jitter", format!("'{}' exceeds the latency '{}'; expected at most the latency (a delay cannot be negative)", j.get_ref(), duration::format(latency)));
-                        return None;
+                        None
                     }
-                    jitter
-                }
-                None => Duration::ZERO,
+                    (jitter, _) => jitter,
+                },
+                None => Some(Duration::ZERO),
             };
-            let for_ = c.req_positive_duration(&e.for_, "for", name)?;
+            let for_ = c.req_positive_duration(&e.for_, "for", name);
+            let group = c.group(e, name);
             Action::Latency {
-                group: c.group(e, name)?,
-                latency,
-                jitter,
-                for_,
+                group: group?,
+                latency: latency?,
+                jitter: jitter?,
+                for_: for_?,
             }
         }
         "packet_loss" => {
-            let share = c.req_share(&e.share, "share", name)?;
-            let for_ = c.req_positive_duration(&e.for_, "for", name)?;
+            let share = c.req_share(&e.share, "share", name);
+            let for_ = c.req_positive_duration(&e.for_, "for", name);
+            let group = c.group(e, name);
             Action::PacketLoss {
-                group: c.group(e, name)?,
-                share,
-                for_,
+                group: group?,
+                share: share?,
+                for_: for_?,
             }
         }
         "sensor_fault" => parse_sensor_fault(c, e)?,
         "outbreak" => {
-            let ward = c.req_ward(&e.ward, name)?;
-            let attack_rate = c.req_share(&e.attack_rate, "attack_rate", name)?;
+            let ward = c.req_ward(&e.ward, name);
+            let attack_rate = c.req_share(&e.attack_rate, "attack_rate", name);
             let onset_median = match &e.onset_median {
-                Some(m) => c.positive_duration(m, "onset_median")?,
-                None => Duration::from_secs(3600),
+                Some(m) => c.positive_duration(m, "onset_median"),
+                None => Some(Duration::from_secs(3600)),
             };
             let onset_spread = match &e.onset_spread {
                 // NaN fails `contains` too: it would put every onset at
@@ -1229,32 +1268,34 @@ pub(crate) fn parse_entry(c: &mut EntryCheck<'_>, e: &RawEntry, kind: EntryKind)
                             s.get_ref()
                         ),
                     );
-                    return None;
+                    None
                 }
-                Some(s) => *s.get_ref(),
-                None => 0.5,
+                Some(s) => Some(*s.get_ref()),
+                None => Some(0.5),
             };
             Action::Outbreak {
-                ward,
-                attack_rate,
-                onset_median,
-                onset_spread,
+                ward: ward?,
+                attack_rate: attack_rate?,
+                onset_median: onset_median?,
+                onset_spread: onset_spread?,
             }
         }
         "rogue" => {
-            let k = c_required(c, &e.kind, "kind", name)?;
-            let Some(kind) = RogueKind::parse(k.get_ref()) else {
-                c.err(
-                    k.span().start,
-                    "kind",
-                    format!(
-                        "'{}' is not a rogue client; expected {}",
-                        k.get_ref(),
-                        RogueKind::NAMES
-                    ),
-                );
-                return None;
-            };
+            let kind = c_required(c, &e.kind, "kind", name).and_then(|k| {
+                let kind = RogueKind::parse(k.get_ref());
+                if kind.is_none() {
+                    c.err(
+                        k.span().start,
+                        "kind",
+                        format!(
+                            "'{}' is not a rogue client; expected {}",
+                            k.get_ref(),
+                            RogueKind::names()
+                        ),
+                    );
+                }
+                kind
+            });
             let rate = match &e.rate {
                 Some(r) if !(*r.get_ref() > 0.0 && *r.get_ref() <= 10_000.0) => {
                     c.err(
@@ -1265,10 +1306,10 @@ pub(crate) fn parse_entry(c: &mut EntryCheck<'_>, e: &RawEntry, kind: EntryKind)
                             r.get_ref()
                         ),
                     );
-                    return None;
+                    None
                 }
-                Some(r) => *r.get_ref(),
-                None => 50.0,
+                Some(r) => Some(*r.get_ref()),
+                None => Some(50.0),
             };
             let limit = |c: &mut EntryCheck<'_>,
                          v: &Option<toml::Spanned<u32>>,
@@ -1289,18 +1330,18 @@ pub(crate) fn parse_entry(c: &mut EntryCheck<'_>, e: &RawEntry, kind: EntryKind)
                     None => Some(default),
                 }
             };
-            let messages = limit(c, &e.messages, "messages", 1_000_000, 100)?;
-            let connections = limit(c, &e.connections, "connections", 2000, 200)?;
+            let messages = limit(c, &e.messages, "messages", 1_000_000, 100);
+            let connections = limit(c, &e.connections, "connections", 2000, 200);
             Action::Rogue {
-                kind,
-                messages,
-                connections,
-                rate,
+                kind: kind?,
+                messages: messages?,
+                connections: connections?,
+                rate: rate?,
             }
         }
         _ => unreachable!("checked against the action lists above"),
     };
-    Some(action)
+    ok.then_some(action)
 }
 
 /// `EntryCheck::required` for fields whose borrow must outlive the check.
@@ -1324,69 +1365,48 @@ fn number(x: f64) -> String {
 
 fn parse_sensor_fault(c: &mut EntryCheck<'_>, e: &RawEntry) -> Option<Action> {
     let name = "sensor_fault";
-    let m = c_required(c, &e.mode, "mode", name)?;
-    let positive = |c: &mut EntryCheck<'_>,
-                    v: &Option<toml::Spanned<f64>>,
-                    field: &str,
-                    mode: &str|
-     -> Option<f64> {
-        let Some(v) = v else {
-            let at = c.at;
-            c.err(at, field, format!("missing; mode '{mode}' needs it"));
-            return None;
-        };
-        let x = *v.get_ref();
-        if !(x.is_finite() && x > 0.0) {
-            let what = if x.is_finite() {
-                "is not positive"
-            } else {
-                "is not finite"
-            };
-            c.err(
-                v.span().start,
-                field,
-                format!("'{x}' {what}; expected a number above 0"),
-            );
-            return None;
-        }
-        Some(x)
-    };
-    let mode_fields: &[&str] = match m.get_ref().as_str() {
-        "stuck_at" => &["value"],
-        "drift" => &["per_hour"],
-        "spike" => &["probability", "magnitude"],
-        "dropout" => &["probability"],
-        "noise" => &["multiplier"],
+    let m = c_required(c, &e.mode, "mode", name);
+    let mode_fields: Option<&[&str]> = m.and_then(|m| match m.get_ref().as_str() {
+        "stuck_at" => Some(&["value"][..]),
+        "drift" => Some(&["per_hour"][..]),
+        "spike" => Some(&["probability", "magnitude"][..]),
+        "dropout" => Some(&["probability"][..]),
+        "noise" => Some(&["multiplier"][..]),
         other => {
             c.err(m.span().start, "mode", format!("'{other}' is not a fault mode; expected 'stuck_at', 'drift', 'spike', 'dropout' or 'noise'"));
-            return None;
+            None
         }
-    };
-    for (field, offset) in e.present() {
-        let param = [
-            "value",
-            "per_hour",
-            "probability",
-            "magnitude",
-            "multiplier",
-        ]
-        .contains(&field);
-        if param && !mode_fields.contains(&field) {
-            c.err(
-                offset,
-                field,
-                format!(
-                    "not used by mode '{}'; it takes {}",
-                    m.get_ref(),
-                    mode_fields.join(", ")
-                ),
-            );
-            return None;
+    });
+    // A mode's parameters given to another mode: said, and that mode's
+    // own fields are not judged on top.
+    let mut mode_fields_ok = true;
+    if let (Some(m), Some(mode_fields)) = (m, mode_fields) {
+        for (field, offset) in e.present() {
+            let param = [
+                "value",
+                "per_hour",
+                "probability",
+                "magnitude",
+                "multiplier",
+            ]
+            .contains(&field);
+            if param && !mode_fields.contains(&field) {
+                c.err(
+                    offset,
+                    field,
+                    format!(
+                        "not used by mode '{}'; it takes {}",
+                        m.get_ref(),
+                        mode_fields.join(", ")
+                    ),
+                );
+                mode_fields_ok = false;
+            }
         }
     }
     let sign = match &e.sign {
         Some(s) => match VitalSign::ALL.into_iter().find(|v| v.name() == s.get_ref()) {
-            Some(v) => Some(v),
+            Some(v) => Some(Some(v)),
             None => {
                 let names: Vec<String> = VitalSign::ALL
                     .iter()
@@ -1401,14 +1421,69 @@ fn parse_sensor_fault(c: &mut EntryCheck<'_>, e: &RawEntry) -> Option<Action> {
                         names.join(", ")
                     ),
                 );
-                return None;
+                None
             }
         },
-        None => None,
+        None => Some(None),
     };
     // The signs the fault touches, for the device-range checks.
-    let signs: Vec<VitalSign> = sign.map_or(VitalSign::ALL.to_vec(), |s| vec![s]);
-    let mode = match m.get_ref().as_str() {
+    let signs: Vec<VitalSign> = sign.flatten().map_or(VitalSign::ALL.to_vec(), |s| vec![s]);
+
+    let mode = match (m, mode_fields) {
+        (Some(m), Some(_)) if mode_fields_ok => fault_mode(c, e, m.get_ref(), &signs),
+        _ => None,
+    };
+    let for_ = match &e.for_ {
+        Some(f) => c.positive_duration(f, "for").map(Some),
+        None => Some(None),
+    };
+    let target = c.selector(e, true, name);
+    Some(Action::SensorFault {
+        target: target?,
+        sign: sign?,
+        mode: mode?,
+        for_: for_?,
+    })
+}
+
+/// A required number above 0 for a fault mode's `field`.
+fn positive(
+    c: &mut EntryCheck<'_>,
+    v: &Option<toml::Spanned<f64>>,
+    field: &str,
+    mode: &str,
+) -> Option<f64> {
+    let Some(v) = v else {
+        let at = c.at;
+        c.err(at, field, format!("missing; mode '{mode}' needs it"));
+        return None;
+    };
+    let x = *v.get_ref();
+    if !(x.is_finite() && x > 0.0) {
+        let what = if x.is_finite() {
+            "is not positive"
+        } else {
+            "is not finite"
+        };
+        c.err(
+            v.span().start,
+            field,
+            format!("'{x}' {what}; expected a number above 0"),
+        );
+        return None;
+    }
+    Some(x)
+}
+
+/// A sensor fault's mode and its own fields (`signs`: the signs it
+/// touches, for the device-range checks).
+fn fault_mode(
+    c: &mut EntryCheck<'_>,
+    e: &RawEntry,
+    mode: &str,
+    signs: &[VitalSign],
+) -> Option<FaultMode> {
+    Some(match mode {
         "stuck_at" => {
             let value = match &e.value {
                 Some(v) => {
@@ -1483,13 +1558,13 @@ fn parse_sensor_fault(c: &mut EntryCheck<'_>, e: &RawEntry) -> Option<Action> {
             FaultMode::Drift { per_hour: x }
         }
         "spike" => {
-            let probability = {
-                let v = c.required_by(&e.probability, "probability", "mode 'spike'")?;
-                c.share(v, "probability", false)?
-            };
+            let probability = c
+                .required_by(&e.probability, "probability", "mode 'spike'")
+                .and_then(|v| c.share(v, "probability", false));
+            let magnitude = positive(c, &e.magnitude, "magnitude", "spike");
             FaultMode::Spike {
-                probability,
-                magnitude: positive(c, &e.magnitude, "magnitude", "spike")?,
+                probability: probability?,
+                magnitude: magnitude?,
             }
         }
         "dropout" => FaultMode::Dropout {
@@ -1502,15 +1577,5 @@ fn parse_sensor_fault(c: &mut EntryCheck<'_>, e: &RawEntry) -> Option<Action> {
             multiplier: positive(c, &e.multiplier, "multiplier", "noise")?,
         },
         _ => unreachable!("checked above"),
-    };
-    let for_ = match &e.for_ {
-        Some(f) => Some(c.positive_duration(f, "for")?),
-        None => None,
-    };
-    Some(Action::SensorFault {
-        target: c.selector(e, true, name)?,
-        sign,
-        mode,
-        for_,
     })
 }

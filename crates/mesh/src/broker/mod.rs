@@ -717,7 +717,10 @@ mod tests {
             }
         );
         let err = BrokerSpec::parse_url("http://x:1").unwrap_err().to_string();
-        assert!(err.contains("'http://x:1' has no mqtt:// scheme"), "{err}");
+        assert!(
+            err.contains("'http://x:1' has no mqtt:// or mqtts:// scheme"),
+            "{err}"
+        );
         let err = BrokerSpec::parse_url("mqtt://x:99999")
             .unwrap_err()
             .to_string();

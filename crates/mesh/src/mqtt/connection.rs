@@ -246,6 +246,13 @@ impl Connection {
         codec::write_publish(&mut self.wbuf, topic, payload, qos, pkid, false);
     }
 
+    /// Queues bytes as they are, framed or not: for clients that must
+    /// misbehave on purpose (half a packet, a broken one), never for a
+    /// device.
+    pub fn queue_raw(&mut self, bytes: &[u8]) {
+        self.wbuf.extend_from_slice(bytes);
+    }
+
     /// Queues a subscription.
     pub fn subscribe(&mut self, filters: &[(&str, QoS)]) {
         let pkid = self.alloc_pkid();
