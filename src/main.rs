@@ -2,8 +2,10 @@
 
 mod bench_cmd;
 mod bench_mesh;
+mod compare_cmd;
 mod detect_cmd;
 mod experiment_cmd;
+mod metrics_http;
 mod run_cmd;
 mod seed;
 mod virtual_cmd;
@@ -42,6 +44,10 @@ enum Command {
     /// table of figures, and with `--json` the machine, the command and the
     /// figures as JSON.
     Bench(bench_cmd::BenchArgs),
+    /// Two run reports side by side: ledger, latency, throughput, memory,
+    /// CPU and detector scores, each with its change and a verdict;
+    /// `--fail-if 'latency.p99 > +10%'` sets the exit code, for CI.
+    Compare(compare_cmd::CompareArgs),
     /// Check scenario files without running them.
     Validate(run_cmd::ValidateArgs),
     /// Apply an action to a running `vitalmesh run` (same names and fields
@@ -76,6 +82,7 @@ fn main() -> std::process::ExitCode {
         Command::Detect(args) => detect_cmd::run(&args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Inject(args) => run_cmd::inject(&args),
         Command::Bench(args) => bench_cmd::run(args).map(|()| std::process::ExitCode::SUCCESS),
+        Command::Compare(args) => compare_cmd::run(&args),
     };
     match result {
         Ok(code) => code,

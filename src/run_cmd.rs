@@ -111,6 +111,10 @@ pub(crate) struct RunArgs {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 5)]
     progress_every: u64,
+    /// Serve the run's live figures for Prometheus at http://ADDR/metrics,
+    /// e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// The program the embedded broker runs as. On Linux `/proc/self/exe`
@@ -446,6 +450,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             )
         })?
     };
+    let metrics = args
+        .metrics
+        .map(|addr| crate::metrics_http::bind(&runtime, addr).map(|l| (addr, l)))
+        .transpose()?;
     let s = &config.scenario;
     eprintln!(
         "vitalmesh: '{}' in {} — {} nodes in {} wards, {} aggregators, {} partitions, {}, {} scheduled actions — seed {}",
@@ -489,6 +497,13 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
             .spawn(move || print_progress(snap_rx, every))
             .context("starting the progress thread")?;
         (None, printer)
+    };
+    let snap_tx = match metrics {
+        Some((addr, listener)) => {
+            eprintln!("metrics: http://{addr}/metrics");
+            crate::metrics_http::tap(&runtime, listener, snap_tx)
+        }
+        None => snap_tx,
     };
     let server = runtime.spawn(vitalmesh_mesh::control::serve(listener, limits, command_tx));
     runtime.spawn(stop_on_signal(stop_tx, dashboard));

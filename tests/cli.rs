@@ -710,6 +710,7 @@ fn bench_lists_its_workloads_and_saves_what_it_measured() {
     let list = String::from_utf8_lossy(&out.stdout);
     for workload in [
         "direct-10k",
+        "tls-10k",
         "gateway-100k",
         "saturate",
         "micro",
@@ -723,7 +724,7 @@ fn bench_lists_its_workloads_and_saves_what_it_measured() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("'nonesuch'")
-            && err.contains("direct-10k, gateway-100k, saturate, micro, virtual-day"),
+            && err.contains("direct-10k, tls-10k, gateway-100k, saturate, micro, virtual-day"),
         "{err}"
     );
 
@@ -826,4 +827,234 @@ fn a_provisioning_file_gives_the_secret_and_a_bad_one_is_refused_without_echoing
     let r = read_report(&report);
     assert_eq!(r["ledger"]["total"]["unexplained"], 0);
     let _ = std::fs::remove_file(&file);
+}
+
+/// `compare`: two real reports side by side, and thresholds that gate CI
+/// through the exit code.
+#[test]
+fn compare_shows_two_reports_side_by_side_and_gates_on_thresholds() {
+    let (base, new) = (
+        temp_path("compare-base.json"),
+        temp_path("compare-new.json"),
+    );
+    for (report, seed) in [(&base, "7"), (&new, "8")] {
+        let out = vitalmesh(&[
+            "run",
+            "--virtual",
+            "scenarios/quickstart.toml",
+            "--seed",
+            seed,
+            "--report",
+            report.to_str().unwrap(),
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (b, n) = (base.to_str().unwrap(), new.to_str().unwrap());
+    let reports = (read_report(&base), read_report(&new));
+    let p99 = |r: &serde_json::Value| r["latency"]["end_to_end"]["p99_ms"].as_f64().unwrap();
+
+    // No thresholds: the table, exit 0.
+    let out = vitalmesh(&["compare", b, n]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(table.contains("seed 7, virtual run of 90 s"), "{table}");
+    assert!(table.contains("seed 8, virtual run of 90 s"), "{table}");
+    let line = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("latency.p99 "))
+        .unwrap_or_else(|| panic!("no latency.p99 row:\n{table}"));
+    assert!(
+        line.contains(&format!("{:.3} ms", p99(&reports.0)))
+            && line.contains(&format!("{:.3} ms", p99(&reports.1))),
+        "{line}"
+    );
+    // A virtual report has no CPU figures: not shown as zero.
+    assert!(!table.contains("cpu.cores"), "{table}");
+
+    // A threshold that holds fails the comparison (exit 3) and says which.
+    let out = vitalmesh(&[
+        "compare",
+        b,
+        n,
+        "--fail-if",
+        "ledger.unexplained > +0",
+        "--fail-if",
+        "ledger.produced > 0",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}");
+    assert!(stdout.contains("pass  ledger.unexplained > +0"), "{stdout}");
+    assert!(stdout.contains("FAIL  ledger.produced > 0"), "{stdout}");
+
+    // A report compared with itself: nothing worse, every threshold passes.
+    let out = vitalmesh(&["compare", b, b, "--fail-if", "latency.p99 > +0%"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(!stdout.contains("WORSE"), "{stdout}");
+
+    // Mistakes are refused with what was expected.
+    let out = vitalmesh(&["compare", b, n, "--fail-if", "latency.p98 > +10%"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "--fail-if: 'latency.p98' in 'latency.p98 > +10%' is not a figure; expected one of"
+        ),
+        "{err}"
+    );
+    let out = vitalmesh(&["compare", b, "Cargo.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("NEW 'Cargo.toml': line 1: not JSON"), "{err}");
+    let out = vitalmesh(&["compare", b, n, "--fail-if", "cpu.cores > +10%"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("report has no 'cpu.cores'"), "{err}");
+    let _ = (std::fs::remove_file(&base), std::fs::remove_file(&new));
+}
+
+/// One GET of `http://addr/metrics`: the status line, the content type and
+/// the body parsed as Prometheus text.
+fn scrape(addr: std::net::SocketAddr) -> Option<prometheus_parse::Scrape> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+        .ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    if body.is_empty() {
+        return None;
+    }
+    Some(
+        prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+            .unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{body}")),
+    )
+}
+
+fn sample(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
+    use prometheus_parse::Value;
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .map(|s| match &s.value {
+            Value::Counter(x) | Value::Gauge(x) | Value::Untyped(x) => *x,
+            other => panic!("{name} is {other:?}"),
+        })
+        .unwrap_or_else(|| panic!("no {name} {label:?}"))
+}
+
+/// `run --metrics`: Prometheus scrapes `/metrics` while the run goes; the
+/// counters move, and the last scrape agrees with the report.
+#[test]
+fn metrics_are_served_for_prometheus_while_a_run_goes_and_agree_with_its_report() {
+    use prometheus_parse::Value;
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let report = temp_path("metrics-report.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vitalmesh"))
+        .args([
+            "run",
+            "--headless",
+            "--nodes",
+            "50",
+            "--wards",
+            "5",
+            "--duration",
+            "6s",
+            "--seed",
+            "3",
+            "--metrics",
+            &addr.to_string(),
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut scrapes = Vec::new();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the run did not end");
+        if let Some(s) = scrape(addr) {
+            scrapes.push(s);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    };
+    assert!(status.success(), "{status}");
+    assert!(scrapes.len() >= 5, "{} scrapes", scrapes.len());
+    let produced: Vec<f64> = scrapes
+        .iter()
+        .map(|s| sample(s, "vitalmesh_samples_produced_total", None))
+        .collect();
+    assert!(
+        produced.windows(2).all(|w| w[0] <= w[1]) && produced[0] < produced[produced.len() - 1],
+        "a counter moves up only: {produced:?}"
+    );
+    let last = scrapes.last().unwrap();
+    let r = read_report(&report);
+    let total = &r["ledger"]["total"];
+    // Sampling stopped before the drain the last scrapes saw.
+    assert_eq!(
+        sample(last, "vitalmesh_samples_produced_total", None),
+        total["produced"].as_f64().unwrap()
+    );
+    let delivered = sample(last, "vitalmesh_samples_delivered_total", None);
+    let reported = total["delivered"].as_f64().unwrap();
+    assert!(
+        delivered <= reported && delivered >= 0.95 * reported,
+        "{delivered} of {reported}"
+    );
+    assert_eq!(
+        sample(
+            last,
+            "vitalmesh_samples_dropped_total",
+            Some(("cause", "node_crash"))
+        ),
+        0.0
+    );
+    assert_eq!(sample(last, "vitalmesh_nodes", None), 50.0);
+    assert_eq!(
+        sample(last, "vitalmesh_run_info", Some(("scenario", "default"))),
+        1.0
+    );
+    // The latency histogram: cumulative buckets ending in its count.
+    let histogram = last
+        .samples
+        .iter()
+        .find_map(|s| match &s.value {
+            Value::Histogram(buckets) if s.metric == "vitalmesh_end_to_end_latency_seconds" => {
+                Some(buckets.clone())
+            }
+            _ => None,
+        })
+        .expect("vitalmesh_end_to_end_latency_seconds is a histogram");
+    assert!(histogram.windows(2).all(|w| w[0].count <= w[1].count));
+    let count = sample(last, "vitalmesh_end_to_end_latency_seconds_count", None);
+    assert!(count > 0.0);
+    assert_eq!(histogram.last().unwrap().count, count);
+    assert!(histogram.last().unwrap().less_than.is_infinite());
+    let _ = std::fs::remove_file(&report);
 }

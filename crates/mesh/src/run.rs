@@ -815,7 +815,18 @@ impl Mesh {
     }
 
     /// Stops sampling, drains, stops everything and assembles the report.
-    pub async fn finish(mut self, interrupted: bool) -> Outcome {
+    pub async fn finish(self, interrupted: bool) -> Outcome {
+        self.finish_watched(interrupted, None).await
+    }
+
+    /// [`Mesh::finish`], telling `snapshots` how the drain goes (every
+    /// 500 ms) and how it ended: the last snapshot's counters are the
+    /// report's.
+    pub async fn finish_watched(
+        mut self,
+        interrupted: bool,
+        snapshots: Option<&mpsc::Sender<Snapshot>>,
+    ) -> Outcome {
         let ran_for = self.elapsed();
         self.phase = Phase::Draining;
         // Heal every network fault: the drain must be able to deliver.
@@ -828,8 +839,13 @@ impl Mesh {
             slot.mailbox.send(GatewayCommand::StopSampling);
         }
         let drain_until = Instant::now() + self.config.scenario.drain;
+        let mut next_snapshot = Instant::now();
         while Instant::now() < drain_until && self.counters.buffered.load(Ordering::Relaxed) > 0 {
             self.maybe_close_second();
+            if let Some(tx) = snapshots.filter(|_| Instant::now() >= next_snapshot) {
+                next_snapshot = Instant::now() + Duration::from_millis(500);
+                let _ = tx.try_send(self.snapshot());
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let mut finals = Vec::with_capacity(self.nodes.len());
@@ -869,6 +885,10 @@ impl Mesh {
             rogue.task.abort();
         }
         self.phase = Phase::Done;
+        if let Some(tx) = snapshots {
+            // Waits for room: the last word must not be dropped.
+            let _ = tx.send(self.snapshot()).await;
+        }
         let gateways = (!self.gateways.is_empty()).then(|| GatewaysReport::of(&gateway_ledgers));
         let report = self.build_report(&finals, gateways, ran_for, interrupted);
         let intervals = locked(&self.observer).intervals.take();
@@ -1015,5 +1035,7 @@ pub async fn run(config: MeshConfig, mut control: RunControl) -> Result<Outcome,
             }
         }
     }
-    Ok(mesh.finish(interrupted).await)
+    Ok(mesh
+        .finish_watched(interrupted, control.snapshots.as_ref())
+        .await)
 }

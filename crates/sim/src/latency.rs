@@ -88,6 +88,15 @@ pub fn buckets(h: &Histogram<u64>) -> Vec<(f64, u64)> {
     out
 }
 
+/// How many values of `h` lie within each bound (seconds), cumulative:
+/// (bound, count), as a Prometheus histogram's buckets are.
+pub fn cumulative(h: &Histogram<u64>, bounds_s: &[f64]) -> Vec<(f64, u64)> {
+    bounds_s
+        .iter()
+        .map(|&b| (b, h.count_between(0, (b * 1e6) as u64)))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,11 +27,15 @@
 //!   [`health`]: the data a run produces.
 //! - [`virtual_time`]: the discrete-event driver with its modelled broker
 //!   and network.
+//! - [`compare`]: two reports side by side, and thresholds on the change;
+//!   [`exposition`]: a snapshot as Prometheus text.
 
 #![warn(missing_docs)]
 
 mod census;
+pub mod compare;
 pub mod experiment;
+pub mod exposition;
 pub mod health;
 pub mod latency;
 pub mod ledger;

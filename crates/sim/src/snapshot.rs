@@ -2,7 +2,7 @@
 //! and the per-second series both drivers keep. A leaf module: the
 //! dashboard reads it without knowing which driver runs.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -172,6 +172,10 @@ pub struct Snapshot {
     pub lost_on_crash: u64,
     /// Messages refused by aggregators so far.
     pub rejected: u64,
+    /// The same by reason (`bad_tag`, `replayed`, …).
+    pub rejected_by_reason: BTreeMap<&'static str, u64>,
+    /// Alerts raised so far, by kind.
+    pub alert_counts: BTreeMap<&'static str, u64>,
     /// Last second.
     pub rate: RatePoint,
     /// The last two minutes, oldest first.
@@ -184,6 +188,11 @@ pub struct Snapshot {
     pub latency_recent_buckets: Vec<(f64, u64)>,
     /// Latency distribution over the whole run.
     pub latency_total_buckets: Vec<(f64, u64)>,
+    /// Deliveries within each of [`crate::exposition::LATENCY_BOUNDS_S`]
+    /// seconds, cumulative: (bound, count), for a Prometheus histogram.
+    pub latency_le: Vec<(f64, u64)>,
+    /// End-to-end latencies summed, seconds.
+    pub latency_sum_s: f64,
     /// Node→broker PUBACK latency over the whole run.
     pub publish_ack: Percentiles,
     /// Health of every node, by id.
@@ -244,6 +253,13 @@ impl Snapshot {
             delivered: o.delivered_total,
             duplicates: o.duplicates,
             rejected: o.rejected.values().sum(),
+            rejected_by_reason: o.rejected.clone(),
+            alert_counts: o.alert_counts.clone(),
+            latency_le: crate::latency::cumulative(
+                &o.e2e_total,
+                &crate::exposition::LATENCY_BOUNDS_S,
+            ),
+            latency_sum_s: o.e2e_total.mean() * o.e2e_total.len() as f64 / 1e6,
             rate: seconds.rate,
             history: seconds.history.iter().copied().collect(),
             latency_recent: Percentiles::of(&recent),
