@@ -2,6 +2,9 @@
 
 use std::process::Command;
 
+#[path = "support/ledger.rs"]
+mod ledger;
+
 fn vitalmesh(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_vitalmesh"))
         .args(args)
@@ -90,9 +93,17 @@ fn temp_path(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("vitalmesh-cli-{}-{name}", std::process::id()))
 }
 
+/// JSON the binary wrote.
+fn read_json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).expect("the file was written"))
+        .expect("the file is JSON")
+}
+
+/// A run report the binary wrote, checked against the shipped JSON Schema.
 fn read_report(path: &std::path::Path) -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(path).expect("the report was written"))
-        .expect("the report is JSON")
+    let report = read_json(path);
+    ledger::assert_matches_schema(&report);
+    report
 }
 
 #[test]
@@ -608,7 +619,7 @@ fn experiment_scores_every_detector_over_seeds_run_in_parallel() {
         progress.contains("[1/2] seed") && progress.contains("[2/2] seed"),
         "progress per seed: {progress}"
     );
-    let json = read_report(&parallel);
+    let json = read_json(&parallel);
     assert_eq!(json["complete"], true);
     assert_eq!(json["seeds"], serde_json::json!([5, 6]));
     let per_seed = json["per_seed"].as_array().unwrap();
@@ -628,7 +639,7 @@ fn experiment_scores_every_detector_over_seeds_run_in_parallel() {
     // A seed's result does not depend on what ran beside it.
     let serial = temp_path("experiment-serial.json");
     run("1", &serial);
-    assert_eq!(read_report(&serial)["per_seed"], json["per_seed"]);
+    assert_eq!(read_json(&serial)["per_seed"], json["per_seed"]);
     for f in [&scenario, &parallel, &serial] {
         let _ = std::fs::remove_file(f);
     }
@@ -667,7 +678,7 @@ fn an_interrupted_experiment_keeps_the_seeds_it_finished() {
     child.kill().unwrap();
     let _ = child.wait();
     assert!(first.is_some(), "the first seed finished");
-    let json = read_report(&out);
+    let json = read_json(&out);
     assert_eq!(json["complete"], false);
     assert_eq!(json["seeds"], serde_json::json!([5]));
     assert_eq!(json["per_seed"].as_array().unwrap().len(), 1);
@@ -855,6 +866,19 @@ fn compare_shows_two_reports_side_by_side_and_gates_on_thresholds() {
     }
     let (b, n) = (base.to_str().unwrap(), new.to_str().unwrap());
     let reports = (read_report(&base), read_report(&new));
+    // The schema is strict where it matters: a field it does not know, a
+    // figure of the wrong type or a missing section is caught.
+    let mut altered = reports.0.clone();
+    altered["surprise"] = serde_json::json!(1);
+    altered["ledger"]["total"]["produced"] = serde_json::json!("many");
+    altered.as_object_mut().unwrap().remove("latency");
+    let errors = ledger::schema_errors(&altered).join("\n");
+    assert!(errors.contains("surprise"), "{errors}");
+    assert!(errors.contains("/ledger/total/produced"), "{errors}");
+    assert!(
+        errors.contains("\"latency\" is a required property"),
+        "{errors}"
+    );
     let p99 = |r: &serde_json::Value| r["latency"]["end_to_end"]["p99_ms"].as_f64().unwrap();
 
     // No thresholds: the table, exit 0.

@@ -27,6 +27,11 @@ use crate::truth::GroundTruth;
 /// Identifies the JSON layout; bumped on incompatible changes.
 pub const REPORT_SCHEMA: &str = "vitalmesh-report/3";
 
+/// The JSON Schema (draft 2020-12) of [`REPORT_SCHEMA`] reports, as
+/// shipped in `crates/sim/schema/` and printed by `vitalmesh report
+/// --schema`. Every report the tests write is checked against it.
+pub const REPORT_JSON_SCHEMA: &str = include_str!("../schema/vitalmesh-report-3.schema.json");
+
 /// Most incidents a report lists (counts cover them all).
 pub const INCIDENTS_KEPT: usize = 5000;
 
