@@ -30,7 +30,7 @@ pub(crate) struct CompareArgs {
 /// The largest report read (a day of 10,000 nodes is a few MB).
 const MAX_REPORT_BYTES: u64 = 256 * 1024 * 1024;
 
-fn read_report(flag: &str, path: &Path) -> Result<Value> {
+pub(crate) fn read_report(flag: &str, path: &Path) -> Result<Value> {
     let meta = std::fs::metadata(path)
         .with_context(|| format!("{flag} '{}': cannot read it", path.display()))?;
     if !meta.is_file() || meta.len() > MAX_REPORT_BYTES {

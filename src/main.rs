@@ -5,7 +5,9 @@ mod bench_mesh;
 mod compare_cmd;
 mod detect_cmd;
 mod experiment_cmd;
+mod html_report;
 mod metrics_http;
+mod report_cmd;
 mod run_cmd;
 mod seed;
 mod virtual_cmd;
@@ -48,6 +50,11 @@ enum Command {
     /// CPU and detector scores, each with its change and a verdict;
     /// `--fail-if 'latency.p99 > +10%'` sets the exit code, for CI.
     Compare(compare_cmd::CompareArgs),
+    /// A run report as one self-contained HTML page (`--html OUT.html`):
+    /// throughput with the injected events, latency spectrum, the ledger
+    /// per ward, faults beside detection, partition ownership; or the
+    /// report's JSON Schema (`--schema`).
+    Report(report_cmd::ReportArgs),
     /// Check scenario files without running them.
     Validate(run_cmd::ValidateArgs),
     /// Apply an action to a running `vitalmesh run` (same names and fields
@@ -83,6 +90,7 @@ fn main() -> std::process::ExitCode {
         Command::Inject(args) => run_cmd::inject(&args),
         Command::Bench(args) => bench_cmd::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Compare(args) => compare_cmd::run(&args),
+        Command::Report(args) => report_cmd::run(&args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

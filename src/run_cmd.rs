@@ -83,6 +83,9 @@ pub(crate) struct RunArgs {
     /// Where to write the JSON report.
     #[arg(long, default_value = "vitalmesh-report.json")]
     report: PathBuf,
+    /// Also write the report as one self-contained HTML page.
+    #[arg(long, value_name = "OUT.html")]
+    html: Option<PathBuf>,
     /// Also write end-to-end latency as an HdrHistogram interval log.
     #[arg(long, value_name = "FILE.hlog")]
     hdr_log: Option<PathBuf>,
@@ -427,6 +430,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .as_deref()
         .map(|p| Output::create("--hdr-log", p))
         .transpose()?;
+    let html_out = args
+        .html
+        .as_deref()
+        .map(|p| Output::create("--html", p))
+        .transpose()?;
     let mut config = MeshConfig::new(scenario, seed, broker_program()?);
     config.keep_intervals = hdr_out.is_some();
     config.broker_auth = args.broker_auth;
@@ -535,7 +543,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e:#}"))
         .and_then(|o| {
-            let report = report_out.write(&o.report.to_json())?;
+            let json = o.report.to_json();
+            let report = report_out.write(&json)?;
+            let html = match html_out {
+                Some(out) => {
+                    let value: serde_json::Value = serde_json::from_slice(&json)?;
+                    Some(out.write(crate::html_report::render(&value)?.as_bytes())?)
+                }
+                None => None,
+            };
             let hdr_log = match (hdr_out, &o.intervals) {
                 (Some(out), Some(intervals)) => {
                     let bytes = vitalmesh_sim::report::hdr_log(o.started, intervals)
@@ -544,9 +560,9 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                 }
                 _ => None,
             };
-            Ok((report, hdr_log))
+            Ok((report, hdr_log, html))
         });
-    if let (Some(tx), Ok(outcome), Ok((report, _))) = (&finished_tx, &outcome, &written) {
+    if let (Some(tx), Ok(outcome), Ok((report, _, _))) = (&finished_tx, &outcome, &written) {
         let _ = tx.send(vitalmesh_dashboard::Finished {
             ledger: outcome.report.ledger.total,
             slo: outcome.report.slo.clone(),
@@ -560,8 +576,11 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let outcome = outcome?;
     let report = &outcome.report;
     println!("{}", report.summary());
-    let (report_path, hdr_log) = written?;
+    let (report_path, hdr_log, html) = written?;
     println!("Report       {}", report_path.display());
+    if let Some(path) = html {
+        println!("HTML report  {}", path.display());
+    }
     if let Some(path) = hdr_log {
         println!(
             "Latency log  {} (HdrHistogram interval log, µs)",

@@ -1082,3 +1082,148 @@ fn metrics_are_served_for_prometheus_while_a_run_goes_and_agree_with_its_report(
     assert!(histogram.last().unwrap().less_than.is_infinite());
     let _ = std::fs::remove_file(&report);
 }
+
+/// The headless browser tests use: Debian's chromium (`.ci/run` installs it).
+fn chromium() -> &'static str {
+    ["chromium", "/usr/bin/chromium", "chromium-browser"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("chromium is not installed: `apt-get install -y chromium` (.ci/run does this)")
+}
+
+/// `run --html` and `report --html`: one page, the same from either, that
+/// opens in a real headless browser with every network request refused,
+/// loads nothing from anywhere, and has its charts drawn.
+#[test]
+fn the_html_report_opens_offline_in_a_real_browser_with_its_charts() {
+    let (report, html, again) = (
+        temp_path("html-report.json"),
+        temp_path("html-report.html"),
+        temp_path("html-again.html"),
+    );
+    let out = vitalmesh(&[
+        "run",
+        "--virtual",
+        "scenarios/quickstart.toml",
+        "--seed",
+        "7",
+        "--report",
+        report.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!("HTML report  {}", html.display())),
+        "{stdout}"
+    );
+    let out = vitalmesh(&[
+        "report",
+        report.to_str().unwrap(),
+        "--html",
+        again.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(
+        page,
+        std::fs::read_to_string(&again).unwrap(),
+        "one page from either"
+    );
+    for remote in [
+        "src=\"http",
+        "href=\"http",
+        "url(http",
+        "@import",
+        "<script src",
+        "<link",
+    ] {
+        assert!(!page.contains(remote), "the page loads '{remote}…'");
+    }
+
+    let profile = temp_path("chromium-profile");
+    let shot = temp_path("html-report.png");
+    let browse = |extra: &[&str]| {
+        let mut args = vec![
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--enable-logging=stderr",
+            "--v=0",
+        ];
+        let profile_arg = format!("--user-data-dir={}", profile.display());
+        args.push(&profile_arg);
+        args.extend_from_slice(extra);
+        let url = format!("file://{}", html.display());
+        let out = Command::new(chromium())
+            .args(&args)
+            .arg(&url)
+            .output()
+            .expect("chromium runs");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (dom, log) = browse(&["--dump-dom"]);
+    for id in [
+        "throughput",
+        "latency-spectrum",
+        "latency-wards",
+        "ledger",
+        "timeline",
+        "ownership",
+    ] {
+        let at = dom
+            .find(&format!("id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no chart '{id}' in the page the browser built"));
+        let chart = &dom[at..dom.len().min(at + 400_000)];
+        let svg_end = chart.find("</svg>").unwrap_or(0);
+        assert!(
+            chart.contains("<svg")
+                && chart[..svg_end].matches("<path").count()
+                    + chart[..svg_end].matches("<rect").count()
+                    + chart[..svg_end].matches("<polyline").count()
+                    > 5,
+            "chart '{id}' has nothing drawn"
+        );
+    }
+    assert!(dom.contains("every sample accounted for"), "the verdicts");
+    for error in ["net::ERR", "Failed to load resource", "Uncaught"] {
+        assert!(
+            !log.contains(error),
+            "the browser reported '{error}':\n{log}"
+        );
+    }
+    let _ = browse(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1100,2600",
+        "--hide-scrollbars",
+    ]);
+    let png = std::fs::read(&shot).expect("the browser took a screenshot");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 20_000,
+        "{} bytes",
+        png.len()
+    );
+    for f in [&report, &html, &again, &shot] {
+        let _ = std::fs::remove_file(f);
+    }
+    let _ = std::fs::remove_dir_all(&profile);
+}
