@@ -87,6 +87,43 @@ impl TimeAxis {
     }
 }
 
+/// At most about `max` points of `values` (taken every `step` seconds),
+/// keeping each bucket's lowest and highest so spikes and dips survive: a
+/// week at one point a second would be megabytes of SVG.
+fn downsample(values: &[f64], step: f64, max: usize) -> Vec<(f64, f64)> {
+    let per = values.len().div_ceil(max.max(1) / 2).max(1);
+    if per == 1 {
+        return values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i as f64 * step, *v))
+            .collect();
+    }
+    let mut out = Vec::with_capacity(2 * values.len() / per + 2);
+    for (b, chunk) in values.chunks(per).enumerate() {
+        let at = |k: usize| (b * per + k) as f64 * step;
+        let (lo, hi) =
+            chunk
+                .iter()
+                .enumerate()
+                .fold(((0, f64::MAX), (0, f64::MIN)), |(lo, hi), (k, &v)| {
+                    (
+                        if v < lo.1 { (k, v) } else { lo },
+                        if v > hi.1 { (k, v) } else { hi },
+                    )
+                });
+        let (first, second) = if lo.0 <= hi.0 { (lo, hi) } else { (hi, lo) };
+        out.push((at(first.0), first.1));
+        if second.0 != first.0 {
+            out.push((at(second.0), second.1));
+        }
+    }
+    out
+}
+
+/// Points per line.
+const MAX_POINTS: usize = 1600;
+
 fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing a chart: {e:?}")
 }
@@ -156,10 +193,9 @@ fn throughput_chart(r: &Value, axis: &TimeAxis) -> Result<String> {
             let color = PALETTE[i];
             chart
                 .draw_series(LineSeries::new(
-                    values
-                        .iter()
-                        .enumerate()
-                        .map(|(k, v)| (axis.at(k as f64 * step), v / step)),
+                    downsample(values, step, MAX_POINTS)
+                        .into_iter()
+                        .map(|(t, v)| (axis.at(t), v / step)),
                     color.stroke_width(2),
                 ))
                 .map_err(plot_err)?
@@ -641,10 +677,9 @@ fn ownership_chart(r: &Value, axis: &TimeAxis) -> Result<String> {
             let color = PALETTE[i % PALETTE.len()];
             chart
                 .draw_series(LineSeries::new(
-                    values
-                        .iter()
-                        .enumerate()
-                        .map(|(k, v)| (axis.at(k as f64 * step), *v)),
+                    downsample(values, step, MAX_POINTS)
+                        .into_iter()
+                        .map(|(t, v)| (axis.at(t), v)),
                     color.stroke_width(2),
                 ))
                 .map_err(plot_err)?
@@ -907,4 +942,31 @@ pub(crate) fn render(r: &Value) -> Result<String> {
     }
     p.push_str("</body></html>\n");
     Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn downsampling_keeps_spikes_and_dips_and_bounds_the_points() {
+        let mut week = vec![10.0; 604_800];
+        week[300_000] = 99.0;
+        week[400_000] = 0.0;
+        let points = downsample(&week, 1.0, MAX_POINTS);
+        assert!(points.len() <= MAX_POINTS + 2, "{} points", points.len());
+        assert!(points.contains(&(300_000.0, 99.0)));
+        assert!(points.contains(&(400_000.0, 0.0)));
+        assert!(points.windows(2).all(|w| w[0].0 < w[1].0), "in time order");
+        let short = downsample(&[1.0, 2.0, 3.0], 2.0, MAX_POINTS);
+        assert_eq!(short, [(0.0, 1.0), (2.0, 2.0), (4.0, 3.0)]);
+    }
+
+    #[test]
+    fn text_from_the_report_is_escaped() {
+        assert_eq!(
+            esc("<script>'a' & \"b\"</script>"),
+            "&lt;script&gt;&#39;a&#39; &amp; &quot;b&quot;&lt;/script&gt;"
+        );
+    }
 }
