@@ -9,7 +9,7 @@
 //!
 //! Sections: the header and verdicts; throughput over time with the
 //! injected events marked; end-to-end latency as a percentile spectrum (the
-//! HdrHistogram plot, log scale) and per ward; the ledger per ward as
+//! HdrHistogram plot, log scale), per ward and over time; the ledger per ward as
 //! stacked bars; injected faults beside the ground truth, the detectors'
 //! alarms and the incidents they opened, with each detector's scores and
 //! time to detect; and partition ownership over time.
@@ -318,6 +318,102 @@ fn latency_spectrum(r: &Value) -> Result<String> {
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
             .position(SeriesLabelPosition::UpperLeft)
+            .draw()
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
+/// End-to-end latency over time: each step's median, p99 and largest.
+fn latency_over_time(r: &Value, axis: &TimeAxis) -> Result<String> {
+    let step = num(r, "/throughput/step_s").unwrap_or(1.0).max(1e-9);
+    let lines: Vec<(&str, Vec<Option<f64>>)> = [
+        ("p50", "/throughput/latency_p50_ms"),
+        ("p99", "/throughput/latency_p99_ms"),
+        ("max", "/throughput/latency_max_ms"),
+    ]
+    .into_iter()
+    .map(|(name, at)| (name, array(r, at).iter().map(Value::as_f64).collect()))
+    .collect();
+    let len = lines.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+    if len == 0 {
+        return Ok(String::new());
+    }
+    let values = || lines.iter().flat_map(|(_, v)| v.iter().flatten().copied());
+    let hi = values().fold(1.0f64, f64::max) * 2.0;
+    let lo = values().fold(f64::MAX, f64::min).min(hi / 10.0).max(1e-3) / 2.0;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, 300)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(64)
+            .build_cartesian_2d(
+                0.0..axis.at(len as f64 * step).max(1e-9),
+                (lo..hi).log_scale(),
+            )
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(format!("time ({})", axis.unit))
+            .y_desc("latency (ms)")
+            .draw()
+            .map_err(plot_err)?;
+        for (i, ev) in array(r, "/timeline").iter().enumerate() {
+            let x = axis.at(ev["at_s"].as_f64().unwrap_or(0.0));
+            chart
+                .draw_series(LineSeries::new(
+                    [(x, lo), (x, hi)],
+                    RGBColor(200, 80, 80).mix(0.5).stroke_width(1),
+                ))
+                .map_err(plot_err)?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    format!("{}", i + 1),
+                    (x, hi / 1.3),
+                    ("sans-serif", 12).into_font().color(&RGBColor(180, 40, 40)),
+                )))
+                .map_err(plot_err)?;
+        }
+        for (i, (name, values)) in lines.iter().enumerate() {
+            let color = PALETTE[i];
+            // A step that delivered nothing breaks the line there.
+            let mut runs: Vec<Vec<f64>> = vec![Vec::new()];
+            let mut starts = vec![0usize];
+            for (k, v) in values.iter().enumerate() {
+                match v {
+                    Some(v) => runs.last_mut().expect("one run at least").push(*v),
+                    None if !runs.last().expect("one run at least").is_empty() => {
+                        runs.push(Vec::new());
+                        starts.push(k + 1);
+                    }
+                    None => *starts.last_mut().expect("one start at least") = k + 1,
+                }
+            }
+            for (j, (run, start)) in runs.iter().zip(&starts).enumerate() {
+                let drawn = chart
+                    .draw_series(LineSeries::new(
+                        downsample(run, step, MAX_POINTS)
+                            .into_iter()
+                            .map(|(t, v)| (axis.at(t + *start as f64 * step), v)),
+                        color.stroke_width(2),
+                    ))
+                    .map_err(plot_err)?;
+                if j == 0 {
+                    drawn.label(*name).legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+                    });
+                }
+            }
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(plot_err)?;
         root.present().map_err(plot_err)?;
@@ -916,9 +1012,10 @@ pub(crate) fn render(r: &Value) -> Result<String> {
     );
     let _ = write!(
         p,
-        "<h2>Latency</h2><div class=\"charts\"><figure id=\"latency-spectrum\">{}</figure><figure id=\"latency-wards\">{}</figure></div>",
+        "<h2>Latency</h2><div class=\"charts\"><figure id=\"latency-spectrum\">{}</figure><figure id=\"latency-wards\">{}</figure></div><figure id=\"latency-time\">{}</figure>",
         latency_spectrum(r)?,
-        latency_per_ward(r)?
+        latency_per_ward(r)?,
+        latency_over_time(r, &axis)?
     );
     let _ = write!(
         p,

@@ -1186,6 +1186,7 @@ fn the_html_report_opens_offline_in_a_real_browser_with_its_charts() {
         "throughput",
         "latency-spectrum",
         "latency-wards",
+        "latency-time",
         "ledger",
         "timeline",
         "ownership",

@@ -124,6 +124,8 @@ pub struct Observer {
     /// histogram covering an hour at three digits is about 180 KB, and a
     /// week of simulated seconds would allocate and zero one per second.
     e2e_second: Vec<u64>,
+    /// Each closed second's end-to-end median, p99 and largest, ms.
+    pub latency_per_second: Vec<Option<[f64; 3]>>,
     /// The last [`WINDOW_SECONDS`] seconds' latencies (buffers reused).
     e2e_window: VecDeque<Vec<u64>>,
     /// Per-second histograms for the HdrHistogram interval log, if wanted.
@@ -188,6 +190,7 @@ impl Observer {
             e2e_total: latency_histogram(),
             e2e_ward: (0..wards).map(|_| ward_histogram()).collect(),
             e2e_second: Vec::new(),
+            latency_per_second: Vec::new(),
             e2e_window: VecDeque::new(),
             intervals: keep_intervals.then(Vec::new),
             alerts: VecDeque::new(),
@@ -427,6 +430,8 @@ impl Observer {
             }
             intervals.push((second_started_at_s, h));
         }
+        self.latency_per_second
+            .push(crate::report::second_percentiles(&mut self.e2e_second));
         let mut spare = if self.e2e_window.len() == WINDOW_SECONDS {
             self.e2e_window.pop_front().unwrap_or_default()
         } else {

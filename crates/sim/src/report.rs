@@ -146,6 +146,28 @@ pub struct Throughput {
     pub acked: Vec<u64>,
     /// Nodes connected at the end of each step.
     pub connected: Vec<i64>,
+    /// End-to-end latency of the samples delivered in each step, ms: the
+    /// median (in a step of several seconds, the median of the seconds'
+    /// medians); `null` for a step that delivered nothing.
+    pub latency_p50_ms: Vec<Option<f64>>,
+    /// The same, 99th percentile (a step of several seconds: its worst
+    /// second's).
+    pub latency_p99_ms: Vec<Option<f64>>,
+    /// The same, the largest.
+    pub latency_max_ms: Vec<Option<f64>>,
+}
+
+/// One second's end-to-end latencies (µs, reordered in place) as median,
+/// 99th percentile and largest, ms; `None` without any.
+pub fn second_percentiles(us: &mut [u64]) -> Option<[f64; 3]> {
+    if us.is_empty() {
+        return None;
+    }
+    let mut at = |q: f64| {
+        let k = ((us.len() as f64 * q).ceil() as usize).clamp(1, us.len()) - 1;
+        *us.select_nth_unstable(k).1 as f64 / 1000.0
+    };
+    Some([at(0.5), at(0.99), at(1.0)])
 }
 
 impl Throughput {
@@ -154,6 +176,20 @@ impl Throughput {
     pub fn coarsened(&self, step_s: u64) -> Self {
         let step = step_s.max(1) as usize;
         let sum = |v: &[u64]| v.chunks(step).map(|c| c.iter().sum()).collect();
+        let worst = |v: &[Option<f64>]| {
+            v.chunks(step)
+                .map(|c| c.iter().flatten().copied().reduce(f64::max))
+                .collect()
+        };
+        let median = |v: &[Option<f64>]| {
+            v.chunks(step)
+                .map(|c| {
+                    let mut s: Vec<f64> = c.iter().flatten().copied().collect();
+                    s.sort_by(f64::total_cmp);
+                    s.get(s.len() / 2).copied()
+                })
+                .collect()
+        };
         Self {
             step_s: step as u64,
             produced: sum(&self.produced),
@@ -165,6 +201,9 @@ impl Throughput {
                 .chunks(step)
                 .filter_map(|c| c.last().copied())
                 .collect(),
+            latency_p50_ms: median(&self.latency_p50_ms),
+            latency_p99_ms: worst(&self.latency_p99_ms),
+            latency_max_ms: worst(&self.latency_max_ms),
         }
     }
 
@@ -806,6 +845,25 @@ pub fn hdr_log(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn each_seconds_latency_is_summarised_and_steps_keep_their_worst() {
+        let mut us: Vec<u64> = (1..=1000).map(|k| k * 1000).collect();
+        us.reverse();
+        assert_eq!(second_percentiles(&mut us), Some([500.0, 990.0, 1000.0]));
+        assert_eq!(second_percentiles(&mut []), None);
+        let t = Throughput {
+            produced: vec![1; 4],
+            latency_p50_ms: vec![Some(1.0), Some(3.0), None, Some(2.0)],
+            latency_p99_ms: vec![Some(5.0), Some(9.0), None, None],
+            latency_max_ms: vec![Some(6.0), Some(12.0), None, None],
+            ..Throughput::default()
+        };
+        let c = t.coarsened(2);
+        assert_eq!(c.latency_p50_ms, [Some(3.0), Some(2.0)]);
+        assert_eq!(c.latency_p99_ms, [Some(9.0), None]);
+        assert_eq!(c.latency_max_ms, [Some(12.0), None]);
+    }
+
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
     use super::*;

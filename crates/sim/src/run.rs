@@ -1257,8 +1257,21 @@ impl Run {
             ledger,
             latency,
             throughput: {
-                let step = Throughput::step_for(inputs.throughput.produced.len());
-                inputs.throughput.coarsened(step)
+                let mut per_second = inputs.throughput;
+                // The observer closes the same seconds as the driver's
+                // series; each series is as long as the seconds it saw.
+                let seconds = &observer.latency_per_second;
+                let pick = |k: usize| {
+                    seconds
+                        .iter()
+                        .map(|s| s.map(|p| (p[k] * 1000.0).round() / 1000.0))
+                        .collect()
+                };
+                per_second.latency_p50_ms = pick(0);
+                per_second.latency_p99_ms = pick(1);
+                per_second.latency_max_ms = pick(2);
+                let step = Throughput::step_for(per_second.produced.len());
+                per_second.coarsened(step)
             },
             connections: inputs.connections,
             gateways: inputs.gateways,
