@@ -145,37 +145,6 @@ impl Figure {
     }
 }
 
-/// The machine a figure was taken on.
-#[derive(Debug, Serialize)]
-struct Machine {
-    cpu: String,
-    cores: usize,
-    memory_gib: f64,
-    kernel: String,
-}
-
-fn machine() -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .and_then(|l| l.split_once(':'))
-        .map_or("unknown".into(), |(_, v)| v.trim().to_owned());
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let memory_kib: f64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    Machine {
-        cpu,
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        memory_gib: memory_kib / 1024.0 / 1024.0,
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map_or("unknown".into(), |s| s.trim().to_owned()),
-    }
-}
-
 /// Runs `vitalmesh bench`.
 pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.list {
@@ -200,7 +169,7 @@ pub(crate) fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("--duration '{d}': {e}"))
         })
         .transpose()?;
-    let machine = machine();
+    let machine = vitalmesh_mesh::procfs::machine();
     eprintln!(
         "bench {name}: {} ({} cores, {:.0} GiB), release build: {}",
         machine.cpu,

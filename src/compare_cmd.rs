@@ -106,9 +106,20 @@ pub(crate) fn run(args: &CompareArgs) -> Result<ExitCode> {
     let new = read_report("NEW", &args.new)?;
     println!("base  {}  {}", args.base.display(), describe(&base));
     println!("new   {}  {}", args.new.display(), describe(&new));
-    for key in ["scenario", "mode"] {
+    for key in ["scenario", "mode", "machine"] {
         if base.get(key) != new.get(key) {
             println!("note: the {key}s differ; figures may not be comparable");
+            if key == "machine" {
+                for (which, r) in [("base", &base), ("new", &new)] {
+                    if let Some(m) = r.get(key).filter(|m| m.is_object()) {
+                        println!(
+                            "      {which}: {} ({} cores)",
+                            m["cpu"].as_str().unwrap_or("?"),
+                            m["cores"]
+                        );
+                    }
+                }
+            }
         }
     }
     let rows = compare::rows(&base, &new);

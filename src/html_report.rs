@@ -992,6 +992,16 @@ pub(crate) fn render(r: &Value) -> Result<String> {
         esc(text(r, "/vitalmesh_version")),
         esc(text(r, "/schema")),
     );
+    if let Some(m) = r.get("machine").filter(|m| m.is_object()) {
+        let _ = write!(
+            p,
+            "<p class=\"meta\">on {} ({} cores, {:.0} GiB), Linux {}</p>",
+            esc(m["cpu"].as_str().unwrap_or("?")),
+            m["cores"].as_u64().unwrap_or(0),
+            m["memory_gib"].as_f64().unwrap_or(0.0),
+            esc(m["kernel"].as_str().unwrap_or("?")),
+        );
+    }
     p.push_str(&verdicts(r));
     let e2e = |k: &str| fmt_opt(&r["latency"]["end_to_end"][k], 2, 1.0, " ms");
     let _ = write!(

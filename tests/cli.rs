@@ -1080,7 +1080,31 @@ fn metrics_are_served_for_prometheus_while_a_run_goes_and_agree_with_its_report(
     assert!(count > 0.0);
     assert_eq!(histogram.last().unwrap().count, count);
     assert!(histogram.last().unwrap().less_than.is_infinite());
-    let _ = std::fs::remove_file(&report);
+    // A real run says what machine it ran on, and its HTML page shows it.
+    assert!(
+        r["machine"]["cores"].as_u64().unwrap() >= 1,
+        "{}",
+        r["machine"]
+    );
+    let html = temp_path("metrics-report.html");
+    let out = vitalmesh(&[
+        "report",
+        report.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    let cpu = r["machine"]["cpu"].as_str().unwrap();
+    assert!(
+        page.contains(&format!("on {cpu} (")),
+        "the header names the machine"
+    );
+    let _ = (std::fs::remove_file(&report), std::fs::remove_file(&html));
 }
 
 /// The headless browser tests use: Debian's chromium (`.ci/run` installs it).

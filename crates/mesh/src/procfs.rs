@@ -5,6 +5,32 @@
 
 use std::collections::BTreeMap;
 
+pub use vitalmesh_sim::report::MachineReport;
+
+/// This machine: CPU model, cores, memory and kernel, for reports and
+/// benchmark figures ("unknown" where `/proc` does not say).
+pub fn machine() -> MachineReport {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map_or("unknown".into(), |(_, v)| v.trim().to_owned());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let memory_kib: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0.0);
+    MachineReport {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gib: memory_kib / 1024.0 / 1024.0,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or("unknown".into(), |s| s.trim().to_owned()),
+    }
+}
+
 /// Resident set size of a process (`"self"` or a pid), bytes.
 pub fn rss_bytes(pid: &str) -> u64 {
     status_bytes(pid, "VmRSS:")

@@ -941,6 +941,7 @@ impl Mesh {
                 all_connected_after_s: self.host.all_connected_after.map(|d| d.as_secs_f64()),
             },
             broker: self.broker.report(),
+            machine: Some(procfs::machine()),
             cpu: Some(CpuReport {
                 process_s: procfs::cpu_seconds("self").unwrap_or(0.0),
                 broker_s: self.host.broker_cpu.total(),

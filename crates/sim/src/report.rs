@@ -235,6 +235,19 @@ pub struct ConnectionsReport {
     pub all_connected_after_s: Option<f64>,
 }
 
+/// The machine a real-time run ran on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MachineReport {
+    /// CPU model.
+    pub cpu: String,
+    /// Cores this process may use.
+    pub cores: usize,
+    /// Memory, GiB.
+    pub memory_gib: f64,
+    /// Kernel release.
+    pub kernel: String,
+}
+
 /// CPU time (user + system).
 #[derive(Debug, Clone, Serialize)]
 pub struct CpuReport {
@@ -378,6 +391,9 @@ pub struct Report {
     /// What the gateways relayed and lost (runs with `[gateways]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gateways: Option<GatewaysReport>,
+    /// The machine (real time only, as CPU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine: Option<MachineReport>,
     /// CPU time (real time only: host figures vary by run, so a virtual
     /// report leaves them out to stay byte-identical for a seed).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1275,6 +1275,7 @@ impl Run {
             },
             connections: inputs.connections,
             gateways: inputs.gateways,
+            machine: inputs.machine,
             cpu: inputs.cpu,
             memory: inputs.memory,
             aggregators: observer.aggregators.values().cloned().collect(),
@@ -1359,6 +1360,8 @@ pub struct ReportInputs<'a> {
     pub gateways: Option<crate::report::GatewaysReport>,
     /// Broker figures.
     pub broker: BrokerReport,
+    /// The machine (real time only).
+    pub machine: Option<crate::report::MachineReport>,
     /// Host CPU (real time only).
     pub cpu: Option<CpuReport>,
     /// Host memory (real time only).

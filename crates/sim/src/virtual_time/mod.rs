@@ -1746,6 +1746,7 @@ impl VirtualMesh {
             gateways: (!self.gws.is_empty())
                 .then(|| GatewaysReport::of(self.gws.iter().map(|g| g.cell.ledger()))),
             broker: self.broker_report(),
+            machine: None,
             cpu: None,
             memory: None,
             rogue: Vec::new(),
