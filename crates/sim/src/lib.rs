@@ -28,7 +28,8 @@
 //! - [`virtual_time`]: the discrete-event driver with its modelled broker
 //!   and network.
 //! - [`compare`]: two reports side by side, and thresholds on the change;
-//!   [`exposition`]: a snapshot as Prometheus text.
+//!   [`exposition`]: a snapshot as Prometheus text; [`shard`]: which part
+//!   of a run a shard runs, and how the shards' ledgers merge.
 
 #![warn(missing_docs)]
 
@@ -44,6 +45,7 @@ pub mod report;
 pub mod run;
 pub mod score;
 pub mod setup;
+pub mod shard;
 pub mod snapshot;
 pub mod timeline;
 pub mod truth;
