@@ -107,7 +107,11 @@ pub(crate) fn run(args: &CompareArgs) -> Result<ExitCode> {
     println!("base  {}  {}", args.base.display(), describe(&base));
     println!("new   {}  {}", args.new.display(), describe(&new));
     for key in ["scenario", "mode", "machine"] {
-        if base.get(key) != new.get(key) {
+        // A report without the field (an older one, or a virtual run's
+        // machine) says nothing either way.
+        if let (Some(b), Some(n)) = (base.get(key), new.get(key))
+            && b != n
+        {
             println!("note: the {key}s differ; figures may not be comparable");
             if key == "machine" {
                 for (which, r) in [("base", &base), ("new", &new)] {
@@ -123,14 +127,19 @@ pub(crate) fn run(args: &CompareArgs) -> Result<ExitCode> {
         }
     }
     let rows = compare::rows(&base, &new);
+    let shown: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.base.is_some() || r.new.is_some())
+        .collect();
+    let width = shown.iter().map(|r| r.name.len()).max().unwrap_or(6).max(6);
     println!();
     println!(
-        "  {:<38} {:>16} {:>16} {:>10}  verdict",
+        "  {:<width$} {:>16} {:>16} {:>10}  verdict",
         "figure", "base", "new", "change"
     );
-    for row in rows.iter().filter(|r| r.base.is_some() || r.new.is_some()) {
+    for row in shown {
         println!(
-            "  {:<38} {:>16} {:>16} {:>10}  {}",
+            "  {:<width$} {:>16} {:>16} {:>10}  {}",
             row.name,
             compare::show(row.unit, row.base),
             compare::show(row.unit, row.new),

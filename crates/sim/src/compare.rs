@@ -582,6 +582,8 @@ mod tests {
         // A virtual report has no CPU figures: missing, not zero.
         assert_eq!(row(&rows, "cpu.cores").verdict(), Verdict::Missing);
         assert_eq!(show(Unit::Ms, None), "—");
+        let none_refused = rows(&json!({"rejected": {}}), &json!({"rejected": {}}));
+        assert_eq!(show(Unit::Count, row(&none_refused, "rejected").new), "0");
     }
 
     #[test]
