@@ -582,7 +582,7 @@ mod tests {
         // A virtual report has no CPU figures: missing, not zero.
         assert_eq!(row(&rows, "cpu.cores").verdict(), Verdict::Missing);
         assert_eq!(show(Unit::Ms, None), "—");
-        let none_refused = rows(&json!({"rejected": {}}), &json!({"rejected": {}}));
+        let none_refused = super::rows(&json!({"rejected": {}}), &json!({"rejected": {}}));
         assert_eq!(show(Unit::Count, row(&none_refused, "rejected").new), "0");
     }
 
