@@ -229,13 +229,14 @@ pub const METRICS: &[Metric] = &[
         about: "messages the aggregators refused",
         unit: Unit::Count,
         better: Better::Neither,
+        // A fold from +0: an empty f64 sum is -0.
         read: |r| {
             Some(
                 r.get("rejected")?
                     .as_object()?
                     .values()
                     .filter_map(Value::as_f64)
-                    .sum(),
+                    .fold(0.0, |a, b| a + b),
             )
         },
     },
