@@ -32,8 +32,9 @@ pub enum MeshError {
     /// Something did not happen in time.
     #[error("timed out: {0}")]
     Timeout(&'static str),
-    /// The embedded broker could not be started or kept running.
-    #[error("embedded broker: {0}")]
+    /// The broker (the embedded one, or an external one) could not be
+    /// started, reached or kept running.
+    #[error("broker: {0}")]
     Broker(String),
     /// A mosquitto for comparison could not be started.
     #[error("mosquitto: {0}")]
