@@ -155,7 +155,8 @@ fn throughput_chart(r: &Value, axis: &TimeAxis) -> Result<String> {
         .flat_map(|(_, v)| v.iter())
         .fold(0.0f64, |a, &b| a.max(b / step))
         .max(1.0)
-        * 1.1;
+        // Headroom for the legend above the lines.
+        * 1.45;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 320)).into_drawing_area();
@@ -208,7 +209,7 @@ fn throughput_chart(r: &Value, axis: &TimeAxis) -> Result<String> {
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(plot_err)?;
         root.present().map_err(plot_err)?;
@@ -512,7 +513,8 @@ fn ledger_chart(r: &Value) -> Result<String> {
         .iter()
         .map(|w| w["produced"].as_f64().unwrap_or(0.0))
         .fold(1.0f64, f64::max)
-        * 1.45;
+        // Headroom for the five-line legend above the bars.
+        * 1.8;
     let x_max = wards.len().max(1) as f64 - 0.5;
     let mut svg = String::new();
     {
@@ -751,7 +753,8 @@ fn ownership_chart(r: &Value, axis: &TimeAxis) -> Result<String> {
         .iter()
         .flat_map(|(_, v)| v.iter().copied())
         .fold(1.0f64, f64::max)
-        * 1.15;
+        // Headroom for the legend above the lines.
+        * (1.3 + 0.1 * owners.len() as f64);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, 280)).into_drawing_area();
@@ -788,7 +791,7 @@ fn ownership_chart(r: &Value, axis: &TimeAxis) -> Result<String> {
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK)
-            .position(SeriesLabelPosition::LowerRight)
+            .position(SeriesLabelPosition::UpperRight)
             .draw()
             .map_err(plot_err)?;
         root.present().map_err(plot_err)?;
