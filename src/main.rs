@@ -10,6 +10,7 @@ mod metrics_http;
 mod report_cmd;
 mod run_cmd;
 mod seed;
+mod shard_cmd;
 mod virtual_cmd;
 mod vitals;
 
@@ -55,6 +56,11 @@ enum Command {
     /// per ward, faults beside detection, partition ownership; or the
     /// report's JSON Schema (`--schema`).
     Report(report_cmd::ReportArgs),
+    /// Merge the part files of a sharded run (`run --shard I/N`) into one
+    /// report: ledgers as set unions, latency as added histograms, alerts
+    /// and scores over the whole mesh. A missing shard makes the run
+    /// incomplete (exit code 6).
+    Merge(shard_cmd::MergeArgs),
     /// Check scenario files without running them.
     Validate(run_cmd::ValidateArgs),
     /// Apply an action to a running `vitalmesh run` (same names and fields
@@ -90,6 +96,7 @@ fn main() -> std::process::ExitCode {
         Command::Inject(args) => run_cmd::inject(&args),
         Command::Bench(args) => bench_cmd::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Compare(args) => compare_cmd::run(&args),
+        Command::Merge(args) => shard_cmd::merge(&args),
         Command::Report(args) => report_cmd::run(&args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {

@@ -30,6 +30,9 @@ pub(crate) const EXIT_UNEXPLAINED: u8 = 4;
 /// Exit code of a run stopped early (Ctrl-C, `q`): the report is written
 /// but covers less than the scenario.
 pub(crate) const EXIT_INTERRUPTED: u8 = 5;
+/// Exit code of a sharded run some shard of which left no part: the
+/// merged report covers the shards that did.
+pub(crate) const EXIT_INCOMPLETE: u8 = 6;
 /// Exit code when a second Ctrl-C abandoned the run (no report).
 pub(crate) const EXIT_ABORTED: u8 = 130;
 
@@ -80,19 +83,22 @@ pub(crate) struct RunArgs {
     /// broker password derives from (drawn from the seed when absent).
     #[arg(long, value_name = "FILE")]
     provisioning: Option<PathBuf>,
-    /// Where to write the JSON report.
-    #[arg(long, default_value = "vitalmesh-report.json")]
-    report: PathBuf,
+    /// Where to write the JSON report (default `vitalmesh-report.json`;
+    /// with --shard, the part file, default `part-I.json`).
+    #[arg(long)]
+    report: Option<PathBuf>,
     /// Also write the report as one self-contained HTML page.
     #[arg(long, value_name = "OUT.html")]
-    html: Option<PathBuf>,
+    pub(crate) html: Option<PathBuf>,
     /// Also write end-to-end latency as an HdrHistogram interval log.
     #[arg(long, value_name = "FILE.hlog")]
     hdr_log: Option<PathBuf>,
     /// Use an existing broker, e.g. mqtt://127.0.0.1:1883, instead of the
-    /// embedded one.
-    #[arg(long, value_name = "URL")]
-    broker: Option<String>,
+    /// embedded one. Several nodes of a clustered broker are given
+    /// separated by commas: clients spread over them and move to another
+    /// when theirs stops answering.
+    #[arg(long, value_name = "URL[,URL...]")]
+    pub(crate) broker: Option<String>,
     /// Log every client in to the external broker with its own credentials
     /// (user name: a node's id, `g<id>` for a gateway, `a<id>` for an
     /// aggregator; password derived from the run's provisioning secret). The
@@ -113,11 +119,65 @@ pub(crate) struct RunArgs {
     control: Option<PathBuf>,
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 5)]
-    progress_every: u64,
+    pub(crate) progress_every: u64,
     /// Serve the run's live figures for Prometheus at http://ADDR/metrics,
     /// e.g. 127.0.0.1:9464.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Run shard I of N (`0/3`): the nodes, gateways and aggregators whose
+    /// id is I modulo N, against --broker; every shard runs the whole
+    /// schedule and applies what it owns. Writes a part file for
+    /// `vitalmesh merge`.
+    #[arg(long, value_name = "I/N", value_parser = vitalmesh_sim::shard::Shard::parse,
+          requires = "broker", conflicts_with_all = ["virtual_time", "html", "hdr_log", "broker_auth", "local_shards"])]
+    pub(crate) shard: Option<vitalmesh_sim::shard::Shard>,
+    /// The id the shards of one run share (default: from the scenario, the
+    /// seed and the shard count). Give each run its own when runs of the
+    /// same scenario and seed may overlap on one broker.
+    #[arg(long, value_name = "ID")]
+    pub(crate) run_id: Option<String>,
+    /// How long a shard waits for the other shards to come up.
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "120s")]
+    pub(crate) shard_wait: Duration,
+    /// Run N shards as processes on this machine against --broker (or a
+    /// mosquitto started for the run), then merge their parts into one
+    /// report: the way past one process's file-descriptor limit.
+    #[arg(long, value_name = "N", conflicts_with_all = ["virtual_time", "broker_auth", "tls"])]
+    pub(crate) local_shards: Option<u32>,
+}
+
+impl RunArgs {
+    /// Where the report (or a shard's part) goes.
+    pub(crate) fn report_path(&self) -> PathBuf {
+        match (&self.report, self.shard) {
+            (Some(p), _) => p.clone(),
+            (None, Some(shard)) => PathBuf::from(format!("part-{}.json", shard.index)),
+            (None, None) => PathBuf::from("vitalmesh-report.json"),
+        }
+    }
+
+    /// The scenario as a part file records it, so the merge builds the
+    /// same one.
+    pub(crate) fn recipe(&self) -> Result<vitalmesh_sim::merge::Recipe> {
+        let text = match &self.scenario {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading '{}'", path.display()))?,
+            ),
+            None => None,
+        };
+        Ok(vitalmesh_sim::merge::Recipe {
+            file: self.scenario.as_ref().map(|p| p.display().to_string()),
+            text,
+            nodes: self.nodes,
+            wards: self.wards,
+            aggregators: self.aggregators,
+            partitions: self.partitions,
+            sample_interval_ms: self.sample_interval.map(|d| d.as_millis() as u64),
+            duration_ms: self.duration.map(|d| d.as_millis() as u64),
+            connect_rate: self.connect_rate,
+        })
+    }
 }
 
 /// The program the embedded broker runs as. On Linux `/proc/self/exe`
@@ -135,7 +195,7 @@ pub(crate) fn broker_program() -> Result<PathBuf> {
 /// The run's one source of truth: the scenario file, or the flags through
 /// the same validation, with the command-line overrides applied and
 /// checked like the file's own values.
-fn build_scenario(args: &RunArgs) -> Result<(Scenario, u64)> {
+pub(crate) fn build_scenario(args: &RunArgs) -> Result<(Scenario, u64)> {
     let flags = MeshFlags {
         nodes: args.nodes,
         wards: args.wards,
@@ -157,10 +217,8 @@ fn build_scenario(args: &RunArgs) -> Result<(Scenario, u64)> {
     if let Some(r) = args.connect_rate {
         scenario = scenario.with_connect_rate(r)?;
     }
-    if let Some(url) = &args.broker {
-        let parsed = vitalmesh_scenario::broker_url::parse(url)
-            .map_err(|e| anyhow::anyhow!("--broker: {e}"))?;
-        scenario = scenario.with_external_broker(parsed)?;
+    if let Some(first) = brokers(args)?.into_iter().next() {
+        scenario = scenario.with_external_broker(first)?;
     }
     if args.tls {
         scenario = scenario.with_tls()?;
@@ -203,6 +261,26 @@ fn build_scenario(args: &RunArgs) -> Result<(Scenario, u64)> {
     }
     let seed = crate::seed::resolve(args.seed.or(scenario.seed));
     Ok((scenario, seed))
+}
+
+/// The brokers `--broker` names, comma-separated, all over TLS or none.
+fn brokers(args: &RunArgs) -> Result<Vec<vitalmesh_scenario::broker_url::BrokerUrl>> {
+    let Some(list) = &args.broker else {
+        return Ok(Vec::new());
+    };
+    let urls = list
+        .split(',')
+        .map(|url| {
+            vitalmesh_scenario::broker_url::parse(url.trim())
+                .map_err(|e| anyhow::anyhow!("--broker: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if urls.iter().any(|u| u.tls != urls[0].tls) {
+        bail!(
+            "--broker: '{list}' mixes mqtt:// and mqtts://; expected every node of the broker over TLS or none"
+        );
+    }
+    Ok(urls)
 }
 
 /// A small text file (at most 4 KiB, a regular file): a provisioning file
@@ -420,11 +498,15 @@ pub(crate) struct Finished {
     pub(crate) report: Report,
     pub(crate) intervals: Option<Vec<(f64, Histogram<u64>)>>,
     pub(crate) started: SystemTime,
+    pub(crate) part: Option<vitalmesh_sim::merge::ShardPart>,
 }
 
 pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
+    if args.local_shards.is_some() {
+        return crate::shard_cmd::run_local(args);
+    }
     let (scenario, seed) = build_scenario(args)?;
-    let report_out = Output::create("--report", &args.report)?;
+    let report_out = Output::create("--report", &args.report_path())?;
     let hdr_out = args
         .hdr_log
         .as_deref()
@@ -439,6 +521,25 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     config.keep_intervals = hdr_out.is_some();
     config.broker_auth = args.broker_auth;
     config.tls_ca = args.tls_ca.clone();
+    if let vitalmesh_mesh::broker::BrokerSpec::External { also, .. } = &mut config.broker {
+        *also = brokers(args)?
+            .into_iter()
+            .skip(1)
+            .map(|u| (u.host, u.port))
+            .collect();
+    }
+    if let Some(shard) = args.shard {
+        let recipe = args.recipe()?;
+        config.shard = Some(vitalmesh_mesh::ShardPlan {
+            shard,
+            run_id: args
+                .run_id
+                .clone()
+                .unwrap_or_else(|| crate::shard_cmd::run_id(&recipe, seed, shard.count)),
+            recipe,
+            wait: args.shard_wait,
+        });
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .worker_threads(if args.virtual_time { 1 } else { 2 })
@@ -532,6 +633,7 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
                 report: o.report,
                 intervals: o.intervals,
                 started: o.started,
+                part: o.part,
             })
             .map_err(Into::into)
     };
@@ -543,7 +645,15 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
         .as_ref()
         .map_err(|e| anyhow::anyhow!("{e:#}"))
         .and_then(|o| {
-            let json = o.report.to_json();
+            // A shard writes its part for the merge, not a report.
+            let json = match &o.part {
+                Some(part) => {
+                    let mut json = serde_json::to_vec(part)?;
+                    json.push(b'\n');
+                    json
+                }
+                None => o.report.to_json(),
+            };
             let report = report_out.write(&json)?;
             let html = match html_out {
                 Some(out) => {
@@ -575,8 +685,25 @@ pub(crate) fn run(args: &RunArgs) -> Result<ExitCode> {
     let _ = ui.join();
     let outcome = outcome?;
     let report = &outcome.report;
-    println!("{}", report.summary());
     let (report_path, hdr_log, html) = written?;
+    if let Some(shard) = args.shard {
+        println!(
+            "Shard {shard}: {} nodes produced {} samples; its aggregators ingested {}",
+            outcome.part.as_ref().map_or(0, |p| p.nodes.len()),
+            report.ledger.total.produced,
+            outcome.part.as_ref().map_or(0, |p| p.delivered_total),
+        );
+        println!(
+            "Part         {} (merge every shard's: vitalmesh merge part-*.json --report run.json)",
+            report_path.display()
+        );
+        return Ok(ExitCode::from(if report.interrupted {
+            EXIT_INTERRUPTED
+        } else {
+            0
+        }));
+    }
+    println!("{}", report.summary());
     println!("Report       {}", report_path.display());
     if let Some(path) = html {
         println!("HTML report  {}", path.display());

@@ -76,5 +76,6 @@ pub(crate) fn run(
         report: outcome.report,
         intervals: outcome.intervals,
         started: start,
+        part: None,
     })
 }

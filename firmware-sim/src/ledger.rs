@@ -14,7 +14,7 @@
 use vitalmesh_wire::SeqSet;
 
 /// One node's accounting.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeLedger {
     /// Samples taken.
     pub produced: u64,

@@ -346,7 +346,7 @@ pub enum Event {
 }
 
 /// Counters for dashboards and reports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AggregatorStats {
     /// Samples ingested for the first time as primary.
     pub ingested: u64,

@@ -15,7 +15,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vitalmesh_wire::{AggregatorId, AlertNotice, NodeId, Timestamp, VitalSign};
 
 pub use vitalmesh_wire::{Scope, Severity};
@@ -25,7 +25,7 @@ use crate::membership::DownReason;
 use crate::news2::Risk;
 
 /// The statistic behind an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Evidence {
     /// What was measured (a CUSUM sum, a z-score, a NEWS2 total, a run
     /// length …).
@@ -37,7 +37,7 @@ pub struct Evidence {
 }
 
 /// Which sensor check found a fault (`domain-science.md` §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SensorCheck {
     /// Outside the physiological or device range.
@@ -87,7 +87,7 @@ impl SensorCheck {
 }
 
 /// What an alert concludes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AlertKind {
     /// A patient's NEWS2 band held for the persistence time (RCP 2017
@@ -190,7 +190,7 @@ pub struct AlertKey {
 }
 
 /// An alert, raised or cleared.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// What it concludes.
     #[serde(flatten)]

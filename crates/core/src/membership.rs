@@ -16,7 +16,7 @@ use vitalmesh_wire::{AggregatorId, AggregatorState, AggregatorStatus, Timestamp}
 use crate::phi::{PhiConfig, PhiDetector};
 
 /// Why a peer is considered down.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DownReason {
     /// It said goodbye.

@@ -8,7 +8,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vitalmesh_wire::{Acvpu, FaultFlags, SpO2Scale, Vitals};
 
 /// The seven NEWS2 parameters.
@@ -103,7 +103,7 @@ impl FromIterator<Parameter> for ParameterSet {
 }
 
 /// Clinical risk (Chart 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Risk {
     /// Aggregate 0–4 with no single red score.

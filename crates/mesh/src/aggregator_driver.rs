@@ -91,7 +91,6 @@ pub(crate) async fn run_aggregator(
     link: Arc<LinkConditions>,
 ) {
     let id: AggregatorId = agg.id();
-    let addr = rt.broker[usize::from(id.0) % rt.broker.len()];
     let mut options = ConnectOptions::new(
         agg.config().topics.aggregator_client_id(id, 0),
         rt.keep_alive_secs,
@@ -151,6 +150,9 @@ pub(crate) async fn run_aggregator(
                     &mut options,
                 );
             }
+            // The next broker address after each failed attempt: a
+            // clustered broker's live node when this one died.
+            let addr = rt.broker[(usize::from(id.0) + id_generation as usize) % rt.broker.len()];
             match Connection::connect_over(
                 addr,
                 rt.tls.as_ref(),

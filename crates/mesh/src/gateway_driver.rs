@@ -63,7 +63,6 @@ pub(crate) async fn run_gateway(
     link: Arc<LinkConditions>,
 ) -> GatewayFinal {
     let id = cell.id();
-    let addr = rt.broker[id.0 as usize % rt.broker.len()];
     let relay_topic = rt.topics.relay(cell.topic_partition(), id);
     let ack_topic = rt.topics.ack(cell.topic_partition());
     let counters = &rt.counters;
@@ -87,7 +86,7 @@ pub(crate) async fn run_gateway(
                     counters.connect_attempts.fetch_add(1, Ordering::Relaxed);
                     connecting = Some(Box::pin(node_driver::connect(
                         rt.clone(),
-                        addr,
+                        rt.broker_for(id.0 as usize, id_generation),
                         rt.topics.gateway_client_id(id, id_generation),
                         vitalmesh_wire::envelope::Principal::Gateway(id),
                         link.clone(),

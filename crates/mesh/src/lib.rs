@@ -37,8 +37,9 @@ pub mod node_driver;
 pub mod procfs;
 pub mod rogue;
 pub mod run;
+mod shard_link;
 
 pub use error::MeshError;
 pub use node_driver::NodeCommand;
-pub use run::{Mesh, MeshCommand, MeshConfig, Outcome, RunControl, run};
+pub use run::{Mesh, MeshCommand, MeshConfig, Outcome, RunControl, ShardPlan, run};
 pub use vitalmesh_sim::{Phase, Snapshot, TimelineEntry, ledger, report};

@@ -172,6 +172,15 @@ pub(crate) async fn connect(
     .await
 }
 
+impl NodeRuntime {
+    /// The broker address a client connects to: spread by `index`, and
+    /// the next one after each failed attempt (`generation`), so clients
+    /// of a clustered broker whose node died move to a live one.
+    pub(crate) fn broker_for(&self, index: usize, generation: u32) -> SocketAddr {
+        self.broker[(index + generation as usize) % self.broker.len()]
+    }
+}
+
 /// Runs `node` until told to stop.
 pub(crate) async fn run_node(
     mut node: Node,
@@ -181,7 +190,6 @@ pub(crate) async fn run_node(
 ) -> NodeFinal {
     let id = node.id();
     let index = id.0 as usize;
-    let addr = rt.broker[index % rt.broker.len()];
     let data_topic = rt.topics.data(node.partition(), id);
     let ack_topic = rt.topics.ack(node.partition());
     let counters = &rt.counters;
@@ -200,7 +208,7 @@ pub(crate) async fn run_node(
                     counters.connect_attempts.fetch_add(1, Ordering::Relaxed);
                     connecting = Some(Box::pin(connect(
                         rt.clone(),
-                        addr,
+                        rt.broker_for(index, id_generation),
                         rt.topics.node_client_id(id, id_generation),
                         Principal::Node(id),
                         link.clone(),

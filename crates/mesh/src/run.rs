@@ -29,9 +29,11 @@ use vitalmesh_firmware::SensorFault;
 use vitalmesh_firmware::physiology::FeverEpisode;
 use vitalmesh_scenario::{BrokerChoice, Limits, RogueKind, Scenario};
 use vitalmesh_sim::ledger::NodeFinal;
+use vitalmesh_sim::merge::{PART_FORMAT, PartLatency, Recipe, ShardPart, encode_histogram};
 use vitalmesh_sim::report::{
     ConnectionsReport, CpuReport, GatewaysReport, MemoryReport, RogueReport,
 };
+use vitalmesh_sim::shard::{Shard, ShardStatus};
 use vitalmesh_sim::{
     Command, GatewayOp, LinkOp, LinkTarget, NodeOp, Observer, Percentiles, Phase, RatePoint,
     ReportInputs, Run, RunMode, Seconds, Snapshot, TimelineEntry, setup,
@@ -52,6 +54,7 @@ use crate::node_driver::{Mailbox, NodeCommand, NodeRuntime, run_node};
 use crate::procfs;
 use crate::report::Report;
 use crate::rogue::{self, RogueCounters, RogueTarget};
+use crate::shard_link::ShardLink;
 
 /// A real-time run: the validated scenario, its seed, and the knobs only a
 /// real-time run has. Everything a scenario can say is said by the
@@ -79,6 +82,23 @@ pub struct MeshConfig {
     /// The authority an external TLS broker's certificate chains to
     /// (`--tls-ca`); the embedded broker's is made for the run.
     pub tls_ca: Option<PathBuf>,
+    /// Run one shard of a sharded run (`--shard I/N`), or the whole.
+    pub shard: Option<ShardPlan>,
+}
+
+/// One shard of a sharded run: which, the run it belongs to, and how the
+/// merge builds its scenario again.
+#[derive(Debug, Clone)]
+pub struct ShardPlan {
+    /// Which shard.
+    pub shard: Shard,
+    /// The run's id, the same in every shard (status messages of other
+    /// runs on the broker are ignored).
+    pub run_id: String,
+    /// The scenario as the part file records it.
+    pub recipe: Recipe,
+    /// How long to wait for the other shards to be ready.
+    pub wait: Duration,
 }
 
 impl MeshConfig {
@@ -96,6 +116,7 @@ impl MeshConfig {
             BrokerChoice::External { host, port } => BrokerSpec::External {
                 host: host.clone(),
                 port: *port,
+                also: Vec::new(),
             },
         };
         Self {
@@ -107,6 +128,7 @@ impl MeshConfig {
             keep_intervals: false,
             broker_auth: false,
             tls_ca: None,
+            shard: None,
         }
     }
 
@@ -195,6 +217,12 @@ pub struct Mesh {
     rogues: Vec<RogueRun>,
     seconds: Seconds,
     host: HostSampler,
+    /// What this process runs: the whole mesh, or one shard of it.
+    shard: Shard,
+    /// Direct nodes and gateways this process connects.
+    clients: u32,
+    /// A sharded run's link to the other shards.
+    shard_link: Option<ShardLink>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -216,11 +244,15 @@ impl Mesh {
     pub async fn start(config: MeshConfig) -> Result<Self, MeshError> {
         let scenario = &config.scenario;
         let nodes = scenario.population.nodes();
-        // One MQTT connection per direct node and per gateway.
+        let shard = config.shard.as_ref().map_or(Shard::WHOLE, |p| p.shard);
+        // One MQTT connection per direct node and per gateway (of this
+        // shard's).
         let clients = if scenario.population.has_gateways() {
-            scenario.population.gateways()
+            (0..scenario.population.gateways())
+                .filter(|g| shard.owns_gateway(GatewayId(*g)))
+                .count() as u32
         } else {
-            nodes
+            (0..nodes).filter(|n| shard.owns_node(NodeId(*n))).count() as u32
         };
         crate::limits::check_budget(u64::from(clients) + u64::from(scenario.aggregators) + 8)?;
         let clock = RunClock::start();
@@ -260,7 +292,7 @@ impl Mesh {
                 (BrokerSpec::External { host, .. }, Some(ca)) => {
                     BrokerTls::trusting(TlsClient::from_ca_file(ca, host)?)
                 }
-                (BrokerSpec::External { host, port }, None) => {
+                (BrokerSpec::External { host, port, .. }, None) => {
                     return Err(MeshError::config(
                         "tls-ca",
                         format!(
@@ -278,9 +310,10 @@ impl Mesh {
             .map_err(|e| MeshError::config("topic_root", e.to_string()))?;
         let keys = setup::keyring(scenario, config.seed);
         let counters = Arc::new(LiveCounters::new(nodes as usize));
+        // A shard ships its per-second histograms: the merge adds them.
         let observer = Arc::new(Mutex::new(Observer::new(
             scenario.population,
-            config.keep_intervals,
+            config.keep_intervals || config.shard.is_some(),
         )));
         let node_rt = Arc::new(NodeRuntime {
             clock,
@@ -310,7 +343,7 @@ impl Mesh {
             nodes: (0..nodes)
                 .map(|n| {
                     let direct = scenario.population.gateway_of(NodeId(n)).is_none();
-                    direct.then(|| NodeSlot {
+                    (direct && shard.owns_node(NodeId(n))).then(|| NodeSlot {
                         mailbox: Arc::new(Mailbox::default()),
                         task: None,
                         link: Arc::new(LinkConditions::default()),
@@ -348,7 +381,13 @@ impl Mesh {
             rogues: Vec::new(),
             seconds: Seconds::default(),
             host: HostSampler::default(),
+            shard,
+            clients,
+            shard_link: None,
         };
+        if let Some(plan) = &mesh.config.shard {
+            mesh.shard_link = Some(ShardLink::start(plan, mesh.node_rt.clone()));
+        }
         for id in 0..mesh.config.scenario.aggregators {
             mesh.spawn_aggregator(AggregatorId(id));
         }
@@ -357,10 +396,26 @@ impl Mesh {
         for g in 0..mesh.gateways.len() as u32 {
             mesh.spawn_gateway(GatewayId(g));
         }
+        if let Some(link) = &mesh.shard_link {
+            link.ready(mesh.clock.now());
+            let start_at = link
+                .start_at(
+                    mesh.clock,
+                    mesh.config
+                        .shard
+                        .as_ref()
+                        .map_or(Duration::ZERO, |p| p.wait),
+                )
+                .await?;
+            tokio::time::sleep_until(mesh.clock.instant_of(start_at)).await;
+        }
         Ok(mesh)
     }
 
     fn spawn_aggregator(&mut self, id: AggregatorId) {
+        if !self.shard.owns_aggregator(id) {
+            return;
+        }
         let slot = &mut self.aggregators[usize::from(id.0)];
         slot.incarnation += 1;
         slot.control = Arc::new(AggregatorControl::default());
@@ -382,30 +437,47 @@ impl Mesh {
 
     async fn wait_for_aggregators(&self) -> Result<(), MeshError> {
         let want = usize::from(self.config.scenario.aggregators);
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let mine = (0..self.config.scenario.aggregators)
+            .filter(|a| self.shard.owns_aggregator(AggregatorId(*a)))
+            .count();
+        // A shard waits for the others' aggregators too: they start when
+        // their processes do.
+        let wait = match &self.config.shard {
+            Some(plan) => plan.wait,
+            None => Duration::from_secs(20),
+        };
+        let deadline = Instant::now() + wait;
         loop {
-            let owned: u32 = {
+            let agreed = {
                 let o = locked(&self.observer);
                 let agreed = o
                     .aggregators
                     .values()
                     .filter(|v| v.up && v.live_view.len() == want)
                     .count();
-                if agreed == want {
-                    o.aggregators
-                        .values()
-                        .map(|v| u32::from(v.stats.primary_partitions))
-                        .sum()
-                } else {
-                    0
-                }
+                let owned: u32 = o
+                    .aggregators
+                    .values()
+                    .map(|v| u32::from(v.stats.primary_partitions))
+                    .sum();
+                // Unsharded, this process sees every owner; a shard sees
+                // its own aggregators agree on the whole membership.
+                agreed == mine
+                    && (self.config.shard.is_some()
+                        || owned == u32::from(self.config.scenario.partitions))
             };
-            if owned == u32::from(self.config.scenario.partitions) {
+            if agreed {
                 return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(MeshError::Broker(format!(
-                    "the {want} aggregators did not agree on partition ownership within 20 s; is the broker delivering?"
+                    "the {want} aggregators did not agree on partition ownership within {} s; is the broker delivering{}?",
+                    wait.as_secs(),
+                    if self.config.shard.is_some() {
+                        ", and are the other shards running"
+                    } else {
+                        ""
+                    }
                 )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -499,7 +571,7 @@ impl Mesh {
                     }
                 }
                 Command::Gateways { gateways, op } => {
-                    for g in gateways {
+                    for g in gateways.into_iter().filter(|g| self.shard.owns_gateway(*g)) {
                         if let Some(slot) = self.gateways.get(g.0 as usize) {
                             slot.mailbox.send(match op {
                                 GatewayOp::Crash => GatewayCommand::Crash,
@@ -628,6 +700,9 @@ impl Mesh {
                         }
                     }
                 }
+                // Rogue clients attack from the first shard only: the
+                // attack is the scenario's, not one per shard.
+                Command::Rogue { .. } if self.shard.index != 0 => {}
                 Command::Rogue {
                     kind,
                     messages,
@@ -665,6 +740,9 @@ impl Mesh {
     }
 
     fn spawn_node(&mut self, id: NodeId) {
+        if !self.shard.owns_device(&self.config.scenario.population, id) {
+            return;
+        }
         let node = setup::node(
             &self.config.scenario,
             self.config.seed,
@@ -691,6 +769,9 @@ impl Mesh {
     }
 
     fn spawn_gateway(&mut self, id: GatewayId) {
+        if !self.shard.owns_gateway(id) {
+            return;
+        }
         let Some(cell) = setup::gateway(&self.config.scenario, self.config.seed, &self.keys, id)
         else {
             return;
@@ -706,6 +787,9 @@ impl Mesh {
 
     /// Sends `command` to node `id`'s task, or to its gateway's.
     fn send_to_node(&self, id: NodeId, command: NodeCommand) {
+        if !self.shard.owns_device(&self.config.scenario.population, id) {
+            return;
+        }
         match self.config.scenario.population.gateway_of(id) {
             Some(g) => {
                 if let Some(slot) = self.gateways.get(g.0 as usize) {
@@ -743,7 +827,7 @@ impl Mesh {
         if started.elapsed() < Duration::from_secs(seconds_done as u64 + 1) {
             if self.host.all_connected_after.is_none()
                 && self.run.ramped()
-                && self.counters.connected.load(Ordering::Relaxed) >= self.nodes.len() as i64
+                && self.counters.connected.load(Ordering::Relaxed) >= i64::from(self.clients)
             {
                 self.host.all_connected_after = Some(started.elapsed());
             }
@@ -778,10 +862,35 @@ impl Mesh {
             .map_or(0, |pid| procfs::rss_bytes(&pid.to_string()));
         self.host.broker_peak = self.host.broker_peak.max(self.host.broker_rss);
         self.host.broker_cpu.sample(self.broker.child_pid());
+        if let Some(link) = &self.shard_link {
+            link.update(self.shard_status());
+        }
+    }
+
+    /// This shard's figures for the others.
+    fn shard_status(&self) -> ShardStatus {
+        let c = &self.counters;
+        ShardStatus {
+            run: String::new(),
+            shard: self.shard.index,
+            count: self.shard.count,
+            ready_at_us: 0,
+            sent_us: 0,
+            phase: self.phase.name().into(),
+            nodes: self.clients,
+            produced: LiveCounters::get(&c.produced),
+            delivered: locked(&self.observer).delivered_total,
+            connected: c.connected.load(Ordering::Relaxed),
+        }
     }
 
     /// The state now.
     pub fn snapshot(&self) -> Snapshot {
+        // Before the observer is locked: the status reads it too.
+        let whole_run = self
+            .shard_link
+            .as_ref()
+            .map(|l| l.whole(&self.shard_status()));
         let c = &self.counters;
         let o = locked(&self.observer);
         let s = &self.config.scenario;
@@ -795,7 +904,7 @@ impl Mesh {
             elapsed: self.elapsed(),
             origin: self.origin,
             planned: s.duration,
-            nodes: self.nodes.len() as u32,
+            nodes: s.population.nodes(),
             started: self.run.started(),
             connected: c.connected.load(Ordering::Relaxed),
             produced: LiveCounters::get(&c.produced),
@@ -810,6 +919,7 @@ impl Mesh {
             broker: self.broker.report(),
             rss_bytes: self.host.rss,
             broker_rss_bytes: self.host.broker_rss,
+            whole_run,
             ..Snapshot::observed(&o, &self.seconds, self.run.timeline(), s)
         }
     }
@@ -891,6 +1001,10 @@ impl Mesh {
         }
         let gateways = (!self.gateways.is_empty()).then(|| GatewaysReport::of(&gateway_ledgers));
         let report = self.build_report(&finals, gateways, ran_for, interrupted);
+        let part = self.part(&report, finals, ran_for, interrupted);
+        if let Some(link) = self.shard_link.take() {
+            link.stop(self.shard_status()).await;
+        }
         let intervals = locked(&self.observer).intervals.take();
         let started = self.started_wall;
         self.broker.shutdown().await;
@@ -898,7 +1012,70 @@ impl Mesh {
             report,
             intervals,
             started,
+            part,
         }
+    }
+
+    /// A sharded run's part file: what the merge needs from this shard.
+    fn part(
+        &self,
+        report: &Report,
+        finals: Vec<NodeFinal>,
+        ran_for: Duration,
+        interrupted: bool,
+    ) -> Option<ShardPart> {
+        let plan = self.config.shard.as_ref()?;
+        let link = self.shard_link.as_ref()?;
+        let o = locked(&self.observer);
+        Some(ShardPart {
+            format: PART_FORMAT.into(),
+            run_id: plan.run_id.clone(),
+            shard: plan.shard.into(),
+            recipe: plan.recipe.clone(),
+            seed: self.config.seed,
+            origin_us: self.origin.as_micros(),
+            started_at_unix_s: self.clock.started_at().as_secs_f64(),
+            ran_for_s: ran_for.as_secs_f64(),
+            interrupted,
+            nodes: finals,
+            delivered: o
+                .delivered
+                .iter()
+                .enumerate()
+                .filter(|(_, set)| !set.is_empty())
+                .map(|(n, set)| (n as u32, set.clone()))
+                .collect(),
+            delivered_total: o.delivered_total,
+            duplicates: o.duplicates,
+            latency: PartLatency {
+                end_to_end: encode_histogram(&o.e2e_total),
+                per_ward: o.e2e_ward.iter().map(encode_histogram).collect(),
+                publish_ack: encode_histogram(&self.counters.publish_ack_latency.snapshot()),
+                per_second: o
+                    .intervals
+                    .iter()
+                    .flatten()
+                    .filter(|(_, h)| !h.is_empty())
+                    .map(|(at, h)| (*at, encode_histogram(h)))
+                    .collect(),
+            },
+            alerts: o.history.clone(),
+            news2_five: o
+                .news2_five
+                .iter()
+                .map(|(&(node, admission), &at)| (node, admission, at))
+                .collect(),
+            wards: o.wards.clone(),
+            rejected: o
+                .rejected
+                .iter()
+                .map(|(k, n)| ((*k).to_string(), *n))
+                .collect(),
+            aggregators: o.aggregators.values().cloned().collect(),
+            ownership: o.ownership.clone(),
+            clock: link.clock(),
+            report: serde_json::from_slice(&report.to_json()).unwrap_or_default(),
+        })
     }
 
     fn build_report(
@@ -977,6 +1154,8 @@ pub struct Outcome {
     pub intervals: Option<Vec<(f64, Histogram<u64>)>>,
     /// Wall-clock start.
     pub started: SystemTime,
+    /// A shard's part file (`--shard`), for `vitalmesh merge`.
+    pub part: Option<ShardPart>,
 }
 
 /// How a caller watches and steers [`run`].

@@ -14,7 +14,7 @@ use vitalmesh_firmware::ledger::NodeLedger;
 use vitalmesh_wire::{NodeId, SeqSet};
 
 /// What a node leaves behind when a run ends.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NodeFinal {
     /// The node.
     pub id: NodeId,

@@ -40,6 +40,7 @@ pub mod exposition;
 pub mod health;
 pub mod latency;
 pub mod ledger;
+pub mod merge;
 pub mod observe;
 pub mod report;
 pub mod run;

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vitalmesh_core::detect::{Step, WardBucket, WardCounts};
 use vitalmesh_core::incident::{IncidentBook, IncidentConfig};
 use vitalmesh_core::{
@@ -28,7 +28,7 @@ pub const ALERTS_KEPT: usize = 5000;
 pub const ALERT_HISTORY: usize = 200_000;
 
 /// One judged bucket of a ward's series.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WardPoint {
     /// Bucket start, seconds since the nodes started.
     pub at_s: f64,
@@ -44,7 +44,7 @@ pub struct WardPoint {
 pub const WINDOW_SECONDS: usize = 10;
 
 /// What the observer knows about one aggregator.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AggregatorView {
     /// Its id.
     pub id: u16,
@@ -83,7 +83,7 @@ pub struct AggregatorStatusUpdate {
 }
 
 /// A partition changing primary owner.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OwnershipMove {
     /// Seconds since the nodes started.
     pub at_s: f64,
@@ -99,7 +99,7 @@ pub struct OwnershipMove {
 }
 
 /// Partition ownership over the run.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct OwnershipReport {
     /// Per aggregator: primary partitions held at the end of each second.
     pub primary_per_second: BTreeMap<u16, Vec<u16>>,

@@ -14,10 +14,12 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
 use vitalmesh_core::Population;
 use vitalmesh_wire::{AggregatorId, GatewayId, NodeId, SeqSet};
 
 use crate::ledger::{self, Ledger, NodeFinal};
+use crate::merge::PartClock;
 
 /// Shard `index` of `count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,9 +66,195 @@ impl Shard {
         self.owns(id.0)
     }
 
+    /// Whether this shard runs the device of node `id`: its gateway's
+    /// shard for a node behind a gateway, its own otherwise.
+    pub fn owns_device(self, population: &Population, id: NodeId) -> bool {
+        match population.gateway_of(id) {
+            Some(g) => self.owns_gateway(g),
+            None => self.owns_node(id),
+        }
+    }
+
     /// Whether this shard runs aggregator `id`.
     pub fn owns_aggregator(self, id: AggregatorId) -> bool {
         self.owns(u32::from(id.0))
+    }
+}
+
+impl std::fmt::Display for Shard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.index, self.count)
+    }
+}
+
+/// What a shard says about itself on the broker, about twice a second:
+/// that it is ready (its aggregators agree), and how its part of the run
+/// goes. Shards start the schedule together from these, estimate each
+/// other's clocks from their send times, and show the whole run live.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardStatus {
+    /// The run (shards of other runs on the same broker are ignored).
+    pub run: String,
+    /// Which shard.
+    pub shard: u32,
+    /// Of how many.
+    pub count: u32,
+    /// When it became ready, µs since the Unix epoch on its clock (0: not
+    /// yet).
+    pub ready_at_us: u64,
+    /// When this message was sent, on its clock.
+    pub sent_us: u64,
+    /// `starting`, `ramping`, `running`, `draining`, `done`.
+    pub phase: String,
+    /// Nodes it runs.
+    pub nodes: u32,
+    /// Samples its nodes produced so far.
+    pub produced: u64,
+    /// Distinct samples its aggregators ingested so far.
+    pub delivered: u64,
+    /// Its nodes connected now.
+    pub connected: i64,
+}
+
+/// The whole run as the shards' status messages tell it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct WholeRun {
+    /// Shards heard from (this one included).
+    pub shards_heard: u32,
+    /// Of how many.
+    pub count: u32,
+    /// Samples produced by every shard's nodes.
+    pub produced: u64,
+    /// Distinct samples ingested by every shard's aggregators.
+    pub delivered: u64,
+    /// Nodes connected in every shard.
+    pub connected: i64,
+}
+
+/// What a shard knows of the others: their latest status and the least
+/// apparent transit time of their messages. Pure: the driver hands it the
+/// bytes it received and the time it received them.
+#[derive(Debug, Clone)]
+pub struct ShardBoard {
+    run: String,
+    me: Shard,
+    ready_at_us: u64,
+    peers: BTreeMap<u32, ShardStatus>,
+    min_transit_us: BTreeMap<u32, i64>,
+}
+
+impl ShardBoard {
+    /// Time from the last shard becoming ready to time zero of the
+    /// schedule: long enough for its status to reach everyone.
+    pub const START_MARGIN_US: u64 = 2_000_000;
+
+    /// A board for shard `me` of run `run`.
+    pub fn new(run: impl Into<String>, me: Shard) -> Self {
+        Self {
+            run: run.into(),
+            me,
+            ready_at_us: 0,
+            peers: BTreeMap::new(),
+            min_transit_us: BTreeMap::new(),
+        }
+    }
+
+    /// This shard is ready (once: later calls keep the first time).
+    pub fn ready(&mut self, at_us: u64) {
+        if self.ready_at_us == 0 {
+            self.ready_at_us = at_us.max(1);
+        }
+    }
+
+    /// A status message received at `received_us` (this shard's clock).
+    /// Messages of other runs, of this shard itself, and bytes that are
+    /// not a status are ignored; returns whether it was taken.
+    pub fn handle(&mut self, bytes: &[u8], received_us: u64) -> bool {
+        let Ok(status) = serde_json::from_slice::<ShardStatus>(bytes) else {
+            return false;
+        };
+        if status.run != self.run
+            || status.count != self.me.count
+            || status.shard >= self.me.count
+            || status.shard == self.me.index
+        {
+            return false;
+        }
+        let transit = received_us as i64 - status.sent_us as i64;
+        let least = self.min_transit_us.entry(status.shard).or_insert(transit);
+        *least = (*least).min(transit);
+        self.peers.insert(status.shard, status);
+        true
+    }
+
+    /// Time zero of the schedule, once every shard is ready: the last
+    /// one's ready time plus [`ShardBoard::START_MARGIN_US`]. Every shard
+    /// computes it from the same figures, so all start together (to within
+    /// their clocks' offsets).
+    pub fn start_at_us(&self) -> Option<u64> {
+        if self.ready_at_us == 0 {
+            return None;
+        }
+        let ready: Vec<u64> = self
+            .peers
+            .values()
+            .map(|p| p.ready_at_us)
+            .filter(|&t| t > 0)
+            .collect();
+        (ready.len() + 1 == self.me.count as usize)
+            .then(|| ready.into_iter().fold(self.ready_at_us, u64::max) + Self::START_MARGIN_US)
+    }
+
+    /// Shards not yet ready, for a message while waiting.
+    pub fn not_ready(&self) -> Vec<u32> {
+        (0..self.me.count)
+            .filter(|&i| {
+                if i == self.me.index {
+                    self.ready_at_us == 0
+                } else {
+                    self.peers.get(&i).is_none_or(|p| p.ready_at_us == 0)
+                }
+            })
+            .collect()
+    }
+
+    /// This shard's status, to publish: `mine` with the run, shard and
+    /// ready time filled in.
+    pub fn status(&self, mine: ShardStatus, sent_us: u64) -> Vec<u8> {
+        let status = ShardStatus {
+            run: self.run.clone(),
+            shard: self.me.index,
+            count: self.me.count,
+            ready_at_us: self.ready_at_us,
+            sent_us,
+            ..mine
+        };
+        serde_json::to_vec(&status).expect("a status serialises")
+    }
+
+    /// The whole run: `mine` plus the latest from every other shard.
+    pub fn whole(&self, mine: &ShardStatus) -> WholeRun {
+        let mut whole = WholeRun {
+            shards_heard: 1,
+            count: self.me.count,
+            produced: mine.produced,
+            delivered: mine.delivered,
+            connected: mine.connected,
+        };
+        for p in self.peers.values() {
+            whole.shards_heard += 1;
+            whole.produced += p.produced;
+            whole.delivered += p.delivered;
+            whole.connected += p.connected;
+        }
+        whole
+    }
+
+    /// What the part file records of the others' clocks.
+    pub fn clock(&self) -> PartClock {
+        PartClock {
+            min_transit_us: self.min_transit_us.clone(),
+        }
     }
 }
 
@@ -154,6 +342,79 @@ mod tests {
             Shard::parse("3")
                 .unwrap_err()
                 .contains("'3' is not a shard")
+        );
+    }
+
+    fn status(run: &str, shard: u32, ready_at_us: u64, sent_us: u64) -> Vec<u8> {
+        serde_json::to_vec(&ShardStatus {
+            run: run.into(),
+            shard,
+            count: 3,
+            ready_at_us,
+            sent_us,
+            phase: "starting".into(),
+            nodes: 10,
+            produced: 100 * u64::from(shard),
+            delivered: 90 * u64::from(shard),
+            connected: 10,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn shards_start_together_once_all_are_ready_and_ignore_other_runs() {
+        let me = Shard { index: 0, count: 3 };
+        let mut board = ShardBoard::new("run-a", me);
+        assert_eq!(board.start_at_us(), None, "not ready itself");
+        board.ready(5_000_000);
+        assert!(board.handle(&status("run-a", 1, 7_000_000, 7_100_000), 7_100_400));
+        assert!(!board.handle(&status("run-b", 2, 6_000_000, 6_000_000), 6_000_100));
+        assert!(!board.handle(b"\xff not json", 1));
+        assert!(!board.handle(&status("run-a", 0, 1, 1), 1), "its own echo");
+        assert_eq!(board.not_ready(), vec![2]);
+        assert_eq!(board.start_at_us(), None);
+        assert!(board.handle(&status("run-a", 2, 6_500_000, 7_200_000), 7_199_000));
+        assert_eq!(
+            board.start_at_us(),
+            Some(7_000_000 + ShardBoard::START_MARGIN_US)
+        );
+        // The least transit per peer is kept; a peer ahead shows negative.
+        assert!(board.handle(&status("run-a", 1, 7_000_000, 8_000_000), 8_000_100));
+        let clock = board.clock();
+        assert_eq!(clock.min_transit_us.get(&1), Some(&100));
+        assert_eq!(clock.min_transit_us.get(&2), Some(&-1_000));
+        // The whole run adds this shard's figures to the others' latest.
+        let mine = ShardStatus {
+            run: String::new(),
+            shard: 0,
+            count: 3,
+            ready_at_us: 0,
+            sent_us: 0,
+            phase: "running".into(),
+            nodes: 10,
+            produced: 5,
+            delivered: 4,
+            connected: 10,
+        };
+        let whole = board.whole(&mine);
+        assert_eq!(
+            (
+                whole.shards_heard,
+                whole.produced,
+                whole.delivered,
+                whole.connected
+            ),
+            (3, 305, 274, 30)
+        );
+        let sent: ShardStatus = serde_json::from_slice(&board.status(mine, 9)).unwrap();
+        assert_eq!(
+            (
+                sent.run.as_str(),
+                sent.shard,
+                sent.ready_at_us,
+                sent.sent_us
+            ),
+            ("run-a", 0, 5_000_000, 9)
         );
     }
 

@@ -34,6 +34,19 @@ pub enum Phase {
     Done,
 }
 
+impl Phase {
+    /// Its name, as reports and status messages spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Ramping => "ramping",
+            Self::Running => "running",
+            Self::Draining => "draining",
+            Self::Done => "done",
+        }
+    }
+}
+
 /// One second of throughput (or totals so far).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RatePoint {
@@ -227,6 +240,9 @@ pub struct Snapshot {
     pub rss_bytes: u64,
     /// The broker's RSS (0 where not measured).
     pub broker_rss_bytes: u64,
+    /// In a sharded run: the whole run, from every shard's status on the
+    /// broker (this snapshot's other figures are this shard's).
+    pub whole_run: Option<crate::shard::WholeRun>,
 }
 
 impl Snapshot {

@@ -66,6 +66,20 @@ pub enum WireError {
 }
 
 impl WireError {
+    /// Every name [`WireError::kind`] gives, so a count read back from a
+    /// file (a shard's part) finds its kind again.
+    pub const KINDS: [&'static str; 9] = [
+        "too_large",
+        "truncated",
+        "unsupported_version",
+        "malformed",
+        "trailing_bytes",
+        "invalid",
+        "unknown_sender",
+        "bad_tag",
+        "misattributed",
+    ];
+
     /// A short, stable name for the kind of error, for counting.
     pub fn kind(&self) -> &'static str {
         match self {

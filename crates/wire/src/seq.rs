@@ -131,6 +131,37 @@ impl FromIterator<u64> for SeqSet {
     }
 }
 
+/// As a list of `[start, end)` pairs, so a part file of a sharded run
+/// carries a million contiguous sequence numbers as one pair. Reading one
+/// back accepts pairs in any order and overlapping (they are united);
+/// a pair whose end is before its start is refused.
+impl serde::Serialize for SeqSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.ranges.len()))?;
+        for r in &self.ranges {
+            seq.serialize_element(&[r.start, r.end])?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for SeqSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let pairs = Vec::<[u64; 2]>::deserialize(d)?;
+        let mut set = Self::new();
+        for [start, end] in pairs {
+            if end < start {
+                return Err(serde::de::Error::custom(format!(
+                    "'[{start}, {end}]' is not a range of sequence numbers; expected [start, end] with start <= end"
+                )));
+            }
+            set.insert_range(start..end);
+        }
+        Ok(set)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;

@@ -155,6 +155,22 @@ impl TopicScheme {
         format!("{}/v1/ward/+", self.root)
     }
 
+    /// Where shard `index` of a sharded run says it is ready and how it
+    /// goes (`vitalmesh run --shard`).
+    pub fn shard(&self, index: u32) -> String {
+        format!("{}/v1/shard/{index}", self.root)
+    }
+
+    /// Every shard's status.
+    pub fn shard_filter(&self) -> String {
+        format!("{}/v1/shard/+", self.root)
+    }
+
+    /// MQTT client id of a shard's status link.
+    pub fn shard_client_id(&self, index: u32, generation: u32) -> String {
+        with_generation(format!("{}-s{index}", self.root), generation)
+    }
+
     /// MQTT client id of a node; `generation` counts its failed attempts.
     pub fn node_client_id(&self, node: NodeId, generation: u32) -> String {
         with_generation(format!("{}-n{}", self.root, node.0), generation)

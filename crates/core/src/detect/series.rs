@@ -27,7 +27,7 @@
 
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::detect::method::{Measure, Method, MethodConfig, Scale, WindowKind};
 
@@ -51,7 +51,7 @@ impl Observation {
 }
 
 /// What a detector concluded about one bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct Step {
     /// The statistic (`None` while warming up, or for a bucket that cannot
     /// be judged: a proportion with no census).

@@ -22,14 +22,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use vitalmesh_wire::{AggregatorId, NodeId, PatientBucket, Timestamp, WardReport};
 
 use crate::detect::method::{Method, MethodConfig, quoted_list};
 use crate::detect::series::{Detector, Observation, Step};
 
 /// Which count a ward detector watches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WardSeries {
     /// Febrile patients (most accepted temperatures ≥ 38.1 °C).
@@ -169,7 +169,7 @@ impl WardConfig {
 }
 
 /// A ward's counts over one bucket.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WardCounts {
     /// Patients monitored.
     pub census: u32,

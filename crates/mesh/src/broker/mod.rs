@@ -54,6 +54,9 @@ pub enum BrokerSpec {
         host: String,
         /// Port.
         port: u16,
+        /// More nodes of the same (clustered) broker: clients spread over
+        /// all of them and move to the next when theirs stops answering.
+        also: Vec<(String, u16)>,
     },
 }
 
@@ -66,6 +69,7 @@ impl BrokerSpec {
         Ok(Self::External {
             host: parsed.host,
             port: parsed.port,
+            also: Vec::new(),
         })
     }
 }
@@ -348,7 +352,9 @@ async fn probe(
     login: Option<&BrokerLogin>,
     tls: Option<&TlsClient>,
 ) -> Result<(), MeshError> {
-    let mut options = ConnectOptions::new(format!("vm-probe-{n}"), 5);
+    // The process id keeps two runs' probes (shards on one broker) from
+    // taking each other's sessions over.
+    let mut options = ConnectOptions::new(format!("vm-probe-{}-{n}", std::process::id()), 5);
     if let Some(login) = login {
         login.apply(child::CANARY_USER, &mut options);
     }
@@ -393,27 +399,35 @@ impl BrokerHandle {
             }
         };
         match spec {
-            BrokerSpec::External { host, port } => {
-                let addr = (host.as_str(), port)
-                    .to_socket_addrs()
-                    .map_err(|e| {
-                        MeshError::config("broker", format!("cannot resolve '{host}:{port}': {e}"))
-                    })?
-                    .next()
-                    .ok_or_else(|| {
-                        MeshError::config(
-                            "broker",
-                            format!("'{host}:{port}' resolves to no address"),
-                        )
-                    })?;
-                probe(addr, 0, login.as_ref(), tls_client.as_ref())
-                    .await
-                    .map_err(|e| {
-                        MeshError::Broker(format!(
-                            "cannot connect to the external broker at {addr}: {e}"
-                        ))
-                    })?;
+            BrokerSpec::External { host, port, also } => {
+                let mut addrs = Vec::with_capacity(1 + also.len());
+                for (host, port) in std::iter::once((host, port)).chain(also) {
+                    let addr = (host.as_str(), port)
+                        .to_socket_addrs()
+                        .map_err(|e| {
+                            MeshError::config(
+                                "broker",
+                                format!("cannot resolve '{host}:{port}': {e}"),
+                            )
+                        })?
+                        .next()
+                        .ok_or_else(|| {
+                            MeshError::config(
+                                "broker",
+                                format!("'{host}:{port}' resolves to no address"),
+                            )
+                        })?;
+                    probe(addr, 0, login.as_ref(), tls_client.as_ref())
+                        .await
+                        .map_err(|e| {
+                            MeshError::Broker(format!(
+                                "cannot connect to the external broker at {addr}: {e}"
+                            ))
+                        })?;
+                    addrs.push(addr);
+                }
                 let stats2 = stats.clone();
+                let probed = addrs.clone();
                 let task = tokio::spawn(async move {
                     let mut tick = tokio::time::interval(Duration::from_secs(2));
                     let mut n = 0;
@@ -421,9 +435,11 @@ impl BrokerHandle {
                         tokio::select! {
                             _ = tick.tick() => {
                                 n += 1;
+                                // Each node of a cluster in turn.
+                                let addr = probed[n as usize % probed.len()];
                                 if let Err(e) = probe(addr, n, login.as_ref(), tls_client.as_ref()).await {
                                     stats2.canary_failures.fetch_add(1, Ordering::Relaxed);
-                                    event("canary_failed", e.to_string());
+                                    event("canary_failed", format!("{addr}: {e}"));
                                 }
                             }
                             cmd = rx.recv() => match cmd {
@@ -436,7 +452,7 @@ impl BrokerHandle {
                     }
                 });
                 Ok(Self {
-                    addrs: vec![addr],
+                    addrs,
                     tls,
                     kind: "external",
                     stats,
@@ -706,14 +722,16 @@ mod tests {
             BrokerSpec::parse_url("mqtt://127.0.0.1:1884").unwrap(),
             BrokerSpec::External {
                 host: "127.0.0.1".into(),
-                port: 1884
+                port: 1884,
+                also: Vec::new(),
             }
         );
         assert_eq!(
             BrokerSpec::parse_url("mqtt://broker.local").unwrap(),
             BrokerSpec::External {
                 host: "broker.local".into(),
-                port: 1883
+                port: 1883,
+                also: Vec::new(),
             }
         );
         let err = BrokerSpec::parse_url("http://x:1").unwrap_err().to_string();
