@@ -33,7 +33,7 @@ enum Command {
     Vitals(vitals::VitalsArgs),
     /// Run the mesh: an embedded MQTT broker, sensor nodes and aggregators,
     /// ending with an exact ledger and latency histograms.
-    Run(run_cmd::RunArgs),
+    Run(Box<run_cmd::RunArgs>),
     /// Run a population detector (EARS C1/C2/C3, CUSUM, Poisson CUSUM,
     /// EWMA) on your own series: a CSV with a `count` column (optional
     /// `census`, `time`) in, one row per bucket out with the statistic, its

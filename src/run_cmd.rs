@@ -355,9 +355,16 @@ fn progress_line(s: &Snapshot) -> String {
             s.planned.as_secs_f64()
         ),
     };
+    // A shard says how the whole run goes as well as its own part.
+    let whole = s.whole_run.map_or(String::new(), |w| {
+        format!(
+            " | whole run ({}/{} shards heard): {} connected, produced {} delivered {}",
+            w.shards_heard, w.count, w.connected, w.produced, w.delivered
+        )
+    });
     format!(
-        "{clock} {:<8} {}/{} connected | produced {} delivered {} ({}/s) | buffered {} | e2e p99 {:.1} ms (10 s) | alerts {} | events {}",
-        format!("{:?}", s.phase).to_lowercase(),
+        "{clock} {:<8} {}/{} connected | produced {} delivered {} ({}/s) | buffered {} | e2e p99 {:.1} ms (10 s) | alerts {} | events {}{whole}",
+        s.phase.name(),
         s.connected,
         s.nodes,
         s.produced,

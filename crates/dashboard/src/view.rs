@@ -392,6 +392,25 @@ fn header(area: Rect, buf: &mut Buffer, s: &Snapshot, state: &DashboardState, p:
         (4, Span::raw(format!("seed {}", s.seed))),
         (5, Span::raw(format!("broker {}", s.broker_url))),
     ];
+    // A shard of a sharded run: the whole run as the shards report it.
+    if let Some(w) = s.whole_run {
+        items.insert(
+            5,
+            (
+                2,
+                Span::styled(
+                    format!(
+                        "whole run {}/{} shards: {} connected, {} delivered",
+                        w.shards_heard,
+                        w.count,
+                        thousands(w.connected.max(0) as u64),
+                        thousands(w.delivered)
+                    ),
+                    p.fg(Color::Cyan),
+                ),
+            ),
+        );
+    }
     if state.paused {
         items.insert(
             0,

@@ -236,6 +236,7 @@ pub(crate) fn snapshot(wards: u16, nodes_per_ward: u32) -> Snapshot {
         },
         rss_bytes: 20 << 20,
         broker_rss_bytes: 16 << 20,
+        whole_run: None,
     }
 }
 

@@ -352,3 +352,22 @@ fn the_clock_counts_days_once_a_virtual_run_passes_one() {
         "4d11:02:05"
     );
 }
+
+#[test]
+fn a_shard_shows_the_whole_run_beside_its_own_part() {
+    let mut s = snapshot(3, 20);
+    s.whole_run = Some(vitalmesh_sim::shard::WholeRun {
+        shards_heard: 2,
+        count: 3,
+        produced: 9_000,
+        delivered: 8_765,
+        connected: 120,
+    });
+    let text = screen(&render(&state(s, true), 200, 60));
+    assert_shows(
+        &text,
+        &["whole run 2/3 shards: 120 connected, 8,765 delivered"],
+    );
+    let text = screen(&render(&state(snapshot(3, 20), true), 200, 60));
+    assert!(!text.contains("whole run"), "an unsharded run: {text}");
+}
