@@ -632,3 +632,69 @@ fn aggregators_scale_two_to_eight_to_three_under_load_losing_and_stalling_nothin
     );
     assert!(r.slo.iter().all(|s| s.passed), "{:?}", r.slo);
 }
+
+/// The merge algebra on a real run: a virtual run's outcome split as
+/// shards would know it (each node in its device's shard; each delivered
+/// sequence number in the shard of whichever aggregator ingested it — here
+/// spread over every shard, and some twice) merges back to the run's own
+/// ledger, whatever the shard count.
+#[test]
+fn a_virtual_run_split_into_shards_merges_back_to_its_own_ledger() {
+    use vitalmesh_sim::shard::{LedgerPart, Shard};
+    let seed = seed();
+    let scenario = scenario(&everything());
+    let mut mesh = VirtualMesh::new(&scenario, seed, &VirtualOptions::default());
+    mesh.start().unwrap();
+    let outcome = mesh.run_to_end();
+    assert_accounted(&outcome.report);
+    let population = scenario.population;
+    let whole = serde_json::to_value(&outcome.report.ledger).unwrap();
+    for count in 1..=4u32 {
+        let mut parts: Vec<LedgerPart> = (0..count).map(|_| LedgerPart::default()).collect();
+        for f in &outcome.finals {
+            let owner = (0..count)
+                .map(|index| Shard { index, count })
+                .position(|s| s.owns_device(&population, f.id))
+                .expect("every node has a shard");
+            parts[owner].nodes.insert(f.id.0, f.clone());
+        }
+        for (node, set) in outcome.delivered.iter().enumerate() {
+            for seq in set.iter() {
+                let shard = (seq % u64::from(count)) as usize;
+                parts[shard]
+                    .delivered
+                    .entry(node as u32)
+                    .or_default()
+                    .insert(seq);
+                *parts[shard].ingests.entry(node as u32).or_default() += 1;
+                // Every seventh also reached a second shard's aggregator
+                // (a partition that moved between shards in flight).
+                if seq % 7 == 0 && count > 1 {
+                    let other = (shard + 1) % count as usize;
+                    parts[other]
+                        .delivered
+                        .entry(node as u32)
+                        .or_default()
+                        .insert(seq);
+                    *parts[other].ingests.entry(node as u32).or_default() += 1;
+                }
+            }
+        }
+        let merged = parts
+            .into_iter()
+            .rev()
+            .fold(LedgerPart::default(), LedgerPart::merge)
+            .ledger(&population);
+        let mut merged = serde_json::to_value(&merged).unwrap();
+        let mut expected = whole.clone();
+        // Duplicates: the run's come from its own re-deliveries, the
+        // split's from the copies made above; everything else must agree.
+        for v in [&mut merged, &mut expected] {
+            v["total"]["duplicates"] = 0.into();
+            for w in v["wards"].as_array_mut().unwrap() {
+                w["duplicates"] = 0.into();
+            }
+        }
+        assert_eq!(merged, expected, "seed {seed}, {count} shards");
+    }
+}

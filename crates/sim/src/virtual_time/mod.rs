@@ -326,6 +326,10 @@ pub struct VirtualOutcome {
     pub intervals: Option<Vec<(f64, Histogram<u64>)>>,
     /// Events processed: a measure of the work done.
     pub events: u64,
+    /// Every node at the end (what the ledger is computed from).
+    pub finals: Vec<NodeFinal>,
+    /// Per node: the sequence numbers the aggregators ingested.
+    pub delivered: Vec<vitalmesh_wire::SeqSet>,
 }
 
 /// A mesh in virtual time.
@@ -1755,6 +1759,8 @@ impl VirtualMesh {
             report,
             intervals: self.observer.intervals.take(),
             events: self.queue.popped(),
+            finals,
+            delivered: std::mem::take(&mut self.observer.delivered),
         }
     }
 }
