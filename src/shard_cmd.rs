@@ -186,7 +186,9 @@ pub(crate) fn run_local(args: &RunArgs) -> Result<ExitCode> {
         )
     })?;
     // A broker for the run when none is named: mosquitto, one process
-    // every shard connects to.
+    // every shard connects to, holding one descriptor per client: it gets
+    // the hard limit, as a shard does.
+    vitalmesh_mesh::limits::raise_fd_limit();
     let mosquitto = match &args.broker {
         Some(_) => None,
         None => Some(vitalmesh_mesh::broker::mosquitto::Mosquitto::start().context(
