@@ -335,14 +335,15 @@ fn three_shards_on_a_three_node_nats_cluster_keep_an_exact_ledger_when_a_broker_
         total["produced"].as_u64().unwrap(),
         total["delivered"].as_u64().unwrap(),
     );
+    eprintln!("seed {seed}: merged ledger after a broker node died: {total}");
     // What did not arrive is in the nodes' buffers (re-sent, or counted
     // there), never unexplained. How much arrives after the kill is the
     // cluster's business: on nats-server 2.9 here, creating JetStream
-    // consumers for the moved clients' QoS 1 subscriptions times out for
-    // seconds to the end of the run, so 44-72 % arrives over 40 s
-    // (BENCHMARKS.md). Everything before the kill must.
+    // consumers for the moved aggregators' data subscriptions can time out
+    // for the rest of the run, so 69-100 % arrives over 40 s
+    // (BENCHMARKS.md). What came before the kill (about 30 %) must.
     assert!(
-        delivered * 100 >= produced * 20,
+        delivered * 100 >= produced * 25,
         "seed {seed}: {delivered} of {produced} delivered: {total}"
     );
     let moved: u64 = merged["connections"]["disconnects"].as_u64().unwrap();

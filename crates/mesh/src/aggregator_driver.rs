@@ -177,7 +177,14 @@ pub(crate) async fn run_aggregator(
         if let Some(c) = conn.as_mut() {
             while let Some(out) = agg.poll_output() {
                 match out {
-                    Output::Subscribe(f) => c.subscribe(&[(&f, QoS::AtLeastOnce)]),
+                    Output::Subscribe(f) => {
+                        let qos = if rt.topics.subscribe_at_least_once(&f) {
+                            QoS::AtLeastOnce
+                        } else {
+                            QoS::AtMostOnce
+                        };
+                        c.subscribe(&[(&f, qos)]);
+                    }
                     Output::Unsubscribe(f) => c.unsubscribe(&[&f]),
                     Output::Publish { topic, payload } => {
                         c.publish(&topic, &payload, QoS::AtMostOnce)

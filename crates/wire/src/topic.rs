@@ -120,6 +120,19 @@ impl TopicScheme {
         format!("{}/v1/p/{}/+", self.root, partition.0)
     }
 
+    /// Whether a subscription to `filter` asks for QoS 1: only the data
+    /// filters, whose messages nodes and gateways publish at QoS 1.
+    /// Everything else (heartbeats, acknowledgements, alerts, ward reports)
+    /// is published at QoS 0, so a QoS 1 subscription would be delivered at
+    /// QoS 0 anyway — and a broker that keeps state per QoS 1 subscription
+    /// (nats-server makes each a JetStream consumer) would keep it for
+    /// nothing, and must create it again when a client moves.
+    pub fn subscribe_at_least_once(&self, filter: &str) -> bool {
+        filter
+            .strip_prefix(self.root.as_str())
+            .is_some_and(|rest| rest.starts_with("/v1/p/"))
+    }
+
     /// Where acknowledgements for `partition` are published.
     pub fn ack(&self, partition: PartitionId) -> String {
         format!("{}/v1/ack/{}", self.root, partition.0)
@@ -296,6 +309,23 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    #[test]
+    fn only_data_is_subscribed_at_qos_1() {
+        let t = TopicScheme::new("vm").unwrap();
+        assert!(t.subscribe_at_least_once(&t.data_filter(PartitionId(3))));
+        for control in [
+            t.ack(PartitionId(3)),
+            t.status_filter(),
+            t.alert_filter(),
+            t.ward_filter(),
+            t.shard_filter(),
+        ] {
+            assert!(!t.subscribe_at_least_once(&control), "{control}");
+        }
+        // Another root's data is not ours.
+        assert!(!t.subscribe_at_least_once("vmx/v1/p/3/+"));
+    }
 
     #[test]
     fn client_ids_name_their_device_with_or_without_a_generation() {
