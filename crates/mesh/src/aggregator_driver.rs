@@ -13,6 +13,7 @@ use vitalmesh_core::aggregator::{Aggregator, Output};
 use vitalmesh_sim::{Observer, setup};
 use vitalmesh_wire::{AggregatorId, Timestamp, TopicScheme};
 
+use crate::MeshError;
 use crate::broker::MAX_PACKET;
 use crate::clock::RunClock;
 use crate::mqtt::{ConnectOptions, Connection, Incoming, LinkConditions, QoS, Will};
@@ -210,6 +211,9 @@ pub(crate) async fn run_aggregator(
                 let c = conn.as_mut().expect("still there");
                 let outcome = result.and_then(|()| {
                     while let Some(incoming) = c.next_incoming()? {
+                        if incoming.is_refused_subscription() {
+                            return Err(MeshError::protocol("the broker refused a subscription"));
+                        }
                         if let Incoming::Message { topic, payload } = incoming {
                             agg.handle_message(&topic, &payload, rt.clock.now());
                         }
@@ -226,5 +230,126 @@ pub(crate) async fn run_aggregator(
                 agg.handle_timeout(rt.clock.now());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use vitalmesh_scenario::MeshFlags;
+    use vitalmesh_sim::{Observer, setup};
+
+    use super::*;
+
+    /// A broker that accepts every connection and refuses every
+    /// subscription, as nats-server does when it cannot create the
+    /// JetStream consumer behind one. Counts the connections it accepted.
+    async fn refusing_broker() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = socket.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        // Whole packets: type byte, remaining length, body.
+                        loop {
+                            let (mut len, mut shift, mut at) = (0usize, 0, 1);
+                            while at < buf.len() {
+                                len |= usize::from(buf[at] & 0x7f) << shift;
+                                shift += 7;
+                                at += 1;
+                                if buf[at - 1] & 0x80 == 0 {
+                                    break;
+                                }
+                            }
+                            if buf.len() < 2 || at + len > buf.len() {
+                                break;
+                            }
+                            let body = buf[at..at + len].to_vec();
+                            let reply = match buf[0] >> 4 {
+                                1 => vec![0x20, 0x02, 0x00, 0x00],
+                                8 => {
+                                    // Packet id, then (length, filter, QoS)*.
+                                    let mut filters = 0;
+                                    let mut i = 2;
+                                    while i + 2 <= body.len() {
+                                        i +=
+                                            2 + usize::from(u16::from_be_bytes([
+                                                body[i],
+                                                body[i + 1],
+                                            ])) + 1;
+                                        filters += 1;
+                                    }
+                                    let mut r = vec![0x90, 2 + filters as u8, body[0], body[1]];
+                                    r.extend(std::iter::repeat_n(0x80, filters));
+                                    r
+                                }
+                                12 => vec![0xd0, 0x00],
+                                _ => Vec::new(),
+                            };
+                            buf.drain(..at + len);
+                            if socket.write_all(&reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn a_refused_subscription_makes_the_aggregator_connect_again() {
+        let (addr, accepted) = refusing_broker().await;
+        let scenario = vitalmesh_scenario::from_flags(&MeshFlags::default(), None).unwrap();
+        let topics = TopicScheme::new("vm").unwrap();
+        let keys = setup::keyring(&scenario, 1);
+        let agg = setup::aggregator(&scenario, &keys, &topics, AggregatorId(0), 1, 1);
+        let rt = Arc::new(AggregatorRuntime {
+            clock: RunClock::start(),
+            broker: vec![addr],
+            observer: Arc::new(Mutex::new(Observer::new(scenario.population, false))),
+            origin: Arc::new(OnceLock::new()),
+            topics,
+            login: None,
+            tls: None,
+            keep_alive_secs: 5,
+            connect_timeout: Duration::from_secs(2),
+        });
+        let control = Arc::new(AggregatorControl::default());
+        let task = tokio::spawn(run_aggregator(
+            agg,
+            rt,
+            control.clone(),
+            Arc::new(LinkConditions::default()),
+        ));
+        // Without the check it would sit on its first connection, owning
+        // partitions it never hears from.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while accepted.load(Ordering::Relaxed) < 3 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        control.stop(AggregatorStop::Kill);
+        let _ = task.await;
+        assert!(
+            accepted.load(Ordering::Relaxed) >= 3,
+            "connections: {}",
+            accepted.load(Ordering::Relaxed)
+        );
     }
 }

@@ -17,6 +17,7 @@ use vitalmesh_sim::ledger::{NodeFinal, NodeTally};
 use vitalmesh_wire::NodeId;
 use vitalmesh_wire::envelope::peek_acks;
 
+use crate::MeshError;
 use crate::metrics::DisconnectReason;
 use crate::mqtt::{Connection, Incoming, LinkConditions, QoS};
 use crate::node_driver::{self, Connecting, Mailbox, NodeCommand, NodeRuntime};
@@ -171,6 +172,9 @@ pub(crate) async fn run_gateway(
                             Incoming::Acknowledged { latency } => {
                                 counters.broker_acked.fetch_add(1, Ordering::Relaxed);
                                 counters.publish_ack_latency.record(id.0 as usize, latency);
+                            }
+                            refused if refused.is_refused_subscription() => {
+                                return Err(MeshError::protocol("the broker refused a subscription"));
                             }
                             Incoming::Message { .. } | Incoming::Subscribed { .. } | Incoming::Unsubscribed => {}
                         }

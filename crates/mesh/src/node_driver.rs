@@ -297,6 +297,9 @@ pub(crate) async fn run_node(
                                 counters.broker_acked.fetch_add(1, Ordering::Relaxed);
                                 counters.publish_ack_latency.record(index, latency);
                             }
+                            refused if refused.is_refused_subscription() => {
+                                return Err(MeshError::protocol("the broker refused a subscription"));
+                            }
                             Incoming::Message { .. } | Incoming::Subscribed { .. } | Incoming::Unsubscribed => {}
                         }
                     }

@@ -56,6 +56,18 @@ pub enum Incoming {
     Unsubscribed,
 }
 
+impl Incoming {
+    /// A subscription the broker refused (SUBACK code 0x80). The mesh's
+    /// clients subscribe only to what they cannot do without — an
+    /// aggregator's partitions, a node's acknowledgements — so each of them
+    /// treats a refusal as a lost connection and connects again, which
+    /// subscribes afresh. (nats-server refuses one when it cannot create the
+    /// JetStream consumer behind it, as after a cluster node died.)
+    pub fn is_refused_subscription(&self) -> bool {
+        matches!(self, Self::Subscribed { codes } if codes.contains(&0x80))
+    }
+}
+
 /// An open MQTT connection.
 #[derive(Debug)]
 pub struct Connection {
