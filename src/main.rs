@@ -61,6 +61,10 @@ enum Command {
     /// and scores over the whole mesh. A missing shard makes the run
     /// incomplete (exit code 6).
     Merge(shard_cmd::MergeArgs),
+    /// Follow every sharded run on a broker from its shards' status
+    /// messages: shards heard, phases, the whole run's figures; ends when
+    /// every shard is done (or after --for).
+    Watch(shard_cmd::WatchArgs),
     /// Check scenario files without running them.
     Validate(run_cmd::ValidateArgs),
     /// Apply an action to a running `vitalmesh run` (same names and fields
@@ -97,6 +101,7 @@ fn main() -> std::process::ExitCode {
         Command::Bench(args) => bench_cmd::run(args).map(|()| std::process::ExitCode::SUCCESS),
         Command::Compare(args) => compare_cmd::run(&args),
         Command::Merge(args) => shard_cmd::merge(&args),
+        Command::Watch(args) => shard_cmd::watch(&args),
         Command::Report(args) => report_cmd::run(&args).map(|()| std::process::ExitCode::SUCCESS),
     };
     match result {

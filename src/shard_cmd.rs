@@ -31,6 +31,87 @@ pub(crate) struct MergeArgs {
     html: Option<PathBuf>,
 }
 
+/// Options of `vitalmesh watch`.
+#[derive(Debug, Args)]
+pub(crate) struct WatchArgs {
+    /// The broker the shards meet on (one node of a cluster is enough),
+    /// e.g. mqtt://127.0.0.1:1883.
+    #[arg(long, value_name = "URL")]
+    broker: String,
+    /// Seconds between lines.
+    #[arg(long, default_value_t = 2)]
+    every: u64,
+    /// Stop after this long (by default: once every shard heard from is
+    /// done).
+    #[arg(long = "for", value_name = "DURATION", value_parser = vitalmesh_scenario::duration::parse)]
+    for_: Option<Duration>,
+}
+
+/// `vitalmesh watch`: the whole of every sharded run on a broker, from its
+/// shards' status messages, without taking part in it.
+pub(crate) fn watch(args: &WatchArgs) -> Result<ExitCode> {
+    use std::net::ToSocketAddrs;
+    use vitalmesh_mesh::mqtt::{ConnectOptions, Connection, Incoming, QoS};
+    let first = args.broker.split(',').next().unwrap_or_default().trim();
+    let url = vitalmesh_scenario::broker_url::parse(first)
+        .map_err(|e| anyhow::anyhow!("--broker: {e}"))?;
+    if url.tls {
+        bail!(
+            "--broker: '{first}': watch does not speak TLS yet; expected an mqtt:// listener of the same broker"
+        );
+    }
+    let addr = (url.host.as_str(), url.port)
+        .to_socket_addrs()
+        .with_context(|| format!("--broker: cannot resolve '{first}'"))?
+        .next()
+        .with_context(|| format!("--broker: '{first}' resolves to no address"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let topics = vitalmesh_wire::TopicScheme::new("vm").expect("the default root is valid");
+        let options = ConnectOptions::new(format!("vm-watch-{}", std::process::id()), 15);
+        let mut c = Connection::connect(addr, None, &options, Duration::from_secs(5), 64 * 1024)
+            .await
+            .with_context(|| format!("--broker: cannot connect to {addr}"))?;
+        c.subscribe(&[(&topics.shard_filter(), QoS::AtMostOnce)]);
+        eprintln!("watching {first} for sharded runs (vm/v1/shard/+)");
+        let mut watch = vitalmesh_sim::shard::ShardWatch::default();
+        let every = Duration::from_secs(args.every.max(1));
+        let end = args.for_.map(|d| tokio::time::Instant::now() + d);
+        let mut next = tokio::time::Instant::now() + every;
+        loop {
+            tokio::select! {
+                result = c.drive() => {
+                    result.context("the broker closed the connection")?;
+                    while let Some(incoming) = c.next_incoming()? {
+                        if let Incoming::Message { payload, .. } = incoming {
+                            watch.handle(&payload);
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(next) => {
+                    next += every;
+                    let lines = watch.lines();
+                    if lines.is_empty() {
+                        println!("no shard heard from yet");
+                    }
+                    for line in lines {
+                        println!("{line}");
+                    }
+                    if watch.all_done() || end.is_some_and(|e| tokio::time::Instant::now() >= e) {
+                        break;
+                    }
+                }
+            }
+        }
+        c.close_gracefully(Duration::from_millis(500)).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The id the shards of one run share when none is given: the scenario,
 /// the seed and the shard count, hashed (FNV-1a: the same in every
 /// process and build, unlike the standard library's hasher).

@@ -258,6 +258,66 @@ impl ShardBoard {
     }
 }
 
+/// Every run's shards as their status messages tell them, for
+/// `vitalmesh watch`: a watcher is not a shard, so it keeps every run it
+/// hears of on the broker.
+#[derive(Debug, Clone, Default)]
+pub struct ShardWatch {
+    runs: BTreeMap<String, BTreeMap<u32, ShardStatus>>,
+}
+
+impl ShardWatch {
+    /// A status message; bytes that are not one are ignored. Returns
+    /// whether it was taken.
+    pub fn handle(&mut self, bytes: &[u8]) -> bool {
+        let Ok(status) = serde_json::from_slice::<ShardStatus>(bytes) else {
+            return false;
+        };
+        if status.count == 0 || status.shard >= status.count {
+            return false;
+        }
+        self.runs
+            .entry(status.run.clone())
+            .or_default()
+            .insert(status.shard, status);
+        true
+    }
+
+    /// One line per run: the shards heard from and their phases, and the
+    /// whole run's figures.
+    pub fn lines(&self) -> Vec<String> {
+        self.runs
+            .iter()
+            .map(|(run, shards)| {
+                let count = shards.values().map(|s| s.count).max().unwrap_or(0);
+                let phases: std::collections::BTreeSet<&str> =
+                    shards.values().map(|s| s.phase.as_str()).collect();
+                let phases: Vec<&str> = phases.into_iter().collect();
+                let sum = |f: fn(&ShardStatus) -> u64| shards.values().map(f).sum::<u64>();
+                let connected: i64 = shards.values().map(|s| s.connected).sum();
+                format!(
+                    "run {run}: {}/{count} shards ({}) | {} nodes, {connected} connected | produced {} delivered {}",
+                    shards.len(),
+                    phases.join(", "),
+                    sum(|s| u64::from(s.nodes)),
+                    sum(|s| s.produced),
+                    sum(|s| s.delivered),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether some run was heard of and every shard of every run says it
+    /// is done.
+    pub fn all_done(&self) -> bool {
+        !self.runs.is_empty()
+            && self.runs.values().all(|shards| {
+                let count = shards.values().map(|s| s.count).max().unwrap_or(0) as usize;
+                shards.len() == count && shards.values().all(|s| s.phase == "done")
+            })
+    }
+}
+
 /// What one shard knows of the ledger at the end of its run.
 #[derive(Debug, Clone, Default)]
 pub struct LedgerPart {
@@ -416,6 +476,33 @@ mod tests {
             ),
             ("run-a", 0, 5_000_000, 9)
         );
+    }
+
+    #[test]
+    fn a_watcher_sums_each_runs_shards_and_knows_when_all_are_done() {
+        let mut watch = ShardWatch::default();
+        assert!(!watch.all_done(), "nothing heard yet");
+        let done = |bytes: Vec<u8>| {
+            let mut s: ShardStatus = serde_json::from_slice(&bytes).unwrap();
+            s.phase = "done".into();
+            serde_json::to_vec(&s).unwrap()
+        };
+        assert!(watch.handle(&status("run-a", 0, 1, 1)));
+        assert!(watch.handle(&status("run-a", 2, 1, 1)));
+        assert!(!watch.handle(b"garbage"));
+        assert_eq!(
+            watch.lines(),
+            [
+                "run run-a: 2/3 shards (starting) | 20 nodes, 20 connected | produced 200 delivered 180"
+            ]
+        );
+        for shard in 0..3 {
+            watch.handle(&done(status("run-a", shard, 1, 1)));
+        }
+        assert!(watch.all_done());
+        watch.handle(&status("run-b", 1, 1, 1));
+        assert!(!watch.all_done(), "run-b is still going");
+        assert_eq!(watch.lines().len(), 2);
     }
 
     proptest! {
