@@ -74,7 +74,7 @@ pub(crate) fn watch(args: &WatchArgs) -> Result<ExitCode> {
         let options = ConnectOptions::new(format!("vm-watch-{}", std::process::id()), 15);
         let mut c = Connection::connect(addr, None, &options, Duration::from_secs(5), 64 * 1024)
             .await
-            .with_context(|| format!("--broker: cannot connect to {addr}"))?;
+            .map_err(|e| anyhow::anyhow!("--broker: cannot connect to {addr}: {e}; expected the MQTT listener the shards use"))?;
         c.subscribe(&[(&topics.shard_filter(), QoS::AtMostOnce)]);
         eprintln!("watching {first} for sharded runs (vm/v1/shard/+)");
         let mut watch = vitalmesh_sim::shard::ShardWatch::default();

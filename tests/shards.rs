@@ -372,3 +372,52 @@ fn three_shards_on_a_three_node_nats_cluster_keep_an_exact_ledger_when_a_broker_
     drop(cluster);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn shard_flags_and_part_files_are_refused_clearly_before_anything_runs() {
+    let out = vitalmesh()
+        .args(["run", "--shard", "3/3", "--broker", "mqtt://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("'3/3' is not a shard; expected 'I/N' with 0 <= I < N"),
+        "{}",
+        text(&out)
+    );
+    // A shard needs a broker the shards share.
+    let out = vitalmesh()
+        .args(["run", "--shard", "0/3"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("--broker"), "{}", text(&out));
+    let out = vitalmesh()
+        .args(["run", "--local-shards", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("--local-shards: '0' is not a shard count; expected 1 to 64"),
+        "{}",
+        text(&out)
+    );
+    // A report is not a part, and says so.
+    let dir = scratch("flags");
+    let report = dir.join("report.json");
+    std::fs::write(&report, br#"{"schema": "vitalmesh-report/3"}"#).unwrap();
+    let out = vitalmesh()
+        .arg("merge")
+        .arg(&report)
+        .arg("--report")
+        .arg(dir.join("out.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("is a run report, not a shard's part"),
+        "{}",
+        text(&out)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
