@@ -41,6 +41,9 @@ pub(crate) struct WatchArgs {
     /// Seconds between lines.
     #[arg(long, default_value_t = 2)]
     every: u64,
+    /// The certificate authority (PEM) of a TLS broker (`mqtts://`).
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
     /// Stop after this long (by default: once every shard heard from is
     /// done).
     #[arg(long = "for", value_name = "DURATION", value_parser = vitalmesh_scenario::duration::parse)]
@@ -55,11 +58,18 @@ pub(crate) fn watch(args: &WatchArgs) -> Result<ExitCode> {
     let first = args.broker.split(',').next().unwrap_or_default().trim();
     let url = vitalmesh_scenario::broker_url::parse(first)
         .map_err(|e| anyhow::anyhow!("--broker: {e}"))?;
-    if url.tls {
-        bail!(
-            "--broker: '{first}': watch does not speak TLS yet; expected an mqtt:// listener of the same broker"
-        );
-    }
+    let tls = match (url.tls, &args.tls_ca) {
+        (true, Some(ca)) => Some(vitalmesh_mesh::mqtt::TlsClient::from_ca_file(
+            ca, &url.host,
+        )?),
+        (true, None) => bail!(
+            "--broker: '{first}' needs the certificate authority its certificate chains to; expected --tls-ca FILE (PEM)"
+        ),
+        (false, Some(_)) => {
+            bail!("--tls-ca: '{first}' is not a TLS listener; expected an mqtts:// broker")
+        }
+        (false, None) => None,
+    };
     let addr = (url.host.as_str(), url.port)
         .to_socket_addrs()
         .with_context(|| format!("--broker: cannot resolve '{first}'"))?
@@ -72,9 +82,19 @@ pub(crate) fn watch(args: &WatchArgs) -> Result<ExitCode> {
     runtime.block_on(async {
         let topics = vitalmesh_wire::TopicScheme::new("vm").expect("the default root is valid");
         let options = ConnectOptions::new(format!("vm-watch-{}", std::process::id()), 15);
-        let mut c = Connection::connect(addr, None, &options, Duration::from_secs(5), 64 * 1024)
-            .await
-            .map_err(|e| anyhow::anyhow!("--broker: cannot connect to {addr}: {e}; expected the MQTT listener the shards use"))?;
+        let mut c = Connection::connect(
+            addr,
+            tls.as_ref(),
+            &options,
+            Duration::from_secs(5),
+            64 * 1024,
+        )
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "--broker: cannot connect to {addr}: {e}; expected the MQTT listener the shards use"
+            )
+        })?;
         c.subscribe(&[(&topics.shard_filter(), QoS::AtMostOnce)]);
         eprintln!("watching {first} for sharded runs (vm/v1/shard/+)");
         let mut watch = vitalmesh_sim::shard::ShardWatch::default();

@@ -247,3 +247,29 @@ async fn an_external_tls_broker_without_its_authority_is_refused_before_the_run(
         "{err}"
     );
 }
+
+/// `vitalmesh watch` follows sharded runs on a TLS broker with its
+/// authority, and refuses one without.
+#[test]
+fn watch_reaches_a_tls_broker_with_its_authority_and_not_without() {
+    let certs = RunCertificates::generate().unwrap();
+    let mosquitto = Mosquitto::start_tls(&certs).unwrap_or_else(|e| panic!("{e}"));
+    let url = mosquitto.url();
+    let watch = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_vitalmesh"))
+            .args(["watch", "--broker", &url, "--every", "1", "--for", "2s"])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let ca = certs.ca_path();
+    let out = watch(&["--tls-ca", ca.to_str().unwrap()]);
+    let said =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("no shard heard from yet"), "{said}");
+    let out = watch(&[]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("expected --tls-ca FILE (PEM)"), "{said}");
+}
