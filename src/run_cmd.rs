@@ -156,6 +156,17 @@ impl RunArgs {
         }
     }
 
+    /// The mesh-shaping flags given.
+    fn flags(&self) -> MeshFlags {
+        MeshFlags {
+            nodes: self.nodes,
+            wards: self.wards,
+            aggregators: self.aggregators,
+            partitions: self.partitions,
+            sample_interval: self.sample_interval,
+        }
+    }
+
     /// The scenario as a part file records it, so the merge builds the
     /// same one.
     pub(crate) fn recipe(&self) -> Result<vitalmesh_sim::merge::Recipe> {
@@ -169,11 +180,7 @@ impl RunArgs {
         Ok(vitalmesh_sim::merge::Recipe {
             file: self.scenario.as_ref().map(|p| p.display().to_string()),
             text,
-            nodes: self.nodes,
-            wards: self.wards,
-            aggregators: self.aggregators,
-            partitions: self.partitions,
-            sample_interval_ms: self.sample_interval.map(|d| d.as_millis() as u64),
+            flags: self.flags(),
             duration_ms: self.duration.map(|d| d.as_millis() as u64),
             connect_rate: self.connect_rate,
         })
@@ -196,13 +203,7 @@ pub(crate) fn broker_program() -> Result<PathBuf> {
 /// the same validation, with the command-line overrides applied and
 /// checked like the file's own values.
 pub(crate) fn build_scenario(args: &RunArgs) -> Result<(Scenario, u64)> {
-    let flags = MeshFlags {
-        nodes: args.nodes,
-        wards: args.wards,
-        aggregators: args.aggregators,
-        partitions: args.partitions,
-        sample_interval: args.sample_interval,
-    };
+    let flags = args.flags();
     let mut scenario = match &args.scenario {
         Some(path) => {
             let s = vitalmesh_scenario::load(path)?;

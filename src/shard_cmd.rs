@@ -418,7 +418,10 @@ mod tests {
     #[test]
     fn run_ids_are_the_same_for_the_same_run_and_differ_otherwise() {
         let r = Recipe {
-            nodes: Some(30),
+            flags: vitalmesh_scenario::MeshFlags {
+                nodes: Some(30),
+                ..Default::default()
+            },
             ..Recipe::default()
         };
         assert_eq!(run_id(&r, 1, 3), run_id(&r.clone(), 1, 3));

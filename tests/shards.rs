@@ -13,6 +13,39 @@ fn vitalmesh() -> Command {
     Command::new(env!("CARGO_BIN_EXE_vitalmesh"))
 }
 
+/// `vitalmesh merge PARTS --report REPORT`.
+fn merge<P: AsRef<std::ffi::OsStr>>(parts: impl IntoIterator<Item = P>, report: &Path) -> Output {
+    vitalmesh()
+        .arg("merge")
+        .args(parts)
+        .arg("--report")
+        .arg(report)
+        .output()
+        .expect("the binary runs")
+}
+
+/// The mesh both end-to-end tests run: `nodes` in 3 wards, 3 aggregators,
+/// 6 partitions, for `duration`, with `seed`.
+fn mesh_args(nodes: u32, duration: &str, seed: u64) -> Vec<String> {
+    [
+        "run",
+        "--nodes",
+        &nodes.to_string(),
+        "--wards",
+        "3",
+        "--aggregators",
+        "3",
+        "--partitions",
+        "6",
+        "--duration",
+        duration,
+        "--seed",
+        &seed.to_string(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -82,26 +115,8 @@ fn local_shards_against_mosquitto_merge_into_one_exact_report_and_a_missing_part
     let report = dir.join("run.json");
     let seed = 31u64;
     let out = vitalmesh()
-        .args([
-            "run",
-            "--nodes",
-            "60",
-            "--wards",
-            "3",
-            "--aggregators",
-            "3",
-            "--partitions",
-            "6",
-            "--duration",
-            "10s",
-            "--local-shards",
-            "3",
-            "--seed",
-            &seed.to_string(),
-            "--progress-every",
-            "2",
-            "--report",
-        ])
+        .args(mesh_args(60, "10s", seed))
+        .args(["--local-shards", "3", "--progress-every", "2", "--report"])
         .arg(&report)
         .output()
         .expect("the binary runs");
@@ -152,25 +167,19 @@ fn local_shards_against_mosquitto_merge_into_one_exact_report_and_a_missing_part
     // The same parts in another order merge to the same ledger.
     let parts = dir.join("run.parts");
     let again = dir.join("again.json");
-    let out = vitalmesh()
-        .arg("merge")
-        .args(["2", "0", "1"].map(|i| parts.join(format!("part-{i}.json"))))
-        .arg("--report")
-        .arg(&again)
-        .output()
-        .unwrap();
+    let out = merge(
+        ["2", "0", "1"].map(|i| parts.join(format!("part-{i}.json"))),
+        &again,
+    );
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(read_json(&again)["ledger"], merged["ledger"]);
 
     // Without shard 1's part the run is incomplete, not unexplained.
     let partial = dir.join("partial.json");
-    let out = vitalmesh()
-        .arg("merge")
-        .args(["0", "2"].map(|i| parts.join(format!("part-{i}.json"))))
-        .arg("--report")
-        .arg(&partial)
-        .output()
-        .unwrap();
+    let out = merge(
+        ["0", "2"].map(|i| parts.join(format!("part-{i}.json"))),
+        &partial,
+    );
     let said = text(&out);
     assert_eq!(out.status.code(), Some(6), "{said}");
     assert!(said.contains("incomplete: shards 1 left no part"), "{said}");
@@ -181,14 +190,7 @@ fn local_shards_against_mosquitto_merge_into_one_exact_report_and_a_missing_part
 
     // The same part twice is refused, naming both files.
     let part0 = parts.join("part-0.json");
-    let out = vitalmesh()
-        .arg("merge")
-        .arg(&part0)
-        .arg(&part0)
-        .arg("--report")
-        .arg(dir.join("twice.json"))
-        .output()
-        .unwrap();
+    let out = merge([&part0, &part0], &dir.join("twice.json"));
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).contains("is shard 0/3 again"), "{}", text(&out));
     let _ = std::fs::remove_dir_all(&dir);
@@ -266,21 +268,9 @@ fn three_shards_on_a_three_node_nats_cluster_keep_an_exact_ledger_when_a_broker_
             let part = dir.join(format!("part-{i}.json"));
             let log = std::fs::File::create(dir.join(format!("shard-{i}.log"))).unwrap();
             let child = vitalmesh()
+                .args(mesh_args(90, "40s", seed))
                 .args([
-                    "run",
-                    "--nodes",
-                    "90",
-                    "--wards",
-                    "3",
-                    "--aggregators",
-                    "3",
-                    "--partitions",
-                    "6",
-                    "--duration",
-                    "40s",
                     "--headless",
-                    "--seed",
-                    &seed.to_string(),
                     "--shard",
                     &format!("{i}/3"),
                     "--broker",
@@ -333,13 +323,7 @@ fn three_shards_on_a_three_node_nats_cluster_keep_an_exact_ledger_when_a_broker_
     assert!(seen.contains("3/3 shards (running) | 90 nodes"), "{seen}");
     assert!(seen.contains("3/3 shards (done)"), "{seen}");
     let report = dir.join("run.json");
-    let out = vitalmesh()
-        .arg("merge")
-        .args(shards.iter().map(|(_, p)| p))
-        .arg("--report")
-        .arg(&report)
-        .output()
-        .unwrap();
+    let out = merge(shards.iter().map(|(_, p)| p), &report);
     let said = text(&out);
     assert!(out.status.success(), "seed {seed}: {said}");
     let merged = read_json(&report);
@@ -406,13 +390,7 @@ fn shard_flags_and_part_files_are_refused_clearly_before_anything_runs() {
     let dir = scratch("flags");
     let report = dir.join("report.json");
     std::fs::write(&report, br#"{"schema": "vitalmesh-report/3"}"#).unwrap();
-    let out = vitalmesh()
-        .arg("merge")
-        .arg(&report)
-        .arg("--report")
-        .arg(dir.join("out.json"))
-        .output()
-        .unwrap();
+    let out = merge([&report], &dir.join("out.json"));
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).contains("is a run report, not a shard's part"),

@@ -151,9 +151,7 @@ pub(crate) async fn run_aggregator(
                     &mut options,
                 );
             }
-            // The next broker address after each failed attempt: a
-            // clustered broker's live node when this one died.
-            let addr = rt.broker[(usize::from(id.0) + id_generation as usize) % rt.broker.len()];
+            let addr = crate::broker::address_for(&rt.broker, usize::from(id.0), id_generation);
             match Connection::connect_over(
                 addr,
                 rt.tls.as_ref(),

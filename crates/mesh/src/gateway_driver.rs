@@ -87,7 +87,7 @@ pub(crate) async fn run_gateway(
                     counters.connect_attempts.fetch_add(1, Ordering::Relaxed);
                     connecting = Some(Box::pin(node_driver::connect(
                         rt.clone(),
-                        rt.broker_for(id.0 as usize, id_generation),
+                        crate::broker::address_for(&rt.broker, id.0 as usize, id_generation),
                         rt.topics.gateway_client_id(id, id_generation),
                         vitalmesh_wire::envelope::Principal::Gateway(id),
                         link.clone(),

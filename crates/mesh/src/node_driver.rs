@@ -172,15 +172,6 @@ pub(crate) async fn connect(
     .await
 }
 
-impl NodeRuntime {
-    /// The broker address a client connects to: spread by `index`, and
-    /// the next one after each failed attempt (`generation`), so clients
-    /// of a clustered broker whose node died move to a live one.
-    pub(crate) fn broker_for(&self, index: usize, generation: u32) -> SocketAddr {
-        self.broker[(index + generation as usize) % self.broker.len()]
-    }
-}
-
 /// Runs `node` until told to stop.
 pub(crate) async fn run_node(
     mut node: Node,
@@ -208,7 +199,7 @@ pub(crate) async fn run_node(
                     counters.connect_attempts.fetch_add(1, Ordering::Relaxed);
                     connecting = Some(Box::pin(connect(
                         rt.clone(),
-                        rt.broker_for(index, id_generation),
+                        crate::broker::address_for(&rt.broker, index, id_generation),
                         rt.topics.node_client_id(id, id_generation),
                         Principal::Node(id),
                         link.clone(),

@@ -217,8 +217,6 @@ pub struct Mesh {
     rogues: Vec<RogueRun>,
     seconds: Seconds,
     host: HostSampler,
-    /// What this process runs: the whole mesh, or one shard of it.
-    shard: Shard,
     /// Direct nodes and gateways this process connects.
     clients: u32,
     /// A sharded run's link to the other shards.
@@ -381,7 +379,6 @@ impl Mesh {
             rogues: Vec::new(),
             seconds: Seconds::default(),
             host: HostSampler::default(),
-            shard,
             clients,
             shard_link: None,
         };
@@ -412,8 +409,13 @@ impl Mesh {
         Ok(mesh)
     }
 
+    /// What this process runs: the whole mesh, or one shard of it.
+    fn shard(&self) -> Shard {
+        self.config.shard.as_ref().map_or(Shard::WHOLE, |p| p.shard)
+    }
+
     fn spawn_aggregator(&mut self, id: AggregatorId) {
-        if !self.shard.owns_aggregator(id) {
+        if !self.shard().owns_aggregator(id) {
             return;
         }
         let slot = &mut self.aggregators[usize::from(id.0)];
@@ -438,7 +440,7 @@ impl Mesh {
     async fn wait_for_aggregators(&self) -> Result<(), MeshError> {
         let want = usize::from(self.config.scenario.aggregators);
         let mine = (0..self.config.scenario.aggregators)
-            .filter(|a| self.shard.owns_aggregator(AggregatorId(*a)))
+            .filter(|a| self.shard().owns_aggregator(AggregatorId(*a)))
             .count();
         // A shard waits for the others' aggregators too: they start when
         // their processes do.
@@ -571,7 +573,10 @@ impl Mesh {
                     }
                 }
                 Command::Gateways { gateways, op } => {
-                    for g in gateways.into_iter().filter(|g| self.shard.owns_gateway(*g)) {
+                    for g in gateways
+                        .into_iter()
+                        .filter(|g| self.shard().owns_gateway(*g))
+                    {
                         if let Some(slot) = self.gateways.get(g.0 as usize) {
                             slot.mailbox.send(match op {
                                 GatewayOp::Crash => GatewayCommand::Crash,
@@ -702,7 +707,7 @@ impl Mesh {
                 }
                 // Rogue clients attack from the first shard only: the
                 // attack is the scenario's, not one per shard.
-                Command::Rogue { .. } if self.shard.index != 0 => {}
+                Command::Rogue { .. } if self.shard().index != 0 => {}
                 Command::Rogue {
                     kind,
                     messages,
@@ -740,7 +745,10 @@ impl Mesh {
     }
 
     fn spawn_node(&mut self, id: NodeId) {
-        if !self.shard.owns_device(&self.config.scenario.population, id) {
+        if !self
+            .shard()
+            .owns_device(&self.config.scenario.population, id)
+        {
             return;
         }
         let node = setup::node(
@@ -769,7 +777,7 @@ impl Mesh {
     }
 
     fn spawn_gateway(&mut self, id: GatewayId) {
-        if !self.shard.owns_gateway(id) {
+        if !self.shard().owns_gateway(id) {
             return;
         }
         let Some(cell) = setup::gateway(&self.config.scenario, self.config.seed, &self.keys, id)
@@ -787,7 +795,10 @@ impl Mesh {
 
     /// Sends `command` to node `id`'s task, or to its gateway's.
     fn send_to_node(&self, id: NodeId, command: NodeCommand) {
-        if !self.shard.owns_device(&self.config.scenario.population, id) {
+        if !self
+            .shard()
+            .owns_device(&self.config.scenario.population, id)
+        {
             return;
         }
         match self.config.scenario.population.gateway_of(id) {
@@ -867,20 +878,17 @@ impl Mesh {
         }
     }
 
-    /// This shard's figures for the others.
+    /// This shard's figures for the others (the run, the shard and the
+    /// times are the link's to fill in).
     fn shard_status(&self) -> ShardStatus {
         let c = &self.counters;
         ShardStatus {
-            run: String::new(),
-            shard: self.shard.index,
-            count: self.shard.count,
-            ready_at_us: 0,
-            sent_us: 0,
             phase: self.phase.name().into(),
             nodes: self.clients,
             produced: LiveCounters::get(&c.produced),
             delivered: locked(&self.observer).delivered_total,
             connected: c.connected.load(Ordering::Relaxed),
+            ..ShardStatus::default()
         }
     }
 

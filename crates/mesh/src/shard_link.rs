@@ -53,16 +53,8 @@ impl ShardLink {
         let shared = Arc::new(Mutex::new(Shared {
             board: ShardBoard::new(plan.run_id.clone(), plan.shard),
             mine: ShardStatus {
-                run: plan.run_id.clone(),
-                shard: plan.shard.index,
-                count: plan.shard.count,
-                ready_at_us: 0,
-                sent_us: 0,
                 phase: "starting".into(),
-                nodes: 0,
-                produced: 0,
-                delivered: 0,
-                connected: 0,
+                ..ShardStatus::default()
             },
             stopping: false,
         }));
@@ -107,13 +99,10 @@ impl ShardLink {
         }
     }
 
-    /// This shard's latest figures, for its next status.
+    /// This shard's latest figures, for its next status (the board adds
+    /// the run, the shard and the times).
     pub(crate) fn update(&self, mine: ShardStatus) {
-        let mut s = lock(&self.shared);
-        s.mine = ShardStatus {
-            run: s.mine.run.clone(),
-            ..mine
-        };
+        lock(&self.shared).mine = mine;
     }
 
     /// The whole run, as far as the status messages tell it.
@@ -151,8 +140,7 @@ async fn run_link(index: u32, rt: Arc<NodeRuntime>, shared: Arc<Mutex<Shared>>, 
             if stopping {
                 return;
             }
-            // Spread over a cluster's nodes; the next one after a failure.
-            let addr = rt.broker[(index as usize + generation as usize) % rt.broker.len()];
+            let addr = crate::broker::address_for(&rt.broker, index as usize, generation);
             let options = ConnectOptions::new(rt.topics.shard_client_id(index, generation), 5);
             match Connection::connect(
                 addr,

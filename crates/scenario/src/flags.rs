@@ -21,8 +21,9 @@ pub const DEFAULT_WARDS: u16 = 10;
 /// How long a run without a scenario file lasts.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(60);
 
-/// The mesh-shaping flags of `vitalmesh run`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The mesh-shaping flags of `vitalmesh run` (serialisable: a sharded run's
+/// part file records them, so the merge builds the same scenario).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MeshFlags {
     /// `--nodes`.
     pub nodes: Option<u32>,

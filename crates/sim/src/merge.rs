@@ -89,15 +89,7 @@ pub struct Recipe {
     /// Its text.
     pub text: Option<String>,
     /// `--nodes`, `--wards`, … (without a file).
-    pub nodes: Option<u32>,
-    /// `--wards`.
-    pub wards: Option<u16>,
-    /// `--aggregators`.
-    pub aggregators: Option<u16>,
-    /// `--partitions`.
-    pub partitions: Option<u16>,
-    /// `--sample-interval`, ms.
-    pub sample_interval_ms: Option<u64>,
+    pub flags: MeshFlags,
     /// `--duration`, ms.
     pub duration_ms: Option<u64>,
     /// `--connect-rate`.
@@ -105,22 +97,11 @@ pub struct Recipe {
 }
 
 impl Recipe {
-    /// The mesh flags it holds.
-    pub fn flags(&self) -> MeshFlags {
-        MeshFlags {
-            nodes: self.nodes,
-            wards: self.wards,
-            aggregators: self.aggregators,
-            partitions: self.partitions,
-            sample_interval: self.sample_interval_ms.map(Duration::from_millis),
-        }
-    }
-
     /// The validated scenario, without a broker choice (that is the
     /// caller's).
     pub fn scenario(&self) -> Result<Scenario, ScenarioErrors> {
         let duration = self.duration_ms.map(Duration::from_millis);
-        let flags = self.flags();
+        let flags = &self.flags;
         let mut scenario = match (&self.file, &self.text) {
             (Some(file), Some(text)) => {
                 flags.refuse_with_file(file)?;
@@ -130,7 +111,7 @@ impl Recipe {
                     None => s,
                 }
             }
-            _ => vitalmesh_scenario::from_flags(&flags, duration)?,
+            _ => vitalmesh_scenario::from_flags(flags, duration)?,
         };
         if let Some(rate) = self.connect_rate {
             scenario = scenario.with_connect_rate(rate)?;
@@ -729,14 +710,9 @@ fn host_figures(report: &mut Value, reports: &[&Value], nodes: u32) {
         }
         total
     };
-    if let Some(Value::Object(reasons)) = summed("connections")
-        .as_ref()
-        .and_then(|c| c.get("disconnect_reasons"))
-        .cloned()
-        .map(Some)
-        .unwrap_or(None)
+    if let Some(reasons) = summed("connections").and_then(|c| c.get("disconnect_reasons").cloned())
     {
-        report["connections"]["disconnect_reasons"] = Value::Object(reasons);
+        report["connections"]["disconnect_reasons"] = reasons;
     }
     for key in ["gateways", "cpu"] {
         if let Some(v) = summed(key) {

@@ -91,7 +91,7 @@ impl std::fmt::Display for Shard {
 /// that it is ready (its aggregators agree), and how its part of the run
 /// goes. Shards start the schedule together from these, estimate each
 /// other's clocks from their send times, and show the whole run live.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ShardStatus {
     /// The run (shards of other runs on the same broker are ignored).
     pub run: String,

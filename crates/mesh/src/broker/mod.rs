@@ -74,6 +74,14 @@ impl BrokerSpec {
     }
 }
 
+/// The broker address client `index` connects to on its attempt after
+/// `failures` failed ones: clients spread over the addresses (a clustered
+/// broker's nodes, or the embedded broker's listeners), and one whose node
+/// died moves to the next.
+pub(crate) fn address_for(addrs: &[SocketAddr], index: usize, failures: u32) -> SocketAddr {
+    addrs[(index + failures as usize) % addrs.len()]
+}
+
 /// TLS to the broker: what clients trust and, for the embedded broker, the
 /// certificate it presents (made for the run, removed after it).
 #[derive(Debug)]
